@@ -1,0 +1,204 @@
+"""Checkpoint I/O shared by every module of the engine.
+
+Modules are built on the ``meta`` device and then either filled from a checkpoint (strict: every key and
+shape must match the module's own ``state_dict``) or from deterministic synthetic weights. Both paths go
+through this file so that a user sees the same kind of error whatever they load.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+Rule = tuple[str, Callable[[torch.Size, torch.Generator], torch.Tensor]]
+
+# Dtypes a checkpoint may store; anything else (e.g. int8 from a quantizer) cannot run in this engine.
+LOADABLE_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2}
+_LISTED = 8  # names listed per problem kind before "… and N more"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be loaded; the message says which file and which tensors."""
+
+
+def _listing(kind: str, names: Sequence[str]) -> str:
+    shown = ", ".join(names[:_LISTED])
+    more = f" … and {len(names) - _LISTED} more" if len(names) > _LISTED else ""
+    return f"{len(names)} {kind}: {shown}{more}"
+
+
+def check_layout(
+    expected: Mapping[str, Sequence[int]], found: Mapping[str, Sequence[int]], *, source: str
+) -> None:
+    """Raise CheckpointError naming every missing, unexpected and misshaped tensor."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    misshaped = sorted(
+        f"{k} {list(found[k])} (expected {list(expected[k])})"
+        for k in set(expected) & set(found)
+        if tuple(found[k]) != tuple(expected[k])
+    )
+    problems = [
+        _listing(kind, names)
+        for kind, names in (("missing", missing), ("unexpected", unexpected), ("misshaped", misshaped))
+        if names
+    ]
+    if problems:
+        hint = ""
+        if missing and len(missing) == len(expected):
+            hint = " (no key matches: is this a checkpoint of another model?)"
+        raise CheckpointError(f"{source}: " + "; ".join(problems) + hint)
+
+
+def read_state(path: str | Path, *, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
+    """Read a ``.safetensors`` file (memory-mapped) or a ``.pth``/``.pt`` file (weights only, never code)."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such checkpoint file")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device=str(device))
+        state = torch.load(path, map_location=device, weights_only=True, mmap=True)
+    except CheckpointError:
+        raise
+    except Exception as exc:  # truncated, corrupt or pickled code: one clear line either way
+        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: cannot read checkpoint ({first_line})") from exc
+    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: not a flat mapping of tensor names to tensors")
+    return dict(state)
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """The string metadata of a safetensors file ({} for other formats)."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        return {}
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except Exception as exc:
+        raise CheckpointError(f"{path}: cannot read safetensors header ({exc})") from exc
+
+
+def load_into(
+    module: nn.Module,
+    state: Mapping[str, torch.Tensor],
+    *,
+    device: str | torch.device,
+    dtype: torch.dtype,
+    source: str,
+) -> nn.Module:
+    """Strictly load ``state`` into ``module`` (which may live on ``meta``), cast to ``dtype`` on ``device``.
+
+    Floating tensors are cast to ``dtype`` (so an fp8 file computes in bf16); integer buffers keep theirs.
+    """
+    expected = module.state_dict()
+    check_layout({k: v.shape for k, v in expected.items()}, {k: v.shape for k, v in state.items()}, source=source)
+    bad = sorted(k for k, v in state.items() if v.dtype not in LOADABLE_DTYPES and v.is_floating_point())
+    if bad:
+        raise CheckpointError(
+            f"{source}: tensors of a dtype this engine cannot run ({state[bad[0]].dtype}): "
+            + _listing("tensors", bad).split(": ", 1)[1]
+        )
+    converted = {
+        k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()
+    }
+    module.load_state_dict(converted, strict=True, assign=True)
+    materialize_computed_buffers(module, device)
+    return module.eval().requires_grad_(False)
+
+
+def _generator(seed: int, name: str, device: torch.device) -> torch.Generator:
+    digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
+    gen = torch.Generator(device=device)
+    gen.manual_seed(int.from_bytes(digest[:8], "little") & (2**63 - 1))
+    return gen
+
+
+def _default_init(name: str, shape: torch.Size, gen: torch.Generator) -> torch.Tensor:
+    device = gen.device
+    if name.endswith("bias"):
+        return torch.zeros(shape, device=device)
+    if len(shape) <= 1:
+        return torch.ones(shape, device=device)
+    fan_in = math.prod(shape[1:])
+    return torch.randn(shape, generator=gen, device=device) / math.sqrt(fan_in)
+
+
+@torch.no_grad()
+def synthesize(
+    module: nn.Module,
+    *,
+    seed: int,
+    device: str | torch.device,
+    dtype: torch.dtype,
+    rules: Sequence[Rule] = (),
+) -> nn.Module:
+    """Give a (meta) module deterministic weights: the same seed gives the same tensors on one device type.
+
+    Each tensor draws from its own generator, seeded from ``(seed, name)``, so the result does not depend
+    on the order of parameters. ``rules`` are ``(regex, fn(shape, generator))`` pairs tried first.
+    Tensors are created one at a time in ``dtype``, so the peak is the final size of the module.
+    """
+    device = torch.device(device)
+    compiled = [(re.compile(pattern), fn) for pattern, fn in rules]
+    values: dict[str, torch.Tensor] = {}
+    for name, tensor in module.state_dict().items():
+        gen = _generator(seed, name, device)
+        fn = next((f for rx, f in compiled if rx.search(name)), None)
+        value = fn(tensor.shape, gen) if fn is not None else _default_init(name, tensor.shape, gen)
+        values[name] = value.to(dtype if tensor.is_floating_point() else tensor.dtype)
+    module.load_state_dict(values, strict=True, assign=True)
+    materialize_computed_buffers(module, device)
+    return module.eval().requires_grad_(False)
+
+
+def materialize_computed_buffers(module: nn.Module, device: str | torch.device) -> None:
+    """Non-persistent buffers (RoPE tables, mel filters…) are not in checkpoints: rebuild them on ``device``.
+
+    A module owning such buffers defines ``reset_computed_buffers()``, called after they are allocated.
+    """
+    for sub in module.modules():
+        for key, buf in list(sub._buffers.items()):
+            if buf is not None and buf.is_meta:
+                sub._buffers[key] = torch.empty(buf.shape, dtype=buf.dtype, device=device)
+        reset = getattr(sub, "reset_computed_buffers", None)
+        if callable(reset):
+            reset()
+
+
+def save_checkpoint(
+    module_or_state: nn.Module | Mapping[str, torch.Tensor], path: str | Path, metadata: Mapping[str, Any]
+) -> Path:
+    """Write a safetensors file with string metadata (e.g. preset, variant, seed)."""
+    from safetensors.torch import save_file
+
+    state = module_or_state.state_dict() if isinstance(module_or_state, nn.Module) else module_or_state
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in state.items()}
+    save_file(tensors, str(path), metadata={k: str(v) for k, v in metadata.items()})
+    return path
+
+
+def build_on_meta(factory: Callable[[], nn.Module]) -> nn.Module:
+    """Construct a module without allocating its weights."""
+    with torch.device("meta"):
+        return factory()
+
+
+def module_bytes(module: nn.Module) -> int:
+    """Bytes held by a module's parameters and buffers."""
+    return sum(t.numel() * t.element_size() for t in module.state_dict().values())

@@ -1,0 +1,101 @@
+"""The shared checkpoint path: strict layout checks, file errors, synthetic determinism, fp8 upcast."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from ovi_engine import weights as W
+
+
+class Toy(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.proj = nn.Linear(6, 4)
+        self.norm = nn.LayerNorm(4)
+        self.register_buffer("table", torch.zeros(3), persistent=False)
+
+    def reset_computed_buffers(self) -> None:
+        self.table.copy_(torch.tensor([1.0, 2.0, 3.0]))
+
+
+def toy(seed: int = 0, dtype: torch.dtype = torch.float32) -> Toy:
+    return W.synthesize(W.build_on_meta(Toy), seed=seed, device="cpu", dtype=dtype)
+
+
+def test_synthetic_is_deterministic_per_seed_and_order_free() -> None:
+    a, b, c = toy(3), toy(3), toy(4)
+    assert torch.equal(a.proj.weight, b.proj.weight)
+    assert not torch.equal(a.proj.weight, c.proj.weight)
+    # defaults: biases zero, 1-D weights one, matrices scaled by 1/sqrt(fan_in)
+    assert torch.count_nonzero(a.proj.bias) == 0 and torch.all(a.norm.weight == 1)
+    assert abs(float(a.proj.weight.std()) - 6**-0.5) < 0.3
+    assert torch.equal(a.table, torch.tensor([1.0, 2.0, 3.0]))  # computed buffer rebuilt
+    assert not a.proj.weight.requires_grad
+
+
+def test_rules_override_defaults() -> None:
+    m = W.synthesize(W.build_on_meta(Toy), seed=0, device="cpu", dtype=torch.float32,
+                     rules=[(r"norm\.weight$", lambda shape, gen: torch.full(shape, 0.5))])
+    assert torch.all(m.norm.weight == 0.5)
+
+
+def test_round_trip_with_metadata(tmp_path: Path) -> None:
+    src = toy(7)
+    path = W.save_checkpoint(src, tmp_path / "toy.safetensors", {"preset": "tiny", "seed": 7})
+    assert W.read_metadata(path) == {"preset": "tiny", "seed": "7"}
+    dst = W.load_into(W.build_on_meta(Toy), W.read_state(path), device="cpu", dtype=torch.float32,
+                      source=str(path))
+    assert torch.equal(dst.proj.weight, src.proj.weight)
+    assert torch.equal(dst.table, src.table)
+
+
+def test_pth_is_read_without_unpickling_code(tmp_path: Path) -> None:
+    torch.save(toy().state_dict(), tmp_path / "toy.pth")
+    assert set(W.read_state(tmp_path / "toy.pth")) == set(Toy().state_dict())
+
+    class Evil:
+        def __reduce__(self):  # would run code under a plain torch.load
+            return (print, ("pwned",))
+
+    torch.save({"x": Evil()}, tmp_path / "evil.pth")
+    with pytest.raises(W.CheckpointError, match="evil.pth"):
+        W.read_state(tmp_path / "evil.pth")
+
+
+def test_layout_errors_name_every_tensor() -> None:
+    state = dict(toy().state_dict())
+    state.pop("proj.bias")
+    state["extra.weight"] = torch.zeros(2)
+    state["norm.weight"] = torch.zeros(5)
+    with pytest.raises(W.CheckpointError) as err:
+        W.load_into(W.build_on_meta(Toy), state, device="cpu", dtype=torch.float32, source="toy")
+    msg = str(err.value)
+    assert "missing: proj.bias" in msg and "unexpected: extra.weight" in msg
+    assert "norm.weight [5] (expected [4])" in msg and "\n" not in msg
+
+
+def test_other_model_and_corrupt_files(tmp_path: Path) -> None:
+    other = tmp_path / "other.safetensors"
+    W.save_checkpoint({"encoder.x": torch.zeros(2)}, other, {})
+    with pytest.raises(W.CheckpointError, match="another model"):
+        W.load_into(W.build_on_meta(Toy), W.read_state(other), device="cpu", dtype=torch.float32,
+                    source=str(other))
+    good = W.save_checkpoint(toy(), tmp_path / "good.safetensors", {})
+    truncated = tmp_path / "truncated.safetensors"
+    truncated.write_bytes(good.read_bytes()[:-10])
+    with pytest.raises(W.CheckpointError, match="truncated.safetensors"):
+        W.read_state(truncated)
+    with pytest.raises(W.CheckpointError, match="no such checkpoint"):
+        W.read_state(tmp_path / "absent.safetensors")
+
+
+def test_fp8_is_upcast_and_unrunnable_dtypes_refused() -> None:
+    state = {k: v.to(torch.float8_e4m3fn) if v.is_floating_point() else v for k, v in toy().state_dict().items()}
+    m = W.load_into(W.build_on_meta(Toy), state, device="cpu", dtype=torch.bfloat16, source="fp8")
+    assert m.proj.weight.dtype == torch.bfloat16
+    assert torch.isfinite(m.proj(torch.randn(2, 6, dtype=torch.bfloat16))).all()
+    state["proj.weight"] = state["proj.weight"].to(torch.float64)
+    with pytest.raises(W.CheckpointError, match="cannot run"):
+        W.load_into(W.build_on_meta(Toy), state, device="cpu", dtype=torch.bfloat16, source="f64")
