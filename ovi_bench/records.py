@@ -1,0 +1,373 @@
+"""Plain-data records the harness produces: samples, stages, case results, environment, verdicts, run report.
+
+Workers return these as JSON-able dicts (`to_dict`), the runner journals them, the comparator adds verdicts
+and the report writers render them. Every serialized form carries `schema_version`; reading another version
+raises `SchemaError` with one clear line.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from functools import cached_property
+from typing import Any
+
+SCHEMA_VERSION = 1
+
+CASE_STATUSES = ("ok", "oom", "crash", "timeout", "error", "skipped")
+ABNORMAL_STATUSES = ("oom", "crash", "timeout", "error")
+VERDICT_STATUSES = ("pass", "fail", "regression", "improved", "no_baseline", "error")
+FAILED_VERDICTS = ("fail", "regression", "error")
+# Per-case outcome, derived from its status and verdicts; what every report format and the exit code use.
+OUTCOMES = ("pass", "fail", "error", "skipped")
+
+# Environment variables that change what a measurement means; recorded with every run.
+FLAG_PREFIXES = ("PYTORCH_", "TORCH_", "HSA_", "HIP_", "ROCR_", "CUDA_", "NCCL_", "OMP_", "OVI_")
+
+
+class SchemaError(ValueError):
+    """A file or record of another schema version, or one that is not a record at all."""
+
+
+def check_schema(data: Mapping[str, Any], *, source: str) -> None:
+    if not isinstance(data, Mapping):
+        raise SchemaError(f"{source}: expected a JSON object, found {type(data).__name__}")
+    found = data.get("schema_version")
+    if found != SCHEMA_VERSION:
+        raise SchemaError(f"{source}: schema_version {found!r}, this ovi-bench reads schema_version {SCHEMA_VERSION}")
+
+
+@dataclass
+class Samples:
+    """Repeated measurements of one quantity; statistics are computed once, on demand."""
+
+    values: list[float]
+
+    def __post_init__(self) -> None:
+        if not self.values:
+            raise ValueError("Samples needs at least one value")
+        self.values = [float(v) for v in self.values]
+
+    @cached_property
+    def n(self) -> int:
+        return len(self.values)
+
+    @cached_property
+    def median(self) -> float:
+        return statistics.median(self.values)
+
+    @cached_property
+    def mean(self) -> float:
+        return statistics.fmean(self.values)
+
+    @cached_property
+    def stdev(self) -> float:
+        return statistics.stdev(self.values) if self.n > 1 else 0.0
+
+    @cached_property
+    def iqr(self) -> float:
+        if self.n < 2:
+            return 0.0
+        q1, _, q3 = statistics.quantiles(self.values, n=4, method="inclusive")
+        return q3 - q1
+
+    @cached_property
+    def min(self) -> float:
+        return min(self.values)
+
+    @cached_property
+    def max(self) -> float:
+        return max(self.values)
+
+    def render(self, fmt: Any = None) -> str:
+        """'median ± iqr (n=…)' with `fmt(float) -> str` for the unit (plain number by default)."""
+        fmt = fmt or (lambda v: f"{v:.4g}")
+        if self.n == 1:
+            return fmt(self.median)
+        return f"{fmt(self.median)} ± {fmt(self.iqr)} (n={self.n})"
+
+    def to_dict(self) -> dict[str, Any]:
+        # The statistics are written for readers of the JSON; only `values` is read back.
+        return {"type": "samples", "values": self.values, "n": self.n, "median": self.median,
+                "mean": self.mean, "stdev": self.stdev, "iqr": self.iqr, "min": self.min, "max": self.max}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Samples:
+        return cls(list(data["values"]))
+
+
+def metric_to_json(value: Any) -> Any:
+    return value.to_dict() if isinstance(value, Samples) else value
+
+
+def metric_from_json(value: Any) -> Any:
+    if isinstance(value, Mapping) and value.get("type") == "samples":
+        return Samples.from_dict(value)
+    return value
+
+
+def numeric(value: Any) -> float | None:
+    """The number a rule compares: a Samples' median, a plain number, else None."""
+    if isinstance(value, Samples):
+        return value.median
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+def render_metric(name: str, value: Any) -> str:
+    """One uniform text rendering of a metric value, with the unit implied by the metric's name."""
+    from ovi_bench.units import format_duration, format_size
+
+    fmt: Any = None
+    if name.endswith("bytes"):
+        fmt = format_size
+    elif name.endswith("_s"):
+        fmt = format_duration
+    if isinstance(value, Samples):
+        return value.render(fmt)
+    if fmt is not None and numeric(value) is not None:
+        return fmt(value)
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(str(v) for v in value) + "]"
+    return "–" if value is None else str(value)
+
+
+@dataclass
+class StageRecord:
+    name: str
+    wall_s: float
+    device_s: float | None = None
+    alloc_peak: int | None = None
+    reserved_peak: int | None = None
+    alloc_end: int | None = None
+    device_used_peak: int | None = None
+    host_rss_peak: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> StageRecord:
+        return cls(**data)
+
+
+@dataclass
+class CaseResult:
+    case_id: str
+    suite: str
+    params: dict[str, Any]
+    status: str
+    stage: str | None = None
+    error: str | None = None
+    stages: list[StageRecord] = field(default_factory=list)
+    metrics: dict[str, Any] = field(default_factory=dict)
+    started_at: str = ""
+    duration_s: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.status not in CASE_STATUSES:
+            raise ValueError(f"case {self.case_id!r}: status {self.status!r} is not one of {CASE_STATUSES}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "case_id": self.case_id, "suite": self.suite,
+                "params": self.params, "status": self.status, "stage": self.stage, "error": self.error,
+                "stages": [s.to_dict() for s in self.stages],
+                "metrics": {k: metric_to_json(v) for k, v in self.metrics.items()},
+                "started_at": self.started_at, "duration_s": self.duration_s}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "case result") -> CaseResult:
+        check_schema(data, source=source)
+        return cls(case_id=data["case_id"], suite=data["suite"], params=dict(data["params"]),
+                   status=data["status"], stage=data.get("stage"), error=data.get("error"),
+                   stages=[StageRecord.from_dict(s) for s in data.get("stages", [])],
+                   metrics={k: metric_from_json(v) for k, v in data.get("metrics", {}).items()},
+                   started_at=data.get("started_at", ""), duration_s=data.get("duration_s", 0.0))
+
+
+@dataclass
+class Environment:
+    git_commit: str | None = None
+    torch: str | None = None
+    cuda: str | None = None
+    hip: str | None = None
+    device_name: str | None = None
+    device_arch: str | None = None
+    driver: str | None = None
+    device_total_bytes: int | None = None
+    unified_memory: bool = False
+    host: str | None = None
+    cpu: str | None = None
+    python: str | None = None
+    platform: str | None = None
+    flags: dict[str, str] = field(default_factory=dict)
+    date: str | None = None
+
+    @classmethod
+    def capture(cls, device_index: int = 0) -> Environment:
+        """Provenance of this process: versions, device, relevant environment flags, commit, date."""
+        import torch
+
+        env = cls(git_commit=_git_commit(), torch=torch.__version__, cuda=torch.version.cuda,
+                  hip=getattr(torch.version, "hip", None), host=socket.gethostname(),
+                  cpu=platform.processor() or platform.machine(), python=sys.version.split()[0],
+                  platform=platform.platform(),
+                  flags={k: v for k, v in sorted(os.environ.items()) if k.startswith(FLAG_PREFIXES)},
+                  date=datetime.now(timezone.utc).isoformat(timespec="seconds"))
+        if torch.cuda.is_available():
+            props = torch.cuda.get_device_properties(device_index)
+            env.device_name = props.name
+            env.device_arch = getattr(props, "gcnArchName", None) or f"sm_{props.major}{props.minor}"
+            env.device_total_bytes = props.total_memory
+            env.unified_memory = bool(getattr(props, "is_integrated", False))
+            env.driver = _driver_version()
+        else:
+            env.device_name = "cpu"
+        return env
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Environment:
+        return cls(**data)
+
+
+def _git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], check=False, capture_output=True, text=True,
+                             timeout=10, cwd=os.path.dirname(os.path.abspath(__file__)))
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
+
+
+def _driver_version() -> str | None:
+    for cmd in (["nvidia-smi", "--query-gpu=driver_version", "--format=csv,noheader"],
+                ["rocm-smi", "--showdriverversion", "--csv"]):
+        try:
+            out = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout.strip().splitlines()[-1].strip()
+    return None
+
+
+@dataclass
+class Verdict:
+    case_id: str
+    metric: str
+    rule: str
+    status: str
+    observed: Any = None
+    reference: Any = None
+    message: str = ""
+
+    def __post_init__(self) -> None:
+        if self.status not in VERDICT_STATUSES:
+            raise ValueError(f"verdict status {self.status!r} is not one of {VERDICT_STATUSES}")
+
+    @property
+    def failed(self) -> bool:
+        return self.status in FAILED_VERDICTS
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"case_id": self.case_id, "metric": self.metric, "rule": self.rule, "status": self.status,
+                "observed": metric_to_json(self.observed), "reference": metric_to_json(self.reference),
+                "message": self.message}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Verdict:
+        return cls(case_id=data["case_id"], metric=data["metric"], rule=data["rule"], status=data["status"],
+                   observed=metric_from_json(data.get("observed")),
+                   reference=metric_from_json(data.get("reference")), message=data.get("message", ""))
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    suites: list[str]
+    engine: str
+    weights: str
+    hardware: str
+    environment: Environment
+    cases: list[CaseResult] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+    # suite -> provenance of the baseline the verdicts were judged against (None: no baseline found)
+    baselines: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    schema_version: int = SCHEMA_VERSION
+
+    def verdicts_for(self, case_id: str) -> list[Verdict]:
+        return [v for v in self.verdicts if v.case_id == case_id]
+
+    @cached_property
+    def outcomes(self) -> dict[str, str]:
+        """case_id -> pass | fail | error | skipped.
+
+        error: the case ended abnormally (oom, crash, ...) and no expect_status check passed for it;
+        fail: a verdict failed or flagged a regression; no_baseline and improved do not fail a case.
+        """
+        result = {}
+        for case in self.cases:
+            verdicts = self.verdicts_for(case.case_id)
+            expected = any(v.rule == "expect_status" and v.status == "pass" for v in verdicts)
+            if case.status == "skipped":
+                result[case.case_id] = "skipped"
+            elif case.status in ABNORMAL_STATUSES and not expected:
+                result[case.case_id] = "error"
+            elif any(v.failed for v in verdicts):
+                result[case.case_id] = "fail"
+            else:
+                result[case.case_id] = "pass"
+        return result
+
+    @cached_property
+    def summary(self) -> dict[str, int]:
+        """Counts of case outcomes and verdict statuses, e.g. {'cases': 4, 'pass': 3, 'error': 1, 'verdict.pass': 9}."""
+        counts: dict[str, int] = {"cases": len(self.cases)}
+        for outcome in OUTCOMES:
+            counts[outcome] = sum(1 for o in self.outcomes.values() if o == outcome)
+        for status in VERDICT_STATUSES:
+            counts[f"verdict.{status}"] = sum(1 for v in self.verdicts if v.status == status)
+        return counts
+
+    @cached_property
+    def exit_status(self) -> int:
+        """0 when every case passed (or was skipped), 1 when a check failed, a regression or an error showed."""
+        return 1 if any(o in ("fail", "error") for o in self.outcomes.values()) else 0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "run_id": self.run_id, "suites": self.suites,
+                "engine": self.engine, "weights": self.weights, "hardware": self.hardware,
+                "environment": self.environment.to_dict(), "summary": self.summary,
+                "exit_status": self.exit_status, "baselines": self.baselines,
+                "cases": [c.to_dict() for c in self.cases], "verdicts": [v.to_dict() for v in self.verdicts]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "run report") -> RunReport:
+        check_schema(data, source=source)
+        try:
+            return cls(run_id=data["run_id"], suites=list(data["suites"]), engine=data["engine"],
+                       weights=data["weights"], hardware=data["hardware"],
+                       environment=Environment.from_dict(data["environment"]),
+                       cases=[CaseResult.from_dict(c, source=source) for c in data["cases"]],
+                       verdicts=[Verdict.from_dict(v) for v in data["verdicts"]],
+                       baselines=dict(data.get("baselines", {})))
+        except (KeyError, TypeError, ValueError) as exc:
+            if isinstance(exc, SchemaError):
+                raise
+            raise SchemaError(f"{source}: not a valid run report ({type(exc).__name__}: {exc})") from None
