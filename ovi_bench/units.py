@@ -58,3 +58,29 @@ def format_size(n_bytes: int | float | None) -> str:
         if abs(n_bytes) >= scale:
             return f"{n_bytes / scale:.2f} {unit}"
     return f"{int(n_bytes)} B"
+
+
+def parse_quantity(text: str | float, metric: str) -> float:
+    """A limit for `metric` in the unit its name implies: '*bytes' -> size, '*_s' -> duration, else a number."""
+    if metric.endswith("bytes"):
+        return float(parse_size(text))
+    if metric.endswith("_s"):
+        return parse_duration(text)
+    value, unit = _split(text, f"number (metric {metric!r} has no unit)")
+    if unit:
+        raise ValueError(f"metric {metric!r} has no unit, got {text!r}")
+    return value
+
+
+def format_duration(seconds: float | None) -> str:
+    """'850 µs', '12.3 ms', '1.43 s', '6 min 27 s'."""
+    if seconds is None:
+        return "-"
+    if abs(seconds) < 1e-3:
+        return f"{seconds * 1e6:.3g} µs"
+    if abs(seconds) < 1:
+        return f"{seconds * 1e3:.3g} ms"
+    if abs(seconds) < 60:
+        return f"{seconds:.3g} s"
+    minutes, rest = divmod(round(seconds), 60)
+    return f"{minutes} min {rest} s"
