@@ -7,16 +7,19 @@ raises `SchemaError` with one clear line.
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
+from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
@@ -371,3 +374,36 @@ class RunReport:
             if isinstance(exc, SchemaError):
                 raise
             raise SchemaError(f"{source}: not a valid run report ({type(exc).__name__}: {exc})") from None
+
+
+class OutputError(OSError):
+    """A report directory or baseline file cannot be written (the CLI maps it to exit status 2)."""
+
+
+def canonical_json(data: Any) -> str:
+    """The one JSON form the harness writes: sorted keys, 2-space indent, UTF-8, no NaN, final newline."""
+    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` so a reader sees the old file or the new one, never a torn one.
+
+    A temp file in the same directory is written and fsynced, then renamed over `path` (os.replace).
+    """
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise OutputError(f"cannot write {path}: {exc.strerror or exc}") from None
+        raise

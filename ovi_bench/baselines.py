@@ -1,0 +1,404 @@
+"""Checks declared by suites, the baselines they compare against, and the explicit baseline update.
+
+A suite declares per-metric checks; `parse_check` validates one when the suite loads (sizes, percentages,
+factors), `judge` turns the cases of a run into verdicts. Rules:
+
+- exact          observed == expected (a literal, or a reference such as `spec.video_latent_shape`)
+- max / min      observed <= / >= limit (a size, duration or number, or `profile.<limit>`)
+- relative       vs baseline: may grow by max(tolerance * baseline, floor), else regression
+- time           vs baseline samples: a regression only when median(now) / median(baseline) >= min_factor
+                 AND a one-sided Mann-Whitney U test says "slower" at alpha (with one sample on either
+                 side, the factor alone); the mirror image is `improved`
+- expect_status  the case ended with the expected status (ok, oom, ...)
+
+Samples are compared through their median. A missing baseline gives `no_baseline`, never a pass.
+Baselines live in `<dir>/<hardware>/<suite>.json` and change only through `update_baseline`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Protocol
+
+from tabulate import tabulate
+
+from ovi_bench.records import (
+    CASE_STATUSES,
+    SCHEMA_VERSION,
+    CaseResult,
+    RunReport,
+    Samples,
+    SchemaError,
+    Verdict,
+    canonical_json,
+    check_schema,
+    metric_from_json,
+    metric_to_json,
+    numeric,
+    render_metric,
+    write_atomic,
+)
+from ovi_bench.units import parse_fraction, parse_quantity, parse_size
+
+RULES = ("exact", "max", "min", "relative", "time", "expect_status")
+BASELINE_RULES = ("relative", "time")
+# A string of this form names a value instead of being one: spec.<key>, params.<key>, profile.<limit>.
+REFERENCE = re.compile(r"^(spec|params|profile)\.([A-Za-z_][\w.]*)$")
+
+
+class CheckError(ValueError):
+    """A check in a suite that cannot be used; the suite loader adds the file and line."""
+
+
+class Profile(Protocol):
+    """What `judge` needs of a hardware profile (ovi_bench.hardware.HardwareProfile has it)."""
+
+    name: str
+
+    def limit(self, name: str) -> int: ...
+
+
+@dataclass(frozen=True)
+class Check:
+    metric: str
+    rule: str
+    expected: Any = None  # exact, expect_status
+    limit: float | str | None = None  # max, min: a number in the metric's unit, or a profile reference
+    tolerance: float = 0.0  # relative: allowed growth as a fraction of the baseline
+    floor: float = 0.0  # relative: allowed growth at least this much (metric's unit)
+    min_factor: float = 1.0  # time: slowdown factor on the medians that may count as a regression
+    alpha: float = 0.05  # time: significance level of the one-sided Mann-Whitney U test
+    when: dict[str, Any] = field(default_factory=dict)  # applies only to cases whose params match
+
+    def applies_to(self, case: CaseResult) -> bool:
+        return all(case.params.get(k) == v for k, v in self.when.items())
+
+    def describe(self) -> str:
+        """A short name for messages and junit: 'peak.total.alloc_bytes max'."""
+        return f"{self.metric} {self.rule}"
+
+
+def parse_check(raw: Mapping[str, Any]) -> Check:
+    """Validate one entry of a suite's `checks:` list; every threshold is parsed here, before any run."""
+    if not isinstance(raw, Mapping):
+        raise CheckError(f"a check must be a mapping, got {raw!r}")
+    metric, rule = raw.get("metric"), raw.get("rule")
+    if not isinstance(metric, str) or not metric:
+        raise CheckError(f"check {dict(raw)!r}: 'metric' must be a non-empty string")
+    if rule not in RULES:
+        raise CheckError(f"check on {metric!r}: rule {rule!r} is not one of {', '.join(RULES)}")
+    allowed = {"metric", "rule", "when", *{
+        "exact": ("expected",), "expect_status": ("expected",), "max": ("limit",), "min": ("limit",),
+        "relative": ("tolerance", "floor"), "time": ("min_factor", "alpha"),
+    }[rule]}
+    unknown = sorted(set(raw) - allowed)
+    if unknown:
+        raise CheckError(f"check {metric} {rule}: unknown key(s) {', '.join(unknown)} "
+                         f"(allowed: {', '.join(sorted(allowed))})")
+    when = raw.get("when") or {}
+    if not isinstance(when, Mapping):
+        raise CheckError(f"check {metric} {rule}: 'when' must be a mapping of case parameters")
+    try:
+        fields = _parse_rule_fields(metric, rule, raw)
+    except ValueError as exc:
+        raise CheckError(f"check {metric} {rule}: {exc}") from None
+    return Check(metric=metric, rule=rule, when=dict(when), **fields)
+
+
+def _parse_rule_fields(metric: str, rule: str, raw: Mapping[str, Any]) -> dict[str, Any]:
+    if rule in ("exact", "expect_status"):
+        if "expected" not in raw:
+            raise ValueError("needs 'expected'")
+        if rule == "expect_status" and raw["expected"] not in CASE_STATUSES:
+            raise ValueError(f"expected status {raw['expected']!r} is not one of {', '.join(CASE_STATUSES)}")
+        return {"expected": raw["expected"]}
+    if rule in ("max", "min"):
+        if "limit" not in raw:
+            raise ValueError("needs 'limit'")
+        limit = raw["limit"]
+        if isinstance(limit, str) and REFERENCE.match(limit):
+            return {"limit": limit}
+        return {"limit": parse_quantity(limit, metric)}
+    if rule == "relative":
+        if "tolerance" not in raw and "floor" not in raw:
+            raise ValueError("needs 'tolerance' and/or 'floor'")
+        floor = raw.get("floor", 0)
+        return {"tolerance": parse_fraction(raw.get("tolerance", 0)),
+                "floor": float(parse_size(floor)) if metric.endswith("bytes") else parse_quantity(floor, metric)}
+    min_factor, alpha = float(raw.get("min_factor", 1.10)), float(raw.get("alpha", 0.05))
+    if min_factor < 1.0:
+        raise ValueError(f"min_factor must be >= 1.0, got {min_factor}")
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
+    return {"min_factor": min_factor, "alpha": alpha}
+
+
+# ---- baselines -------------------------------------------------------------------------------------------
+
+@dataclass
+class Baseline:
+    suite: str
+    hardware: str
+    provenance: dict[str, Any]  # run_id, engine, weights, git_commit, date, environment
+    cases: dict[str, dict[str, Any]]  # case_id -> metric name -> value
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"schema_version": SCHEMA_VERSION, "suite": self.suite, "hardware": self.hardware,
+                "provenance": self.provenance,
+                "cases": {cid: {k: metric_to_json(v) for k, v in metrics.items()}
+                          for cid, metrics in self.cases.items()}}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str) -> Baseline:
+        check_schema(data, source=source)
+        try:
+            return cls(suite=data["suite"], hardware=data["hardware"], provenance=dict(data["provenance"]),
+                       cases={cid: {k: metric_from_json(v) for k, v in metrics.items()}
+                              for cid, metrics in data["cases"].items()})
+        except (KeyError, TypeError, AttributeError, ValueError) as exc:
+            raise SchemaError(f"{source}: not a valid baseline ({type(exc).__name__}: {exc})") from None
+
+
+def baseline_path(directory: Path, hardware: str, suite: str) -> Path:
+    return Path(directory) / hardware / f"{suite}.json"
+
+
+def load_baseline(directory: Path, hardware: str, suite: str) -> Baseline | None:
+    """The stored baseline, or None when there is none; an unreadable one raises SchemaError."""
+    path = baseline_path(directory, hardware, suite)
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise SchemaError(f"{path}: cannot read baseline ({exc})") from None
+    return Baseline.from_dict(data, source=str(path))
+
+
+@dataclass
+class MetricChange:
+    suite: str
+    case_id: str
+    metric: str
+    old: Any  # None when the metric is new
+    new: Any
+
+
+@dataclass
+class BaselineDiff:
+    """What an update changes (or would change, with write=False), per suite file."""
+
+    paths: dict[str, Path]  # suite -> baseline file
+    changes: list[MetricChange]
+    unchanged: int  # metrics whose stored value stays the same
+    kept: list[str]  # case ids in the baseline the report did not rerun successfully (left as they were)
+
+    def render(self) -> str:
+        if not self.changes:
+            return f"baselines unchanged ({self.unchanged} metric(s) identical)"
+        rows = [[c.suite, c.case_id, c.metric, "(new)" if c.old is None else render_metric(c.metric, c.old),
+                 render_metric(c.metric, c.new)] for c in self.changes]
+        table = tabulate(rows, headers=["suite", "case", "metric", "baseline", "new"], tablefmt="simple")
+        return f"{table}\n{len(self.changes)} change(s), {self.unchanged} unchanged, {len(self.kept)} case(s) kept"
+
+
+def update_baseline(report: RunReport, directory: Path, hardware: str | None = None, *,
+                    write: bool = True) -> BaselineDiff:
+    """Store the metrics of every successful case of `report` as the baseline of its suite.
+
+    Cases that did not end `ok` keep their stored values; cases the report did not run stay as they were.
+    Each file is replaced atomically, so a failure leaves the previous baseline intact.
+    """
+    hardware = hardware or report.hardware
+    provenance = {"run_id": report.run_id, "engine": report.engine, "weights": report.weights,
+                  "git_commit": report.environment.git_commit, "date": report.environment.date,
+                  "environment": report.environment.to_dict()}
+    diff = BaselineDiff(paths={}, changes=[], unchanged=0, kept=[])
+    for suite in report.suites:
+        old = load_baseline(directory, hardware, suite)
+        cases = dict(old.cases) if old else {}
+        for case in report.cases:
+            if case.suite != suite or case.status != "ok":
+                continue
+            before = cases.get(case.case_id, {})
+            for metric, value in case.metrics.items():
+                if metric in before and metric_to_json(before[metric]) == metric_to_json(value):
+                    diff.unchanged += 1
+                else:
+                    diff.changes.append(MetricChange(suite, case.case_id, metric, before.get(metric), value))
+            cases[case.case_id] = dict(case.metrics)
+        rerun = {c.case_id for c in report.cases if c.suite == suite and c.status == "ok"}
+        diff.kept += sorted(set(old.cases if old else ()) - rerun)
+        path = baseline_path(directory, hardware, suite)
+        diff.paths[suite] = path
+        if write:
+            write_atomic(path, canonical_json(Baseline(suite, hardware, provenance, cases).to_dict()))
+    return diff
+
+
+# ---- judging ---------------------------------------------------------------------------------------------
+
+def case_spec(case: CaseResult) -> dict[str, Any]:
+    """The facts a case's variant implies (for `spec.<key>` references), at the case's requested size."""
+    from ovi_engine.variants import get_variant
+
+    spec = get_variant(case.params["variant"])
+    height, width = case.params.get("height"), case.params.get("width")
+    return {**spec.describe(), "video_latent_shape": list(spec.video_latent_shape(height, width)),
+            "audio_latent_shape": list(spec.audio_latent_shape()),
+            "video_tokens": spec.video_tokens(height, width)}
+
+
+def _resolve(reference: str, case: CaseResult, profile: Profile | None) -> Any:
+    kind, key = REFERENCE.match(reference).groups()  # type: ignore[union-attr]
+    if kind == "params":
+        if key not in case.params:
+            raise LookupError(f"case has no parameter {key!r}")
+        return case.params[key]
+    if kind == "profile":
+        if profile is None:
+            raise LookupError(f"{reference} needs a hardware profile and the run has none")
+        return profile.limit(key)
+    spec = case_spec(case)
+    if key not in spec:
+        raise LookupError(f"variant spec has no {key!r} (known: {', '.join(sorted(spec))})")
+    return spec[key]
+
+
+def _plain(value: Any) -> Any:
+    """Tuples and lists compare equal when their items do; JSON gives lists back."""
+    return [_plain(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def _as_samples(value: Any) -> Samples | None:
+    if isinstance(value, Samples):
+        return value
+    number = numeric(value)
+    return None if number is None else Samples([number])
+
+
+def _verdict(case: CaseResult, check: Check, status: str, observed: Any, reference: Any, message: str) -> Verdict:
+    return Verdict(case.case_id, check.metric, check.rule, status, observed, reference,
+                   f"{check.describe()}: {message}")
+
+
+def _judge_one(case: CaseResult, check: Check, baseline: Mapping[str, Any] | None,
+               profile: Profile | None) -> Verdict:
+    name = check.metric
+    if check.rule == "expect_status":
+        ok = case.status == check.expected
+        where = f" in stage {case.stage}" if case.stage and case.status != "ok" else ""
+        return _verdict(case, check, "pass" if ok else "fail", case.status, check.expected,
+                        f"status {case.status}{where}, expected {check.expected}")
+    if name not in case.metrics:
+        return _verdict(case, check, "error", None, None, "metric not recorded by this case")
+    observed = case.metrics[name]
+    try:
+        if check.rule == "exact":
+            expected = check.expected
+            if isinstance(expected, str) and REFERENCE.match(expected):
+                expected = _resolve(expected, case, profile)
+            ok = _plain(observed) == _plain(expected)
+            return _verdict(case, check, "pass" if ok else "fail", observed, expected,
+                            f"{render_metric(name, observed)} {'==' if ok else '!='} {render_metric(name, expected)}")
+        if check.rule in ("max", "min"):
+            limit = check.limit
+            if isinstance(limit, str):
+                limit = _resolve(limit, case, profile)
+            value = numeric(observed)
+            if value is None:
+                return _verdict(case, check, "error", observed, limit, f"{observed!r} is not a number")
+            ok = value <= limit if check.rule == "max" else value >= limit
+            op = ("<=" if ok else ">") if check.rule == "max" else (">=" if ok else "<")
+            source = f" ({check.limit})" if isinstance(check.limit, str) else ""
+            return _verdict(case, check, "pass" if ok else "fail", observed, limit,
+                            f"{render_metric(name, value)} {op} limit {render_metric(name, limit)}{source}")
+    except LookupError as exc:
+        return _verdict(case, check, "error", observed, None, str(exc).strip("'\""))
+    if baseline is None or name not in baseline:
+        return _verdict(case, check, "no_baseline", observed, None, "no baseline value")
+    reference = baseline[name]
+    if check.rule == "relative":
+        return _judge_relative(case, check, observed, reference)
+    return _judge_time(case, check, observed, reference)
+
+
+def _judge_relative(case: CaseResult, check: Check, observed: Any, reference: Any) -> Verdict:
+    now, base = numeric(observed), numeric(reference)
+    if now is None or base is None:
+        return _verdict(case, check, "error", observed, reference, "not a number")
+    allowed = max(check.tolerance * abs(base), check.floor)
+    change = f"{render_metric(check.metric, now)} vs baseline {render_metric(check.metric, base)}"
+    bound = f"allowed ±{render_metric(check.metric, allowed)}"
+    if now > base + allowed:
+        return _verdict(case, check, "regression", observed, reference, f"{change}, grew beyond {bound}")
+    if now < base - allowed:
+        return _verdict(case, check, "improved", observed, reference, f"{change}, shrank beyond {bound}")
+    return _verdict(case, check, "pass", observed, reference, f"{change}, within {bound}")
+
+
+def slowdown_test(now: Samples, base: Samples, alternative: str) -> float | None:
+    """One-sided Mann-Whitney U p-value that `now` is 'greater' (slower) or 'less' than `base`;
+    None when either side has a single sample, where no test is meaningful."""
+    if now.n < 2 or base.n < 2:
+        return None
+    from scipy.stats import mannwhitneyu
+
+    return float(mannwhitneyu(now.values, base.values, alternative=alternative).pvalue)
+
+
+def _judge_time(case: CaseResult, check: Check, observed: Any, reference: Any) -> Verdict:
+    now, base = _as_samples(observed), _as_samples(reference)
+    if now is None or base is None or base.median <= 0:
+        return _verdict(case, check, "error", observed, reference, "not a positive duration")
+    ratio = now.median / base.median
+    facts = (f"median {render_metric(check.metric, now.median)} vs baseline "
+             f"{render_metric(check.metric, base.median)} ({ratio:.3f}x)")
+    for status, factor, alternative in (("regression", ratio, "greater"), ("improved", 1 / ratio, "less")):
+        if factor < check.min_factor:
+            continue
+        p = slowdown_test(now, base, alternative)
+        # With the exact test p can reach alpha but not go below it at small n (3 vs 3 -> 0.05): use <=.
+        if p is None or p <= check.alpha:
+            test = "single sample, factor alone" if p is None else f"Mann-Whitney p={p:.3g} <= {check.alpha}"
+            return _verdict(case, check, status, now, base, f"{facts}, beyond {check.min_factor}x ({test})")
+        return _verdict(case, check, "pass", now, base,
+                        f"{facts}, within noise (Mann-Whitney p={p:.3g} > {check.alpha})")
+    return _verdict(case, check, "pass", now, base, f"{facts}, below the {check.min_factor}x factor")
+
+
+def judge(cases: Sequence[CaseResult], checks: Sequence[Check], baseline: Baseline | None, *,
+          profile: Profile | None = None) -> list[Verdict]:
+    """Verdicts for one suite's cases. A case that ended abnormally is judged only by expect_status checks
+    (its other metrics are incomplete); a skipped case is not judged."""
+    verdicts = []
+    for case in cases:
+        if case.status == "skipped":
+            continue
+        stored = baseline.cases.get(case.case_id) if baseline else None
+        for check in checks:
+            if not check.applies_to(case):
+                continue
+            if case.status != "ok" and check.rule != "expect_status":
+                continue
+            verdicts.append(_judge_one(case, check, stored, profile))
+    return verdicts
+
+
+def judge_run(report: RunReport, checks: Mapping[str, Sequence[Check]], baseline_dir: Path, *,
+              profile: Profile | None = None) -> RunReport:
+    """The report with verdicts for every suite (checks: suite name -> its checks) and the provenance of
+    the baselines used, read from `<baseline_dir>/<report.hardware>/<suite>.json`."""
+    verdicts, used = [], {}
+    for suite in report.suites:
+        baseline = load_baseline(baseline_dir, report.hardware, suite)
+        used[suite] = None if baseline is None else {
+            **{k: baseline.provenance.get(k) for k in ("run_id", "engine", "weights", "git_commit", "date")},
+            "path": str(baseline_path(baseline_dir, report.hardware, suite))}
+        verdicts += judge([c for c in report.cases if c.suite == suite], checks.get(suite, ()), baseline,
+                          profile=profile)
+    return replace(report, verdicts=verdicts, baselines=used)
