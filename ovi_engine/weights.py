@@ -145,21 +145,24 @@ def synthesize(
     device: str | torch.device,
     dtype: torch.dtype,
     rules: Sequence[Rule] = (),
+    generate_on: str | torch.device | None = None,
 ) -> nn.Module:
     """Give a (meta) module deterministic weights: the same seed gives the same tensors on one device type.
 
     Each tensor draws from its own generator, seeded from ``(seed, name)``, so the result does not depend
     on the order of parameters. ``rules`` are ``(regex, fn(shape, generator))`` pairs tried first.
     Tensors are created one at a time in ``dtype``, so the peak is the final size of the module.
+    ``generate_on`` (default: ``device``) lets a GPU draw the numbers for a module kept on the host.
     """
     device = torch.device(device)
+    gen_device = torch.device(generate_on) if generate_on is not None else device
     compiled = [(re.compile(pattern), fn) for pattern, fn in rules]
     values: dict[str, torch.Tensor] = {}
     for name, tensor in module.state_dict().items():
-        gen = _generator(seed, name, device)
+        gen = _generator(seed, name, gen_device)
         fn = next((f for rx, f in compiled if rx.search(name)), None)
         value = fn(tensor.shape, gen) if fn is not None else _default_init(name, tensor.shape, gen)
-        values[name] = value.to(dtype if tensor.is_floating_point() else tensor.dtype)
+        values[name] = value.to(device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
     module.load_state_dict(values, strict=True, assign=True)
     materialize_computed_buffers(module, device)
     return module.eval().requires_grad_(False)
