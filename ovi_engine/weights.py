@@ -10,7 +10,9 @@ from __future__ import annotations
 import hashlib
 import math
 import re
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +24,7 @@ Rule = tuple[str, Callable[[torch.Size, torch.Generator], torch.Tensor]]
 # Dtypes a checkpoint may store; anything else (e.g. int8 from a quantizer) cannot run in this engine.
 LOADABLE_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2}
 _LISTED = 8  # names listed per problem kind before "… and N more"
+_DRAW_ON: ContextVar[torch.device | None] = ContextVar("draw_synthetic_on", default=None)
 
 
 class CheckpointError(ValueError):
@@ -152,10 +155,11 @@ def synthesize(
     Each tensor draws from its own generator, seeded from ``(seed, name)``, so the result does not depend
     on the order of parameters. ``rules`` are ``(regex, fn(shape, generator))`` pairs tried first.
     Tensors are created one at a time in ``dtype``, so the peak is the final size of the module.
-    ``generate_on`` (default: ``device``) lets a GPU draw the numbers for a module kept on the host.
+    ``generate_on`` (default: the ``draw_synthetic_on`` context, else ``device``) lets a GPU draw the numbers
+    for a module kept on the host.
     """
     device = torch.device(device)
-    gen_device = torch.device(generate_on) if generate_on is not None else device
+    gen_device = torch.device(generate_on) if generate_on is not None else (_DRAW_ON.get() or device)
     compiled = [(re.compile(pattern), fn) for pattern, fn in rules]
     values: dict[str, torch.Tensor] = {}
     for name, tensor in module.state_dict().items():
@@ -166,6 +170,16 @@ def synthesize(
     module.load_state_dict(values, strict=True, assign=True)
     materialize_computed_buffers(module, device)
     return module.eval().requires_grad_(False)
+
+
+@contextmanager
+def draw_synthetic_on(device: str | torch.device) -> Iterator[None]:
+    """Within this block, synthetic weights are drawn on ``device`` whatever device they are kept on."""
+    token = _DRAW_ON.set(torch.device(device))
+    try:
+        yield
+    finally:
+        _DRAW_ON.reset(token)
 
 
 def materialize_computed_buffers(module: nn.Module, device: str | torch.device) -> None:
