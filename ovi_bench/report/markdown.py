@@ -1,0 +1,41 @@
+"""report.md: the run, its summary, cases, verdicts (failures first), metrics and stages, as tables."""
+
+from __future__ import annotations
+
+from html import escape
+
+from tabulate import tabulate
+
+from ovi_bench.records import RunReport
+from ovi_bench.report.tables import (
+    case_table,
+    metric_table,
+    run_table,
+    stage_table,
+    summary_table,
+    verdict_table,
+)
+
+
+def _table(table: tuple[list[str], list[list[str]]]) -> str:
+    headers, rows = table
+    if not rows:
+        return "_none_"
+    # Markdown renders raw HTML: neutralize it, and keep each cell on one table row.
+    cleaned = [[escape(cell, quote=False).replace("|", "\\|").replace("\n", " ") for cell in row]
+               for row in rows]
+    return tabulate(cleaned, headers=headers, tablefmt="github")
+
+
+def render_markdown(report: RunReport) -> str:
+    verdict = "PASS" if report.exit_status == 0 else "FAIL"
+    sections = [
+        f"# ovi-bench run {report.run_id}: {verdict}",
+        _table(run_table(report)),
+        "## Summary", _table(summary_table(report)),
+        "## Cases", _table(case_table(report)),
+        "## Verdicts", _table(verdict_table(report)),
+        "## Metrics", _table(metric_table(report)),
+        "## Memory and time by stage", _table(stage_table(report)),
+    ]
+    return "\n\n".join(sections) + "\n"
