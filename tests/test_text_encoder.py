@@ -227,3 +227,23 @@ def test_matches_transformers_umt5(tiny32):
         got = tiny32(ids, mask)
     real = mask.bool()
     torch.testing.assert_close(got[real], expected[real], rtol=1e-4, atol=1e-4)
+
+
+def test_load_tokenizer_pads_and_truncates_like_wan(tmp_path):
+    tokenizers = pytest.importorskip("tokenizers")
+    transformers = pytest.importorskip("transformers")
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, "a": 3, "b": 4, "c": 5}
+    backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    backend.post_processor = tokenizers.processors.TemplateProcessing(
+        single="$A </s>", special_tokens=[("</s>", 1)]
+    )
+    fast = transformers.PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", eos_token="</s>", unk_token="<unk>"
+    )
+    fast.save_pretrained(tmp_path)
+    tokenizer = load_tokenizer(tmp_path)
+    assert tokenizer.vocab_size == 6
+    ids, mask = tokenizer.tokenize(["a b", "c c c c c c"], 5)
+    assert ids.tolist() == [[3, 4, 1, 0, 0], [5, 5, 5, 5, 1]]  # right padding; truncation keeps the EOS
+    assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
