@@ -16,6 +16,7 @@ from __future__ import annotations
 import html
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, cast
@@ -24,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ovi_engine.weights import build_on_meta, load_into, read_state, synthesize
+from ovi_engine.weights import Rule, build_on_meta, load_into, read_state, synthesize
 
 
 @dataclass(frozen=True)
@@ -169,11 +170,11 @@ def _resolve(preset: str | TextEncoderConfig) -> TextEncoderConfig:
     return TEXT_ENCODER_PRESETS[preset]
 
 
-def _normal(std: float):
+def _normal(std: float) -> Callable[[torch.Size, torch.Generator], Tensor]:
     return lambda shape, gen: torch.randn(shape, generator=gen, device=gen.device) * std
 
 
-def _synthetic_rules(c: TextEncoderConfig):
+def _synthetic_rules(c: TextEncoderConfig) -> tuple[Rule, ...]:
     """Upstream's init scales: q absorbs T5's missing 1/sqrt(d); small o keeps 24 residual adds in range."""
     return (
         (r"^token_embedding\.weight$", _normal(1.0)),
