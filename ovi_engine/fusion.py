@@ -1,0 +1,192 @@
+"""Ovi's fusion transformer: a video tower and an audio tower whose blocks run in pairs and attend to each other.
+
+Per block pair (upstream `ovi/modules/fusion.py`): audio self-attention, video self-attention, audio
+cross-attention (text + the updated video tokens), audio FFN, video cross-attention (text + the audio tokens
+from before audio's cross-attention), video FFN. Skip-layer guidance drops one whole pair.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ovi_engine import dit
+from ovi_engine.dit import DiTTower, TowerConfig, TowerState
+from ovi_engine.weights import Rule, build_on_meta, load_into, read_state, synthesize
+
+__all__ = ["FUSION_PRESETS", "BlockPair", "FusionConfig", "FusionModel", "TowerConfig", "build_fusion_model",
+           "load_fusion_model"]
+
+AUDIO_ROPE_SCALE = 0.19676  # upstream audio.json temporal_rope_scaling_factor
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    video: TowerConfig
+    audio: TowerConfig
+
+    def __post_init__(self) -> None:
+        v, a = self.video, self.audio
+        if (v.modality, a.modality) != ("video", "audio"):
+            raise ValueError("FusionConfig needs a video tower config and an audio tower config")
+        # Fusion K/V project the other tower's tokens (dim -> dim) and the blocks run in pairs.
+        if (v.dim, v.num_heads, v.num_layers) != (a.dim, a.num_heads, a.num_layers):
+            raise ValueError("video and audio towers must share dim, num_heads and num_layers")
+        if v.text_dim != a.text_dim:
+            raise ValueError("video and audio towers must read the same text width")
+
+    @property
+    def text_dim(self) -> int:
+        return self.video.text_dim
+
+    @property
+    def num_layers(self) -> int:
+        return self.video.num_layers
+
+
+def _towers(dim: int, ffn_dim: int, num_heads: int, num_layers: int, freq_dim: int, text_dim: int) -> FusionConfig:
+    shared = dict(dim=dim, ffn_dim=ffn_dim, num_heads=num_heads, num_layers=num_layers, freq_dim=freq_dim,
+                  text_dim=text_dim)
+    return FusionConfig(
+        video=TowerConfig("video", in_dim=48, patch_size=(1, 2, 2), **shared),  # type: ignore[arg-type]
+        audio=TowerConfig("audio", in_dim=20, patch_size=(1,), rope_scale=AUDIO_ROPE_SCALE, **shared),  # type: ignore[arg-type]
+    )
+
+
+FUSION_PRESETS: dict[str, FusionConfig] = {
+    "full": _towers(dim=3072, ffn_dim=14336, num_heads=24, num_layers=30, freq_dim=256, text_dim=4096),
+    # Real head_dim (128) and text width at an eighth of the weights: a cheap GPU run of the same kernels.
+    "small": _towers(dim=1536, ffn_dim=7168, num_heads=12, num_layers=8, freq_dim=256, text_dim=4096),
+    "tiny": _towers(dim=64, ffn_dim=128, num_heads=2, num_layers=3, freq_dim=32, text_dim=64),
+}
+
+
+def get_fusion_config(preset: str | FusionConfig) -> FusionConfig:
+    if isinstance(preset, FusionConfig):
+        return preset
+    if preset not in FUSION_PRESETS:
+        raise ValueError(f"unknown fusion preset {preset!r}; known: {', '.join(FUSION_PRESETS)}")
+    return FUSION_PRESETS[preset]
+
+
+def _normal(std: Callable[[torch.Size], float]) -> Callable[[torch.Size, torch.Generator], Tensor]:
+    def draw(shape: torch.Size, gen: torch.Generator) -> Tensor:
+        return torch.randn(shape, generator=gen, device=gen.device) * std(shape)
+
+    return draw
+
+
+class BlockPair(nn.Module):
+    """The audio and video block of one depth, run in Ovi's order.
+
+    Not registered under FusionModel (the checkpoint keys stay upstream's); it exists so that code which
+    moves weights around a forward (block streaming) can hook one module that encloses the pair's work.
+    """
+
+    def __init__(self, video_block: dit.Block, audio_block: dit.Block):
+        super().__init__()
+        self.video_block = video_block
+        self.audio_block = audio_block
+
+    def forward(self, video: TowerState, audio: TowerState, backend: str) -> None:
+        vb, ab = self.video_block, self.audio_block
+        video_mod, audio_mod = vb.modulation_table(video.e0), ab.modulation_table(audio.e0)
+        ab.self_attention_(audio, audio_mod, backend)
+        vb.self_attention_(video, video_mod, backend)
+        audio_before = audio.x.clone()  # video's cross-attention reads audio from before audio's
+        ab.cross_attention_(audio, video, video.x, backend)
+        ab.ffn_(audio, audio_mod)
+        vb.cross_attention_(video, audio, audio_before, backend)
+        vb.ffn_(video, video_mod)
+
+
+class FusionModel(nn.Module):
+    # Synthetic weights that keep bf16 activations finite and O(1) through 30 pairs and 50 CFG steps:
+    # upstream's modulation init and damped residual-branch outputs; everything else weights.py's default.
+    SYNTHETIC_RULES: ClassVar[tuple[Rule, ...]] = (
+        (r"modulation(\.modulation)?$", _normal(lambda shape: 1 / math.sqrt(shape[-1]))),
+        (r"(attn\.o|ffn\.2)\.weight$", _normal(lambda shape: 0.25 / math.sqrt(shape[1]))),
+    )
+
+    def __init__(self, config: FusionConfig):
+        super().__init__()
+        self.config = config
+        self.video_model = DiTTower(config.video)
+        self.audio_model = DiTTower(config.audio)
+        self.block_pairs = [BlockPair(v, a) for v, a in zip(self.video_model.blocks, self.audio_model.blocks)]
+
+    def forward(
+        self,
+        video: Tensor,
+        audio: Tensor,
+        t: Tensor,
+        video_context: Tensor,
+        audio_context: Tensor,
+        *,
+        first_frame_clean: bool = False,
+        skip_block: int | None = None,
+        attention: str = "auto",
+    ) -> tuple[Tensor, Tensor]:
+        """Velocity predictions for video [B,48,F,H,W] and audio [B,L,20] at timesteps t [B] (0..1000).
+
+        first_frame_clean (i2v): the first latent frame is the clean image, so its tokens get t = 0.
+        skip_block: index of the block pair left out (skip-layer guidance in the unconditional pass).
+        """
+        frames = video.shape[2] // self.config.video.patch_size[0]
+        video_t = t[:, None].expand(-1, frames)
+        if first_frame_clean:
+            video_t = torch.cat([torch.zeros_like(video_t[:, :1]), video_t[:, 1:]], dim=1)
+        return self.forward_frames(video, audio, video_t, t, video_context, audio_context,
+                                   skip_block=skip_block, attention=attention)
+
+    def forward_frames(
+        self,
+        video: Tensor,
+        audio: Tensor,
+        video_t: Tensor,
+        audio_t: Tensor,
+        video_context: Tensor,
+        audio_context: Tensor,
+        *,
+        skip_block: int | None = None,
+        attention: str = "auto",
+    ) -> tuple[Tensor, Tensor]:
+        """`forward` with one timestep per latent frame for video (video_t [B,F]) and one for audio [B]."""
+        v = self.video_model.prepare(video, video_t, video_context)
+        a = self.audio_model.prepare(audio, audio_t[:, None], audio_context)
+        for i, pair in enumerate(self.block_pairs):
+            if i != skip_block:
+                pair(v, a, attention)
+        return self.video_model.finish(v), self.audio_model.finish(a)
+
+
+def build_fusion_model(
+    preset: str | FusionConfig = "full",
+    *,
+    device: str | torch.device = "meta",
+    dtype: torch.dtype = torch.bfloat16,
+    seed: int | None = 0,
+    compile: bool = False,
+) -> FusionModel:
+    """On `meta` (or with seed None): an unmaterialized model to load a checkpoint into. Otherwise
+    deterministic synthetic weights from `seed`. `compile` torch.compiles the small elementwise helpers."""
+    config = get_fusion_config(preset)
+    model = build_on_meta(lambda: FusionModel(config)).to(dtype)
+    if compile:
+        dit.compile_helpers()
+    if torch.device(device).type == "meta" or seed is None:
+        return model
+    return synthesize(model, seed=seed, device=device, dtype=dtype, rules=FusionModel.SYNTHETIC_RULES)  # type: ignore[return-value]
+
+
+def load_fusion_model(
+    path: str, *, preset: str | FusionConfig = "full", device: str | torch.device, dtype: torch.dtype = torch.bfloat16
+) -> FusionModel:
+    """Read an Ovi fusion checkpoint (bf16 or fp8 safetensors) strictly into a model computing in `dtype`."""
+    model = build_fusion_model(preset, dtype=dtype)
+    return load_into(model, read_state(path), device=device, dtype=dtype, source=path)  # type: ignore[return-value]
