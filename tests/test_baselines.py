@@ -1,0 +1,262 @@
+"""Check rules (pass and fail sides), baseline files (versioned, provenance, atomic explicit update) and
+compare(a, b). Expected values come from arithmetic on the constructed samples or from VARIANTS.md."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from ovi_bench.baselines import (
+    Baseline,
+    CheckError,
+    baseline_path,
+    judge,
+    judge_run,
+    load_baseline,
+    parse_check,
+    update_baseline,
+)
+from ovi_bench.compare import compare
+from ovi_bench.records import CaseResult, Environment, OutputError, RunReport, Samples, SchemaError
+
+GiB, MiB = 2**30, 2**20
+
+
+def case(metrics: dict, *, status: str = "ok", case_id: str = "c", **params) -> CaseResult:
+    return CaseResult(case_id, "s", {"variant": "960x960_10s", "policy": "all_gpu", **params}, status,
+                      stage="decode" if status != "ok" else None, metrics=metrics)
+
+
+def baseline(metrics: dict, case_id: str = "c") -> Baseline:
+    return Baseline("s", "h100-80gb", {"run_id": "old"}, {case_id: metrics})
+
+
+def one(raw: dict, c: CaseResult, base: Baseline | None = None, profile=None) -> str:
+    verdicts = judge([c], [parse_check(raw)], base, profile=profile)
+    assert len(verdicts) == 1
+    return verdicts[0].status
+
+
+class FakeProfile:
+    name = "fake"
+
+    def limit(self, name: str) -> int:
+        return {"total_peak": 76 * GiB}[name]
+
+
+# ---- exact, max/min, expect_status -----------------------------------------------------------------------
+
+def test_exact_against_variant_spec() -> None:
+    # VARIANTS.md: 10 s at 24 fps -> 241 frames -> 1 + 240/4 = 61 latent frames; 960 / 16 = 60 latent rows.
+    rule = {"metric": "video_latent_shape", "rule": "exact", "expected": "spec.video_latent_shape"}
+    assert one(rule, case({"video_latent_shape": [48, 61, 60, 60]})) == "pass"
+    assert one(rule, case({"video_latent_shape": [48, 31, 60, 60]})) == "fail"  # 5 s lengths in a 10 s run
+    audio = {"metric": "audio_latent_length", "rule": "exact", "expected": "spec.audio_latent_length"}
+    assert one(audio, case({"audio_latent_length": 314})) == "pass"
+    assert one(audio, case({"audio_latent_length": 157})) == "fail"
+    assert one({"metric": "x", "rule": "exact", "expected": 3}, case({"x": 3})) == "pass"
+
+
+def test_max_min_with_sizes_and_profile() -> None:
+    peak = {"metric": "peak.total.alloc_bytes", "rule": "max", "limit": "100 GB"}
+    assert one(peak, case({"peak.total.alloc_bytes": 100 * 10**9})) == "pass"
+    assert one(peak, case({"peak.total.alloc_bytes": 100 * 10**9 + 1})) == "fail"
+    profiled = {"metric": "peak.total.alloc_bytes", "rule": "max", "limit": "profile.total_peak"}
+    assert one(profiled, case({"peak.total.alloc_bytes": 75 * GiB}), profile=FakeProfile()) == "pass"
+    assert one(profiled, case({"peak.total.alloc_bytes": 77 * GiB}), profile=FakeProfile()) == "fail"
+    assert one(profiled, case({"peak.total.alloc_bytes": 1}), profile=None) == "error"  # no profile to read
+    frames = {"metric": "video_frames", "rule": "min", "limit": 241}
+    assert one(frames, case({"video_frames": 241})) == "pass"
+    assert one(frames, case({"video_frames": 121})) == "fail"
+    step = {"metric": "time.denoise.step_s", "rule": "max", "limit": "2s"}  # Samples: judged by median
+    assert one(step, case({"time.denoise.step_s": Samples([1.0, 1.9, 5.0])})) == "pass"
+    assert one(step, case({"time.denoise.step_s": Samples([1.0, 2.1, 5.0])})) == "fail"
+
+
+def test_expect_status_and_abnormal_cases() -> None:
+    checks = [parse_check({"metric": "status", "rule": "expect_status", "expected": "oom",
+                           "when": {"policy": "keep_resident"}}),
+              parse_check({"metric": "peak.total.alloc_bytes", "rule": "max", "limit": "1 GB"})]
+    oom = case({}, status="oom", case_id="kr", policy="keep_resident")
+    survived = case({"peak.total.alloc_bytes": 10}, case_id="kr-ok", policy="keep_resident")
+    other = case({"peak.total.alloc_bytes": 10}, case_id="ag")
+    crashed = case({}, status="crash", case_id="boom")
+    verdicts = judge([oom, survived, other, crashed], checks, None)
+    got = {(v.case_id, v.rule): v.status for v in verdicts}
+    assert got == {("kr", "expect_status"): "pass", ("kr-ok", "expect_status"): "fail",
+                   ("kr-ok", "max"): "pass", ("ag", "max"): "pass"}  # abnormal cases: status checks only
+    report = RunReport("r", ["s"], "e", "w", "h", Environment(), [oom, survived, other, crashed], verdicts)
+    assert report.outcomes == {"kr": "pass", "kr-ok": "fail", "ag": "pass", "boom": "error"}
+
+
+def test_missing_metric_is_an_error_not_a_pass() -> None:
+    assert one({"metric": "video_frames", "rule": "min", "limit": 1}, case({})) == "error"
+
+
+# ---- relative and time (need a baseline) -----------------------------------------------------------------
+
+RELATIVE = {"metric": "peak.decode_video.alloc_bytes", "rule": "relative", "tolerance": "2%", "floor": "256 MiB"}
+
+
+@pytest.mark.parametrize(("base", "now", "expected"), [
+    # 10 GiB: 2% = 204.8 MiB < floor, so 256 MiB of growth is allowed
+    (10 * GiB, 10 * GiB + 250 * MiB, "pass"),
+    (10 * GiB, 10 * GiB + 300 * MiB, "regression"),
+    # 100 GiB: 2% = 2 GiB > floor
+    (100 * GiB, 101.5 * GiB, "pass"),
+    (100 * GiB, 102.5 * GiB, "regression"),
+    (100 * GiB, 97 * GiB, "improved"),
+])
+def test_relative_rule(base: float, now: float, expected: str) -> None:
+    name = RELATIVE["metric"]
+    assert one(RELATIVE, case({name: now}), baseline({name: base})) == expected
+
+
+def test_missing_baseline_is_reported_not_passed() -> None:
+    name = RELATIVE["metric"]
+    assert one(RELATIVE, case({name: GiB}), None) == "no_baseline"
+    assert one(RELATIVE, case({name: GiB}), baseline({"other": 1})) == "no_baseline"
+
+
+TIME = {"metric": "time.denoise.step_s", "rule": "time", "min_factor": 1.10, "alpha": 0.05}
+BASE_TIMES = [1.00, 1.01, 0.99, 1.02, 0.98, 1.00]
+
+
+@pytest.mark.parametrize(("now", "expected"), [
+    # every sample 1.5x slower: fully separated ranks, exact one-sided p = 1/C(12,6) = 1/924 -> regression
+    ([1.50, 1.51, 1.49, 1.52, 1.48, 1.50], "regression"),
+    # fully separated (significant) but only 1.05x slower: below min_factor -> pass
+    ([1.05, 1.06, 1.04, 1.07, 1.045, 1.055], "pass"),
+    # median 1.2x slower but the spread covers the baseline (ranks interleave): noise -> pass
+    ([0.90, 1.20, 1.25, 1.15, 0.95, 3.0], "pass"),
+    # every sample 1.5x faster -> improved
+    ([0.66, 0.67, 0.65, 0.68, 0.66, 0.67], "improved"),
+])
+def test_time_rule_on_repeats(now: list[float], expected: str) -> None:
+    name = TIME["metric"]
+    assert one(TIME, case({name: Samples(now)}), baseline({name: Samples(BASE_TIMES)})) == expected
+
+
+def test_time_rule_single_sample_uses_factor_alone() -> None:
+    name = TIME["metric"]
+    assert one(TIME, case({name: Samples([1.12])}), baseline({name: Samples(BASE_TIMES)})) == "regression"
+    assert one(TIME, case({name: Samples([1.08])}), baseline({name: Samples(BASE_TIMES)})) == "pass"
+    assert one(TIME, case({name: 2.0}), baseline({name: 1.0})) == "regression"
+
+
+@pytest.mark.parametrize(("raw", "message"), [
+    ({"metric": "x", "rule": "fuzzy"}, "rule 'fuzzy' is not one of"),
+    ({"metric": "peak.total.alloc_bytes", "rule": "max", "limit": "100 GX"}, "unknown size unit"),
+    ({"metric": "peak.total.alloc_bytes", "rule": "max"}, "needs 'limit'"),
+    ({"metric": "a_bytes", "rule": "relative", "tolerance": "two percent"}, "expected a fraction"),
+    ({"metric": "t_s", "rule": "time", "min_factor": 0.9}, "min_factor must be >= 1.0"),
+    ({"metric": "t_s", "rule": "time", "alpha": 1.5}, "alpha must be between 0 and 1"),
+    ({"metric": "status", "rule": "expect_status", "expected": "exploded"}, "is not one of"),
+    ({"metric": "x", "rule": "exact", "expected": 1, "limit": 3}, "unknown key(s) limit"),
+])
+def test_bad_checks_fail_at_parse(raw: dict, message: str) -> None:
+    with pytest.raises(CheckError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        parse_check(raw)
+
+
+# ---- baseline files --------------------------------------------------------------------------------------
+
+def run_report(values: dict[str, float], *, run_id: str = "run-1", status: str = "ok") -> RunReport:
+    env = Environment(git_commit="abc123", torch="2.11", date="2026-11-23T00:00:00+00:00")
+    cases = [CaseResult(cid, "s", {"variant": "960x960_10s"}, status,
+                        metrics={"peak.total.alloc_bytes": v, "time.denoise.step_s": Samples([v / GiB])})
+             for cid, v in values.items()]
+    return RunReport(run_id, ["s"], "reference", "synthetic:tiny", "h100-80gb", env, cases)
+
+
+def test_update_writes_versioned_baseline_with_provenance(tmp_path: Path) -> None:
+    diff = update_baseline(run_report({"a": 10 * GiB, "b": 20 * GiB}), tmp_path)
+    path = tmp_path / "h100-80gb" / "s.json"
+    assert diff.paths == {"s": path} and len(diff.changes) == 4 and diff.unchanged == 0
+    data = json.loads(path.read_text())
+    assert data["schema_version"] == 1
+    assert data["provenance"]["run_id"] == "run-1" and data["provenance"]["git_commit"] == "abc123"
+    assert data["provenance"]["date"] == "2026-11-23T00:00:00+00:00"
+    stored = load_baseline(tmp_path, "h100-80gb", "s")
+    assert stored is not None and stored.cases["b"]["peak.total.alloc_bytes"] == 20 * GiB
+    assert stored.cases["a"]["time.denoise.step_s"].values == [10.0]
+
+
+def test_update_shows_changes_and_keeps_cases_not_rerun(tmp_path: Path) -> None:
+    update_baseline(run_report({"a": 10 * GiB, "b": 20 * GiB}), tmp_path)
+    preview = update_baseline(run_report({"a": 11 * GiB}, run_id="run-2"), tmp_path, write=False)
+    assert [(c.case_id, c.metric, c.old, c.new) for c in preview.changes][0] == \
+        ("a", "peak.total.alloc_bytes", 10 * GiB, 11 * GiB)
+    assert preview.kept == ["b"] and "11.00 GiB" in preview.render()
+    stored = load_baseline(tmp_path, "h100-80gb", "s")
+    assert stored is not None and stored.provenance["run_id"] == "run-1"  # write=False changed nothing
+    update_baseline(run_report({"a": 11 * GiB}, run_id="run-2"), tmp_path)
+    update_baseline(run_report({"b": 99 * GiB}, run_id="run-3", status="oom"), tmp_path)  # not ok: not stored
+    stored = load_baseline(tmp_path, "h100-80gb", "s")
+    assert stored is not None and stored.provenance["run_id"] == "run-3"
+    assert stored.cases["a"]["peak.total.alloc_bytes"] == 11 * GiB
+    assert stored.cases["b"]["peak.total.alloc_bytes"] == 20 * GiB
+
+
+@pytest.mark.parametrize("failing", ["fsync", "replace"])
+def test_failed_update_leaves_old_baseline_intact(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  failing: str) -> None:
+    update_baseline(run_report({"a": 10 * GiB}), tmp_path)
+    path = baseline_path(tmp_path, "h100-80gb", "s")
+    before = path.read_bytes()
+
+    def crash(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, failing, crash)
+    with pytest.raises(OutputError, match="No space left on device"):
+        update_baseline(run_report({"a": 50 * GiB}, run_id="run-2"), tmp_path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == ["s.json"]  # no temp file left behind
+
+
+def test_baseline_of_other_schema_is_a_one_line_error(tmp_path: Path) -> None:
+    path = baseline_path(tmp_path, "h100-80gb", "s")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"schema_version": 7, "suite": "s", "hardware": "h", "provenance": {}, "cases": {}}))
+    with pytest.raises(SchemaError) as info:
+        load_baseline(tmp_path, "h100-80gb", "s")
+    assert "\n" not in str(info.value) and "schema_version 7" in str(info.value) and str(path) in str(info.value)
+    assert load_baseline(tmp_path, "h100-80gb", "missing-suite") is None
+
+
+def test_judge_run_reads_baselines_and_records_provenance(tmp_path: Path) -> None:
+    update_baseline(run_report({"a": 10 * GiB}), tmp_path)
+    checks = {"s": [parse_check(RELATIVE | {"metric": "peak.total.alloc_bytes"})]}
+    judged = judge_run(run_report({"a": 11 * GiB}, run_id="run-2"), checks, tmp_path)
+    assert [v.status for v in judged.verdicts] == ["regression"] and judged.exit_status == 1
+    assert judged.baselines["s"]["run_id"] == "run-1"
+    fresh = judge_run(run_report({"a": 11 * GiB}), checks, tmp_path / "empty")
+    assert [v.status for v in fresh.verdicts] == ["no_baseline"] and fresh.baselines == {"s": None}
+    assert fresh.exit_status == 0
+
+
+# ---- compare(a, b) ---------------------------------------------------------------------------------------
+
+def test_compare_side_by_side() -> None:
+    env = Environment(git_commit="abc")
+    slow, same = [2.0, 2.1, 2.05, 1.95, 2.02], [1.0, 1.1, 1.05, 0.95, 1.02]
+    a = RunReport("A", ["s"], "reference", "w", "h", env, [
+        CaseResult("x", "s", {}, "ok", metrics={"t_s": Samples([1.0, 1.1, 1.05, 0.95, 1.02]), "m_bytes": 100}),
+        CaseResult("y", "s", {}, "ok", metrics={"t_s": Samples(same)}),
+        CaseResult("only-a", "s", {}, "ok")])
+    b = RunReport("B", ["s"], "fork", "w", "h", env, [
+        CaseResult("x", "s", {}, "ok", metrics={"t_s": Samples(slow), "m_bytes": 150}),
+        CaseResult("y", "s", {}, "ok", metrics={"t_s": Samples(list(reversed(same)))})])
+    rows = {(r.case_id, r.metric): r for r in compare(a, b).rows}
+    assert rows[("x", "m_bytes")].ratio == 1.5
+    assert rows[("x", "t_s")].ratio == pytest.approx(2.02 / 1.02)
+    assert "slower, significant" in rows[("x", "t_s")].note
+    assert rows[("y", "t_s")].ratio == 1.0 and "within noise" in rows[("y", "t_s")].note
+    assert rows[("only-a", "status")].note == "case only in a"
+    text = compare(a, b).render()
+    assert "fork" in text and "1.500" in text
