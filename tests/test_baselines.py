@@ -188,8 +188,9 @@ def test_update_writes_versioned_baseline_with_provenance(tmp_path: Path) -> Non
 def test_update_shows_changes_and_keeps_cases_not_rerun(tmp_path: Path) -> None:
     update_baseline(run_report({"a": 10 * GiB, "b": 20 * GiB}), tmp_path)
     preview = update_baseline(run_report({"a": 11 * GiB}, run_id="run-2"), tmp_path, write=False)
-    assert [(c.case_id, c.metric, c.old, c.new) for c in preview.changes][0] == \
-        ("a", "peak.total.alloc_bytes", 10 * GiB, 11 * GiB)
+    changes = [(c.case_id, c.metric, c.old, c.new) for c in preview.changes]
+    assert changes[0] == ("a", "peak.total.alloc_bytes", 10 * GiB, 11 * GiB)
+    assert (changes[1][2].values, changes[1][3].values) == ([10.0], [11.0]) and len(changes) == 2
     assert preview.kept == ["b"] and "11.00 GiB" in preview.render()
     stored = load_baseline(tmp_path, "h100-80gb", "s")
     assert stored is not None and stored.provenance["run_id"] == "run-1"  # write=False changed nothing
