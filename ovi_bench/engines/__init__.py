@@ -1,0 +1,36 @@
+"""Engine registry: a short name or `MODULE:FACTORY`, where FACTORY() returns an Engine."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+
+from ovi_bench.engines.base import Engine, EngineConfig
+
+ENGINES = {
+    "reference": "ovi_bench.engines.reference:make_engine",
+    "fake": "ovi_bench.engines.fake:make_engine",  # shapes only, faults on demand: for testing the harness
+}
+
+
+class EngineSpecError(ValueError):
+    """The --engine value names no engine that can be built."""
+
+
+def engine_factory(spec: str) -> Callable[[], Engine]:
+    """Resolve `reference` or `package.module:factory` to the factory, importing the module."""
+    target = ENGINES.get(spec, spec)
+    module_name, sep, attr = target.partition(":")
+    if not sep or not module_name or not attr:
+        raise EngineSpecError(f"unknown engine {spec!r}: use one of {sorted(ENGINES)} or MODULE:FACTORY")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise EngineSpecError(f"engine {spec!r}: cannot import {module_name!r} ({exc})") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise EngineSpecError(f"engine {spec!r}: {module_name!r} has no callable {attr!r}")
+    return factory
+
+
+__all__ = ["ENGINES", "Engine", "EngineConfig", "EngineSpecError", "engine_factory"]

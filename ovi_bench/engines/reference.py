@@ -1,0 +1,61 @@
+"""The reference engine (`ovi_engine.OviPipeline`) behind the Engine interface.
+
+The pipeline takes its configuration when built and emits StageEvent objects; this adapter builds it in
+`load` and forwards its events to the harness as (stage, phase, info).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ovi_bench.engines.base import EngineConfig, StageListener
+
+
+class ReferenceEngine:
+    def __init__(self) -> None:
+        self.pipeline: Any = None
+        self.listeners: list[StageListener] = []
+
+    def add_stage_listener(self, listener: StageListener) -> None:
+        self.listeners.append(listener)
+
+    def _forward(self, event: Any) -> None:
+        for listener in self.listeners:
+            listener(event.stage, event.phase, dict(event.info))
+
+    def load(self, config: EngineConfig) -> None:
+        from ovi_engine.pipeline import OviPipeline, PipelineConfig
+
+        self.pipeline = OviPipeline(PipelineConfig(
+            variant=config.variant, preset=config.preset, checkpoint_dir=config.checkpoint_dir,
+            policy=config.policy, attention=config.attention, device=config.device,
+            dtype=getattr(torch, config.dtype), seed=config.seed,
+        ))
+        self.pipeline.add_listener(self._forward)
+        self.pipeline.load()
+
+    def encode_text(self, prompt: str, negative_prompt: str | None = None) -> Any:
+        return self.pipeline.encode_text(prompt, negative_prompt)
+
+    def denoise(self, text: Any, *, steps: int, seed: int, solver: str = "unipc", image: Path | None = None,
+                height: int | None = None, width: int | None = None,
+                on_step: Callable[[int, int], None] | None = None) -> Any:
+        return self.pipeline.denoise(text, steps=steps, seed=seed, solver=solver, image=image, height=height,
+                                     width=width, on_step=on_step)
+
+    def release(self) -> None:
+        self.pipeline.release()
+
+    def decode_latents(self, latents: Any) -> Any:
+        return self.pipeline.decode_latents(latents)
+
+    def describe(self) -> dict:
+        return self.pipeline.describe()
+
+
+def make_engine() -> ReferenceEngine:
+    return ReferenceEngine()

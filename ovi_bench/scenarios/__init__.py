@@ -1,0 +1,46 @@
+"""Scenario registry: which worker routine runs a case. One module per scenario.
+
+A scenario module defines `SCENARIO = Scenario(...)`; its `run(ctx)` executes inside the worker process
+and returns the case's flat metrics (plain JSON-able data).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ovi_bench.engines.base import Engine, EngineConfig
+from ovi_bench.trackers import StageMeter
+
+SCENARIO_MODULES = {
+    "pipeline": "ovi_bench.scenarios.pipeline",
+}
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    axes: tuple[str, ...]  # matrix keys a suite may vary
+    axis_defaults: dict[str, Any]  # value of an axis the matrix leaves out
+    params: dict[str, Any] = field(default_factory=dict)  # accepted params and their defaults
+    run: Callable[..., dict[str, Any]] | None = None
+
+
+@dataclass
+class ScenarioContext:
+    """What a scenario gets inside the worker: a built (not yet loaded) engine and the meter."""
+
+    engine: Engine
+    config: EngineConfig
+    params: dict[str, Any]
+    meter: StageMeter
+    repeat: int = 1
+
+
+def get_scenario(name: str) -> Scenario:
+    if name not in SCENARIO_MODULES:
+        raise KeyError(f"unknown scenario {name!r} (known: {', '.join(SCENARIO_MODULES)})")
+    return importlib.import_module(SCENARIO_MODULES[name]).SCENARIO

@@ -1,0 +1,157 @@
+"""Memory per stage, from three views: the torch allocator, the device, and the host.
+
+Stages may nest (the engine announces decode_video inside the harness's decode). At every stage
+boundary the tracker folds the peaks seen so far into each open stage, then resets the peaks (allocator
+peak stats and the kernel's RSS high-water mark), so each stage's figure is its own.
+"""
+
+from __future__ import annotations
+
+import resource
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import psutil
+import torch
+
+PEAK_FIELDS = ("alloc_peak", "reserved_peak", "device_used_peak", "host_rss_peak")
+
+
+@dataclass
+class MemoryConfig:
+    device: str = "cpu"
+    sample_interval_s: float = 0.005
+    unified_memory: bool = False  # APU: device and host share one pool; both views are reported
+
+
+def _read_vm_hwm() -> int | None:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _reset_vm_hwm() -> bool:
+    try:
+        with open("/proc/self/clear_refs", "w") as clear_refs:
+            clear_refs.write("5")  # resets the peak RSS ("VmHWM") of this process
+        return True
+    except OSError:
+        return False
+
+
+def device_used_reader(device: torch.device) -> Callable[[], int] | None:
+    """Bytes in use on the whole device, as the driver sees them: NVML, amdsmi, else cudaMemGetInfo."""
+    if device.type != "cuda":
+        return None
+    index = device.index or 0
+    if torch.version.hip is None:
+        try:
+            import pynvml
+
+            pynvml.nvmlInit()
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            return lambda: int(pynvml.nvmlDeviceGetMemoryInfo(handle).used)
+        except Exception:  # noqa: BLE001, S110 - no pynvml or no NVML driver: use the CUDA runtime
+            pass
+    else:
+        try:
+            import amdsmi
+
+            amdsmi.amdsmi_init()
+            handle = amdsmi.amdsmi_get_processor_handles()[index]
+            return lambda: int(amdsmi.amdsmi_get_gpu_vram_usage(handle)["vram_used"]) * 2**20
+        except Exception:  # noqa: BLE001, S110 - no amdsmi or no driver access: use the HIP runtime
+            pass
+
+    def mem_get_info() -> int:
+        free, total = torch.cuda.mem_get_info(index)
+        return total - free
+
+    return mem_get_info
+
+
+class MemoryTracker:
+    def __init__(self, config: MemoryConfig) -> None:
+        self.config = config
+        self.device = torch.device(config.device)
+        self.cuda = self.device.type == "cuda"
+        self._read_device_used = device_used_reader(self.device)
+        self._hwm_resettable = _reset_vm_hwm()
+        self._process = psutil.Process()
+        self._open: list[dict[str, int]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._sampler: threading.Thread | None = None
+
+    def snapshot(self) -> dict[str, int | None]:
+        """Memory in use right now (sent to the parent at each stage start, so a crash still has it)."""
+        return {
+            "alloc_bytes": torch.cuda.memory_allocated(self.device) if self.cuda else None,
+            "device_used_bytes": self._read_device_used() if self._read_device_used else None,
+            "host_rss_bytes": self._process.memory_info().rss,
+        }
+
+    def _fold(self, values: dict[str, int | None]) -> None:
+        with self._lock:
+            for stage in self._open:
+                for key, value in values.items():
+                    if value is not None:
+                        stage[key] = max(stage.get(key, 0), value)
+
+    def _boundary(self) -> None:
+        values: dict[str, int | None] = {"host_rss_peak": self._process.memory_info().rss}
+        if self._hwm_resettable:
+            values["host_rss_peak"] = max(values["host_rss_peak"] or 0, _read_vm_hwm() or 0)
+            _reset_vm_hwm()
+        if self.cuda:
+            torch.cuda.synchronize(self.device)
+            values["alloc_peak"] = torch.cuda.max_memory_allocated(self.device)
+            values["reserved_peak"] = torch.cuda.max_memory_reserved(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        if self._read_device_used:
+            values["device_used_peak"] = self._read_device_used()
+        self._fold(values)
+
+    def _sample(self) -> None:
+        while not self._stop.wait(self.config.sample_interval_s):
+            values: dict[str, int | None] = {"host_rss_peak": self._process.memory_info().rss}
+            if self._read_device_used:
+                values["device_used_peak"] = self._read_device_used()
+            self._fold(values)
+
+    @contextmanager
+    def track(self, stage: str, fields: dict[str, Any]) -> Iterator[None]:
+        self._boundary()
+        peaks: dict[str, int] = {}
+        with self._lock:
+            self._open.append(peaks)
+        if self._sampler is None:
+            self._sampler = threading.Thread(target=self._sample, name="memory-sampler", daemon=True)
+            self._sampler.start()
+        try:
+            yield
+        finally:
+            self._boundary()
+            with self._lock:
+                self._open.remove(peaks)
+            fields.update({key: peaks.get(key) for key in PEAK_FIELDS})
+            fields["alloc_end"] = torch.cuda.memory_allocated(self.device) if self.cuda else None
+            if self.config.unified_memory:
+                fields.setdefault("extra", {})["unified_memory"] = True
+
+    def process_peak_rss(self) -> int:
+        """Lifetime peak RSS of this process (ru_maxrss is in KiB on Linux)."""
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._sampler is not None:
+            self._sampler.join()
