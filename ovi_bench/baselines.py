@@ -3,7 +3,8 @@
 A suite declares per-metric checks; `parse_check` validates one when the suite loads (sizes, percentages,
 factors), `judge` turns the cases of a run into verdicts. Rules:
 
-- exact          observed == expected (a literal, or a reference such as `spec.video_latent_shape`)
+- exact          observed == expected (a literal, or a reference such as `spec.video_latent_shape`,
+                 `params.<key>`)
 - max / min      observed <= / >= limit (a size, duration or number, or `profile.<limit>`)
 - relative       vs baseline: may grow by max(tolerance * baseline, floor), else regression
 - time           vs baseline samples: a regression only when median(now) / median(baseline) >= min_factor
@@ -42,7 +43,7 @@ from ovi_bench.records import (
     render_metric,
     write_atomic,
 )
-from ovi_bench.units import parse_fraction, parse_quantity, parse_size
+from ovi_bench.units import parse_fraction, parse_quantity
 
 RULES = ("exact", "max", "min", "relative", "time", "expect_status")
 BASELINE_RULES = ("relative", "time")
@@ -126,9 +127,8 @@ def _parse_rule_fields(metric: str, rule: str, raw: Mapping[str, Any]) -> dict[s
     if rule == "relative":
         if "tolerance" not in raw and "floor" not in raw:
             raise ValueError("needs 'tolerance' and/or 'floor'")
-        floor = raw.get("floor", 0)
         return {"tolerance": parse_fraction(raw.get("tolerance", 0)),
-                "floor": float(parse_size(floor)) if metric.endswith("bytes") else parse_quantity(floor, metric)}
+                "floor": parse_quantity(raw.get("floor", 0), metric)}
     min_factor, alpha = float(raw.get("min_factor", 1.10)), float(raw.get("alpha", 0.05))
     if min_factor < 1.0:
         raise ValueError(f"min_factor must be >= 1.0, got {min_factor}")
@@ -203,7 +203,8 @@ class BaselineDiff:
         rows = [[c.suite, c.case_id, c.metric, "(new)" if c.old is None else render_metric(c.metric, c.old),
                  render_metric(c.metric, c.new)] for c in self.changes]
         table = tabulate(rows, headers=["suite", "case", "metric", "baseline", "new"], tablefmt="simple")
-        return f"{table}\n{len(self.changes)} change(s), {self.unchanged} unchanged, {len(self.kept)} case(s) kept"
+        counts = f"{len(self.changes)} change(s), {self.unchanged} unchanged, {len(self.kept)} case(s) kept"
+        return f"{table}\n{counts}"
 
 
 def update_baseline(report: RunReport, directory: Path, hardware: str | None = None, *,
@@ -242,18 +243,9 @@ def update_baseline(report: RunReport, directory: Path, hardware: str | None = N
 
 # ---- judging ---------------------------------------------------------------------------------------------
 
-def case_spec(case: CaseResult) -> dict[str, Any]:
-    """The facts a case's variant implies (for `spec.<key>` references), at the case's requested size."""
-    from ovi_engine.variants import get_variant
-
-    spec = get_variant(case.params["variant"])
-    height, width = case.params.get("height"), case.params.get("width")
-    return {**spec.describe(), "video_latent_shape": list(spec.video_latent_shape(height, width)),
-            "audio_latent_shape": list(spec.audio_latent_shape()),
-            "video_tokens": spec.video_tokens(height, width)}
-
-
 def _resolve(reference: str, case: CaseResult, profile: Profile | None) -> Any:
+    """params.<key>: the case's parameter; profile.<limit>: the hardware profile's limit; spec.<key>: the
+    metric of that name the worker recorded from the variant's spec (the scenario derives it)."""
     kind, key = REFERENCE.match(reference).groups()  # type: ignore[union-attr]
     if kind == "params":
         if key not in case.params:
@@ -263,10 +255,9 @@ def _resolve(reference: str, case: CaseResult, profile: Profile | None) -> Any:
         if profile is None:
             raise LookupError(f"{reference} needs a hardware profile and the run has none")
         return profile.limit(key)
-    spec = case_spec(case)
-    if key not in spec:
-        raise LookupError(f"variant spec has no {key!r} (known: {', '.join(sorted(spec))})")
-    return spec[key]
+    if reference not in case.metrics:
+        raise LookupError(f"the case recorded no {reference}")
+    return case.metrics[reference]
 
 
 def _plain(value: Any) -> Any:
@@ -281,7 +272,8 @@ def _as_samples(value: Any) -> Samples | None:
     return None if number is None else Samples([number])
 
 
-def _verdict(case: CaseResult, check: Check, status: str, observed: Any, reference: Any, message: str) -> Verdict:
+def _verdict(case: CaseResult, check: Check, status: str, observed: Any, reference: Any,
+             message: str) -> Verdict:
     return Verdict(case.case_id, check.metric, check.rule, status, observed, reference,
                    f"{check.describe()}: {message}")
 
@@ -303,12 +295,12 @@ def _judge_one(case: CaseResult, check: Check, baseline: Mapping[str, Any] | Non
             if isinstance(expected, str) and REFERENCE.match(expected):
                 expected = _resolve(expected, case, profile)
             ok = _plain(observed) == _plain(expected)
-            return _verdict(case, check, "pass" if ok else "fail", observed, expected,
-                            f"{render_metric(name, observed)} {'==' if ok else '!='} {render_metric(name, expected)}")
+            sign = "==" if ok else "!="
+            relation = f"{render_metric(name, observed)} {sign} {render_metric(name, expected)}"
+            return _verdict(case, check, "pass" if ok else "fail", observed, expected, relation)
         if check.rule in ("max", "min"):
-            limit = check.limit
-            if isinstance(limit, str):
-                limit = _resolve(limit, case, profile)
+            raw_limit: Any = _resolve(check.limit, case, profile) if isinstance(check.limit, str) else check.limit
+            limit = float(raw_limit)
             value = numeric(observed)
             if value is None:
                 return _verdict(case, check, "error", observed, limit, f"{observed!r} is not a number")

@@ -38,7 +38,8 @@ class Comparison:
         rows = [[r.case_id, r.metric, render_metric(r.metric, r.a), render_metric(r.metric, r.b),
                  "-" if r.ratio is None else f"{r.ratio:.3f}", r.note] for r in self.rows]
         header = f"a = {self.a_label}\nb = {self.b_label}\n\n"
-        return header + tabulate(rows, headers=["case", "metric", "a", "b", "b / a", "note"], tablefmt=tablefmt)
+        headers = ["case", "metric", "a", "b", "b / a", "note"]
+        return header + tabulate(rows, headers=headers, tablefmt=tablefmt)
 
 
 def label(report: RunReport) -> str:
@@ -79,5 +80,6 @@ def compare(a: RunReport, b: RunReport) -> Comparison:
             value_a, value_b = case_a.metrics.get(metric), case_b.metrics.get(metric)
             num_a, num_b = numeric(value_a), numeric(value_b)
             ratio = num_b / num_a if num_a and num_b is not None else None
-            rows.append(ComparisonRow(case_id, metric, value_a, value_b, ratio, _note(value_a, value_b, ratio)))
+            note = _note(value_a, value_b, ratio)
+            rows.append(ComparisonRow(case_id, metric, value_a, value_b, ratio, note))
     return Comparison(label(a), label(b), rows)

@@ -44,7 +44,8 @@ def check_schema(data: Mapping[str, Any], *, source: str) -> None:
         raise SchemaError(f"{source}: expected a JSON object, found {type(data).__name__}")
     found = data.get("schema_version")
     if found != SCHEMA_VERSION:
-        raise SchemaError(f"{source}: schema_version {found!r}, this ovi-bench reads schema_version {SCHEMA_VERSION}")
+        raise SchemaError(
+            f"{source}: schema_version {found!r}, this ovi-bench reads schema_version {SCHEMA_VERSION}")
 
 
 @dataclass
@@ -142,7 +143,7 @@ def render_metric(name: str, value: Any) -> str:
         return f"{value:.4g}"
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(str(v) for v in value) + "]"
-    return "–" if value is None else str(value)
+    return "-" if value is None else str(value)
 
 
 @dataclass
@@ -340,7 +341,7 @@ class RunReport:
 
     @cached_property
     def summary(self) -> dict[str, int]:
-        """Counts of case outcomes and verdict statuses, e.g. {'cases': 4, 'pass': 3, 'error': 1, 'verdict.pass': 9}."""
+        """Counts of case outcomes and verdict statuses: {'cases': 4, 'pass': 3, ..., 'verdict.pass': 9}."""
         counts: dict[str, int] = {"cases": len(self.cases)}
         for outcome in OUTCOMES:
             counts[outcome] = sum(1 for o in self.outcomes.values() if o == outcome)
@@ -350,7 +351,7 @@ class RunReport:
 
     @cached_property
     def exit_status(self) -> int:
-        """0 when every case passed (or was skipped), 1 when a check failed, a regression or an error showed."""
+        """0 when every case passed (or was skipped); 1 on a failed check, a regression or an error."""
         return 1 if any(o in ("fail", "error") for o in self.outcomes.values()) else 0
 
     def to_dict(self) -> dict[str, Any]:

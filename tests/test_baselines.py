@@ -49,14 +49,16 @@ class FakeProfile:
 
 # ---- exact, max/min, expect_status -----------------------------------------------------------------------
 
-def test_exact_against_variant_spec() -> None:
+def test_exact_against_recorded_spec_and_params() -> None:
     # VARIANTS.md: 10 s at 24 fps -> 241 frames -> 1 + 240/4 = 61 latent frames; 960 / 16 = 60 latent rows.
+    spec = {"spec.video_latent_shape": (48, 61, 60, 60)}  # a tuple: JSON gives lists back, both compare equal
     rule = {"metric": "video_latent_shape", "rule": "exact", "expected": "spec.video_latent_shape"}
-    assert one(rule, case({"video_latent_shape": [48, 61, 60, 60]})) == "pass"
-    assert one(rule, case({"video_latent_shape": [48, 31, 60, 60]})) == "fail"  # 5 s lengths in a 10 s run
-    audio = {"metric": "audio_latent_length", "rule": "exact", "expected": "spec.audio_latent_length"}
-    assert one(audio, case({"audio_latent_length": 314})) == "pass"
-    assert one(audio, case({"audio_latent_length": 157})) == "fail"
+    assert one(rule, case({"video_latent_shape": [48, 61, 60, 60], **spec})) == "pass"
+    assert one(rule, case({"video_latent_shape": [48, 31, 60, 60], **spec})) == "fail"  # 5 s lengths, 10 s run
+    assert one(rule, case({"video_latent_shape": [48, 61, 60, 60]})) == "error"  # nothing to compare with
+    by_param = {"metric": "attention", "rule": "exact", "expected": "params.attention"}
+    assert one(by_param, case({"attention": "sdpa"}, attention="sdpa")) == "pass"
+    assert one(by_param, case({"attention": "math"}, attention="sdpa")) == "fail"
     assert one({"metric": "x", "rule": "exact", "expected": 3}, case({"x": 3})) == "pass"
 
 
