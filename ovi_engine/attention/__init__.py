@@ -1,0 +1,182 @@
+"""Attention backend registry.
+
+`attend(q, k, v, backend=..., k_lens=...)` runs one named backend on [B, L, H, D] tensors. Every backend
+is probed once per (device, dtype) with a tiny call checked against fp32 math; a backend that fails the
+probe is unavailable with a reason, and asking for it raises AttentionUnavailable — never a silent
+fallback. `auto` resolves to the first available backend in a per-device order of measured speed.
+Adding a backend: one file defining a `Backend`, plus `register(...)` below (or from a plugin).
+"""
+
+from __future__ import annotations
+
+import functools
+import warnings
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .base import AttentionUnavailable, Backend, BackendStatus
+from .flash_attn import FLASH_ATTN_BACKENDS
+from .flex import FLEX
+from .reference import REFERENCE, reference_attention
+from .sage import SAGE
+from .sdpa import SDPA_BACKENDS
+from .xformers import XFORMERS
+
+__all__ = [
+    "BACKENDS",
+    "AttentionUnavailable",
+    "Backend",
+    "BackendStatus",
+    "attend",
+    "attention_flops",
+    "auto_order",
+    "available_backends",
+    "register",
+    "resolve",
+]
+
+BACKENDS: dict[str, Backend] = {}
+
+PROBE_TOLERANCE = 0.05  # relative L2 vs fp32; bf16 kernels reach ~3e-3, int8-QK sage ~1.5e-2
+
+
+def register(backend: Backend) -> Backend:
+    if backend.name == "auto" or backend.name in BACKENDS:
+        raise ValueError(f"attention backend name {backend.name!r} is already taken")
+    BACKENDS[backend.name] = backend
+    _probe.cache_clear()
+    _plan.cache_clear()
+    return backend
+
+
+def attention_flops(lq: int, lk: int, heads: int, head_dim: int) -> int:
+    """Multiply-adds of QK^T and PV, two FLOPs each, for one batch element."""
+    return 4 * heads * lq * lk * head_dim
+
+
+def auto_order(device: torch.device) -> list[str]:
+    """Backends `auto` tries, best first. Lossy (sage) and compile-dependent (flex) ones are opt-in."""
+    if device.type != "cuda":
+        return ["sdpa"]
+    if torch.version.hip is not None:  # AOTriton kernels, when this GPU (or the experimental flag) allows
+        return ["sdpa_flash", "sdpa_efficient", "flash_attn_2", "sdpa"]
+    major, _ = torch.cuda.get_device_capability(device)
+    if major == 9:  # Hopper: cuDNN 568-587 TFLOP/s vs flash 348-363 on H100 (shared/anchors)
+        return ["sdpa_cudnn", "flash_attn_3", "sdpa_flash", "flash_attn_2", "sdpa_efficient", "sdpa"]
+    if major >= 10:
+        return ["sdpa_cudnn", "sdpa_flash", "flash_attn_2", "sdpa_efficient", "sdpa"]
+    return ["sdpa_flash", "flash_attn_2", "sdpa_cudnn", "sdpa_efficient", "sdpa"]
+
+
+def as_device(device: str | torch.device | None) -> torch.device:
+    """Normalize so that 'cuda', 'cuda:0' and a tensor's device share one cache entry."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = torch.device(device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    return device
+
+
+@dataclass(frozen=True)
+class _Probe:
+    status: BackendStatus
+    masks: bool  # the backend handled k_lens itself in the probe
+
+
+def _probe_inputs(device: torch.device, dtype: torch.dtype, batch: int) -> tuple[Tensor, Tensor, Tensor]:
+    gen = torch.Generator().manual_seed(1234)
+    q, k, v = (torch.randn(batch, n, 2, 128, generator=gen) for n in (64, 80, 80))
+    return q.to(device, dtype), k.to(device, dtype), v.to(device, dtype)
+
+
+def _try(backend: Backend, device: torch.device, dtype: torch.dtype, masked: bool) -> str | None:
+    """Run a tiny call; return why it failed or gave wrong numbers, None when it worked."""
+    q, k, v = _probe_inputs(device, dtype, batch=2 if masked else 1)
+    k_lens = torch.tensor([80, 37], device=device) if masked else None
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            out = backend.fn(q, k, v, k_lens)
+        except Exception as refusal:  # noqa: BLE001 - any refusal: missing kernel, arch, dtype, shape
+            notes = [str(w.message).splitlines()[0] for w in caught if issubclass(w.category, UserWarning)]
+            hint = backend.refusal_hint(device)
+            details = "; ".join([f"{type(refusal).__name__}: {str(refusal).splitlines()[0]}", *notes[:3]])
+            return f"kernel refused {dtype} on {device}: {details}" + (f" ({hint})" if hint else "")
+    want = reference_attention(q, k, v, k_lens).float()
+    error = ((out.float() - want).norm() / want.norm()).item()
+    if out.shape != q.shape or out.dtype != dtype or not error < PROBE_TOLERANCE:
+        return f"wrong result on a probe call (shape {tuple(out.shape)}, {out.dtype}, relative error {error:.3g})"
+    return None
+
+
+@functools.cache
+def _probe(name: str, device: torch.device, dtype: torch.dtype) -> _Probe:
+    backend = BACKENDS[name]
+    reason = backend.check(device, dtype) or _try(backend, device, dtype, masked=False)
+    masks = reason is None and backend.masks and _try(backend, device, dtype, masked=True) is None
+    return _Probe(BackendStatus(name, reason is None, reason, backend.kernel), masks)
+
+
+def available_backends(
+    device: str | torch.device | None = None, dtype: torch.dtype = torch.bfloat16
+) -> dict[str, BackendStatus]:
+    """Status of every registered backend (and `auto`) on this device and dtype, probed once."""
+    device = as_device(device)
+    statuses = {name: _probe(name, device, dtype).status for name in BACKENDS}
+    try:
+        chosen = resolve("auto", device, dtype)
+        auto = BackendStatus("auto", True, None, chosen)
+    except AttentionUnavailable as error:
+        auto = BackendStatus("auto", False, str(error), None)
+    return {"auto": auto, **statuses}
+
+
+def resolve(name: str, device: str | torch.device | None, dtype: torch.dtype) -> str:
+    """The concrete backend `name` stands for here; raises AttentionUnavailable if it cannot run."""
+    device = as_device(device)
+    if name == "auto":
+        for candidate in auto_order(device):
+            if candidate in BACKENDS and _probe(candidate, device, dtype).status.available:
+                return candidate
+        raise AttentionUnavailable(
+            f"no attention backend of {auto_order(device)} works on {device} ({dtype})"
+        )
+    if name not in BACKENDS:
+        raise AttentionUnavailable(f"unknown attention backend {name!r}; known: auto, {', '.join(BACKENDS)}")
+    status = _probe(name, device, dtype).status
+    if not status.available:
+        usable = [n for n in BACKENDS if _probe(n, device, dtype).status.available]
+        raise AttentionUnavailable(
+            f"attention backend {name!r} is unavailable on {device} ({dtype}): {status.reason}; "
+            f"use --attention with one of: auto, {', '.join(usable)}"
+        )
+    return name
+
+
+@functools.cache
+def _plan(name: str, device: torch.device, dtype: torch.dtype) -> _Probe:
+    return _probe(resolve(name, device, dtype), device, dtype)
+
+
+def _per_sample(backend: Backend, q: Tensor, k: Tensor, v: Tensor, k_lens: Tensor) -> Tensor:
+    """Key masking for kernels without masks: attend each batch element to its own unpadded keys."""
+    lens = k_lens.tolist()
+    outs = [backend.fn(q[b : b + 1], k[b : b + 1, :n], v[b : b + 1, :n], None) for b, n in enumerate(lens)]
+    return outs[0] if len(outs) == 1 else torch.cat(outs)
+
+
+def attend(q: Tensor, k: Tensor, v: Tensor, *, backend: str = "auto", k_lens: Tensor | None = None) -> Tensor:
+    """Softmax(QK^T / sqrt(D)) V. q [B, Lq, H, D], k and v [B, Lk, H, D], k_lens int [B] (keys at and past
+    k_lens[b] are padding, k_lens[b] >= 1) -> [B, Lq, H, D] in q's dtype."""
+    plan = _plan(backend, q.device, q.dtype)
+    impl = BACKENDS[plan.status.name]
+    if k_lens is None or plan.masks:
+        return impl.fn(q, k, v, k_lens)
+    return _per_sample(impl, q, k, v, k_lens)
+
+
+for _backend in [*SDPA_BACKENDS, FLEX, SAGE, *FLASH_ATTN_BACKENDS, XFORMERS, REFERENCE]:
+    register(_backend)

@@ -1,0 +1,207 @@
+"""Attention registry: every CPU backend against an independent float64 softmax(QK^T/sqrt(d))V."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import sys
+import zlib
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import ovi_engine.attention
+from ovi_engine.attention import (
+    BACKENDS,
+    AttentionUnavailable,
+    Backend,
+    attend,
+    attention_flops,
+    available_backends,
+    register,
+    resolve,
+)
+from ovi_engine.attention.bench import AttentionInputs, measure
+
+CPU = torch.device("cpu")
+CPU_BACKENDS = ["auto"] + [
+    name for name, s in available_backends(CPU).items() if s.available and name != "auto"
+]
+BF16_REL_TOL = 1e-2  # bf16 output rounding alone is ~2e-3 relative
+
+# (heads, head_dim, batch, lq, lk): Ovi's 24 x 128 with short lengths, and a tiny 2 x 32 layout
+LAYOUTS = {
+    "ovi_self": (24, 128, 1, 64, 64),
+    "ovi_video_to_audio": (24, 128, 1, 300, 20),
+    "tiny_video_to_audio": (2, 32, 1, 300, 20),
+    "tiny_audio_to_video": (2, 32, 1, 20, 300),
+    "tiny_self_batch2": (2, 32, 2, 40, 40),
+}
+
+
+def float64_attention(q, k, v, k_lens=None):
+    q, k, v = q.double(), k.double(), v.double()
+    scores = torch.einsum("bqhd,bkhd->bhqk", q, k) / math.sqrt(q.shape[-1])
+    if k_lens is not None:
+        padded = torch.arange(k.shape[1])[None, :] >= k_lens[:, None]  # [B, Lk]
+        scores = scores.masked_fill(padded[:, None, None, :], float("-inf"))
+    return torch.einsum("bhqk,bkhd->bqhd", scores.softmax(dim=-1), v)
+
+
+def rel_err(out, want):
+    return ((out.double() - want).norm() / want.norm()).item()
+
+
+def random_qkv(seed, heads, head_dim, batch, lq, lk, dtype=torch.bfloat16):
+    gen = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(batch, n, heads, head_dim, generator=gen).to(dtype) for n in (lq, lk, lk))
+
+
+@pytest.fixture
+def seed(request) -> int:
+    return zlib.crc32(request.node.name.encode())  # fresh inputs per test case
+
+
+@pytest.fixture
+def scratch_registry(monkeypatch):
+    """Backends registered by a test disappear after it."""
+    monkeypatch.setattr(ovi_engine.attention, "BACKENDS", dict(BACKENDS))
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_backend_matches_float64(backend, layout, seed):
+    q, k, v = random_qkv(seed, *LAYOUTS[layout])
+    out = attend(q, k, v, backend=backend)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    assert rel_err(out, float64_attention(q, k, v)) < BF16_REL_TOL
+
+
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+@pytest.mark.parametrize(
+    "heads, head_dim, lq, k_lens",
+    [(24, 128, 48, [32, 17]), (2, 32, 300, [20, 5]), (2, 32, 40, [11])],
+    ids=["ovi_text_batch2", "tiny_text_batch2", "tiny_text_batch1"],
+)
+def test_padded_keys_are_ignored(backend, heads, head_dim, lq, k_lens, seed):
+    lk = max(k_lens) + 7
+    q, k, v = random_qkv(seed, heads, head_dim, len(k_lens), lq, lk)
+    for b, n in enumerate(k_lens):  # loud padding: any leak shows up as a large error
+        k[b, n:] = 30.0
+        v[b, n:] = 1000.0
+    lens = torch.tensor(k_lens)
+    out = attend(q, k, v, backend=backend, k_lens=lens)
+    assert out.shape == q.shape and out.dtype == q.dtype
+    assert rel_err(out, float64_attention(q, k, v, lens)) < BF16_REL_TOL
+
+
+def test_auto_resolves_to_a_concrete_backend():
+    name = resolve("auto", "cpu", torch.bfloat16)
+    assert name == "sdpa" and name in BACKENDS
+    assert available_backends("cpu")["auto"].kernel == name
+
+
+def test_unavailable_backends_say_why_and_raise():
+    statuses = available_backends(CPU)
+    assert set(statuses) == {"auto", *BACKENDS}
+    unavailable = [s for s in statuses.values() if not s.available]
+    assert {"sdpa_cudnn", "sdpa_efficient", "flash_attn_3"} <= {s.name for s in unavailable}
+    for status in unavailable:
+        assert status.reason
+        with pytest.raises(AttentionUnavailable, match=f"'{status.name}'.*{status.reason[:20]}"):
+            resolve(status.name, CPU, torch.bfloat16)
+    q = torch.zeros(1, 4, 2, 32, dtype=torch.bfloat16)
+    with pytest.raises(AttentionUnavailable, match="sdpa_cudnn.*use --attention"):
+        attend(q, q, q, backend="sdpa_cudnn")
+    with pytest.raises(AttentionUnavailable, match="unknown attention backend 'nope'"):
+        resolve("nope", CPU, torch.bfloat16)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("sageattention") is not None, reason="sageattention installed")
+def test_missing_package_names_the_install_command():
+    assert "pip install sageattention" in available_backends(CPU)["sage"].reason
+
+
+def test_pinned_sdpa_kernel_raises_instead_of_falling_back():
+    q = torch.zeros(1, 4, 2, 32, dtype=torch.bfloat16)
+    with pytest.raises(RuntimeError):  # CPU has no efficient kernel; math must not be used silently
+        BACKENDS["sdpa_efficient"].fn(q, q, q, None)
+
+
+def test_registry_accepts_a_backend_and_slices_keys_for_it(seed, scratch_registry):
+    seen_masks = []
+
+    def no_mask_math(q, k, v, k_lens):
+        seen_masks.append(k_lens)
+        return BACKENDS["sdpa_math"].fn(q, k, v, None)
+
+    register(Backend(name="test_plugin_no_mask", kernel="test", fn=no_mask_math))
+    with pytest.raises(ValueError):
+        register(Backend(name="test_plugin_no_mask", kernel="test", fn=no_mask_math))
+    assert available_backends(CPU)["test_plugin_no_mask"].available
+    q, k, v = random_qkv(seed, 2, 32, 2, 24, 16)
+    lens = torch.tensor([16, 9])
+    seen_masks.clear()
+    out = attend(q, k, v, backend="test_plugin_no_mask", k_lens=lens)
+    assert seen_masks == [None, None]  # one call per batch element, keys sliced
+    assert rel_err(out, float64_attention(q, k, v, lens)) < BF16_REL_TOL
+
+
+def test_probe_rejects_refusing_and_wrong_backends(scratch_registry):
+    def refuses(q, k, v, k_lens):
+        raise RuntimeError("no kernel for this head dim")
+
+    def wrong(q, k, v, k_lens):
+        return torch.zeros_like(q)
+
+    register(Backend(name="test_refuses", kernel="test", fn=refuses))
+    register(Backend(name="test_wrong", kernel="test", fn=wrong))
+    statuses = available_backends(CPU)
+    assert (
+        not statuses["test_refuses"].available
+        and "no kernel for this head dim" in statuses["test_refuses"].reason
+    )
+    assert not statuses["test_wrong"].available and "wrong result" in statuses["test_wrong"].reason
+
+
+def test_attention_flops_matches_torch_flop_counter():
+    q, k, v = random_qkv(0, 3, 8, 1, 5, 7, dtype=torch.float32)
+    with FlopCounterMode(display=False) as counter:
+        probs = (q.transpose(1, 2) @ k.permute(0, 2, 3, 1)).softmax(-1)
+        probs @ v.transpose(1, 2)
+    assert attention_flops(5, 7, 3, 8) == counter.get_total_flops()
+
+
+def test_measure_reports_consistent_figures():
+    inputs = AttentionInputs.random(40, 12, 2, 32, torch.bfloat16, "cpu", seed=7)
+    result = measure("auto", inputs, reps=3, warmup=1)
+    assert result.resolved == "sdpa" and len(result.times_ms) == 3
+    flops = 4 * 2 * 40 * 12 * 32
+    assert result.tflops == pytest.approx(flops / (sorted(result.times_ms)[1] * 1e-3) / 1e12)
+    assert result.rel_err < BF16_REL_TOL
+    assert rel_err(inputs.reference, float64_attention(inputs.q, inputs.k, inputs.v)) < 1e-5
+    with pytest.raises(AttentionUnavailable):
+        measure("sdpa_cudnn", inputs)
+
+
+def test_bench_script_tiny_cpu(tmp_path, monkeypatch):
+    path = Path(__file__).parents[1] / "benchmarks" / "bench_attention.py"
+    spec = importlib.util.spec_from_file_location("bench_attention", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_attention", bench)  # dataclasses look their module up
+    spec.loader.exec_module(bench)
+    out = tmp_path / "attention.json"
+    argv = ["--device", "cpu", "--tiny", "--backends", "sdpa,sdpa_cudnn", "--reps", "1", "--warmup", "0"]
+    assert bench.main([*argv, "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["auto"] == "sdpa" and report["heads"] == 2 and report["head_dim"] == 32
+    rows = report["results"]
+    assert len(rows) == 2 * 6  # two backends x six distinct attention shapes
+    for row in rows:
+        if row["backend"] == "sdpa":
+            assert row["rel_err"] < BF16_REL_TOL and row["tflops"] > 0 and row["share_of_matmul"] > 0
+        else:
+            assert "needs a CUDA GPU" in row["skipped"]
