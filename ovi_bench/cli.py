@@ -180,9 +180,8 @@ def run_suites(options: Any, run_dir: Path | None, *, header: dict[str, Any] | N
         except OSError as exc:
             raise OutputError(f"cannot write report directory {run_dir}: {exc.strerror or exc}") from None
 
-    progress = lambda line: _err(line)  # noqa: E731
     try:
-        results = run_cases(suites, options, profile, journal, done or [], progress)
+        results = run_cases(suites, options, profile, journal, done or [], _err)
     except KeyboardInterrupt:
         _err(f"interrupted: finished cases are in {journal}; finish with `ovi-bench run --resume {run_dir}`")
         return EXIT_INTERRUPTED

@@ -44,12 +44,12 @@ PROFILES: dict[str, HardwareProfile] = {
             limits={"total_peak": 4 * GiB},
         ),
         HardwareProfile(
-            "h100-80gb", "NVIDIA H100 80GB HBM3", "cuda", 80 * GB, 76 * GiB,
+            "h100-80gb", "NVIDIA H100 80GB HBM3", "cuda", 80 * GiB, 76 * GiB,
             limits={"total_peak": 76 * GiB},
         ),
         HardwareProfile(
-            "h200-141gb", "NVIDIA H200 141GB HBM3e", "cuda", 141 * GB, 136 * GiB,
-            limits={"total_peak": 136 * GiB},
+            "h200-141gb", "NVIDIA H200 141GB HBM3e", "cuda", 141 * GiB, 132 * GiB,
+            limits={"total_peak": 132 * GiB},
         ),
         # Strix Halo: 128 GB shared by CPU and GPU. Limits are the seed's: the whole 960x960_10s
         # generation peaks at <= 100 GB, <= 5 GB stays allocated after release, decode takes <= 30 GB.

@@ -45,6 +45,7 @@ from ovi_bench.units import parse_size
 
 JOURNAL_NAME = "journal.jsonl"
 DEFAULT_TIMEOUT_S = 3600.0
+STARTUP_TIMEOUT_S = 300.0  # spawning and importing torch; the case's own timeout starts when the worker is ready
 POLL_S = 0.1
 Progress = Callable[[str], None]
 
@@ -185,6 +186,7 @@ def worker_main(job: dict[str, Any], conn: Connection) -> None:
         )
         engine = engine_factory(job["engine"])()
         scenario = get_scenario(job["scenario"])
+        send("ready")
         metrics = scenario.run(ScenarioContext(engine, config, job["params"], meter, job["repeat"]))
         metrics["host.ru_maxrss_bytes"] = memory.process_peak_rss()
         memory.close()
@@ -248,9 +250,10 @@ def run_case(job: dict[str, Any], *, timeout_s: float, progress: Progress, label
     rss: int | None = None
     result: dict[str, Any] | None = None
     timed_out = False
+    deadline = start + STARTUP_TIMEOUT_S
     try:
         while result is None:
-            if time.monotonic() - start > timeout_s:
+            if time.monotonic() > deadline:
                 timed_out = True
                 break
             if not receiver.poll(POLL_S):
@@ -261,7 +264,9 @@ def run_case(job: dict[str, Any], *, timeout_s: float, progress: Progress, label
             except EOFError:  # the worker is gone without a result
                 break
             elapsed = time.monotonic() - start
-            if message["kind"] == "stage_start":
+            if message["kind"] == "ready":
+                deadline = time.monotonic() + timeout_s
+            elif message["kind"] == "stage_start":
                 open_stages.append(message["name"])
                 last_stage, snapshot = message["name"], message["snapshot"]
                 progress(f"{label} {message['name']} +{elapsed:.1f}s")
@@ -286,7 +291,7 @@ def run_case(job: dict[str, Any], *, timeout_s: float, progress: Progress, label
         metrics.update({k: metric_from_json(v) for k, v in result["metrics"].items()})
         status, error, stage = result["status"], result.get("error"), result.get("stage")
     elif timed_out:
-        status, error = "timeout", f"no result after {timeout_s:g} s (worker killed)"
+        status, error = "timeout", f"no result within the {timeout_s:g} s time limit (worker killed)"
     else:
         code = process.exitcode
         if code is not None and code < 0:

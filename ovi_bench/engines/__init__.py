@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 from collections.abc import Callable
 
 from ovi_bench.engines.base import Engine, EngineConfig
@@ -18,8 +20,12 @@ class EngineSpecError(ValueError):
 
 
 def engine_factory(spec: str) -> Callable[[], Engine]:
-    """Resolve `reference` or `package.module:factory` to the factory, importing the module."""
+    """Resolve `reference` or `package.module:factory` to the factory, importing the module.
+
+    Like `python -m`, a module in the current directory can be named (e.g. docs.example_engine)."""
     target = ENGINES.get(spec, spec)
+    if spec not in ENGINES and os.getcwd() not in sys.path:
+        sys.path.append(os.getcwd())
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
         raise EngineSpecError(f"unknown engine {spec!r}: use one of {sorted(ENGINES)} or MODULE:FACTORY")
