@@ -48,10 +48,10 @@ def test_screenshot_is_not_blank(page: tuple[Path, Path]) -> None:
     image_module = pytest.importorskip("PIL.Image")
     tmp_path, html = page
     shot = tmp_path / "shot.png"
-    chromium(tmp_path, "--window-size=1280,1600", f"--screenshot={shot}", html.as_uri())
+    chromium(tmp_path, "--window-size=1280,2400", f"--screenshot={shot}", html.as_uri())
     with image_module.open(shot) as image:
         rgb = image.convert("RGB")
-        assert rgb.size == (1280, 1600)
+        assert rgb.size == (1280, 2400)
         colors = rgb.getcolors(maxcolors=1 << 20) or []
     assert len(colors) > 50  # text, table rules and the chart palette, not a blank page
     red_bar = (0xE4, 0x57, 0x56)  # the regression bar of the baseline chart

@@ -41,6 +41,7 @@ td.pass, td.ok, td.improved { color: #1a7f37; } td.no_baseline, td.skipped { col
 td.fail, td.error, td.regression, td.oom, td.crash, td.timeout { color: #cf222e; font-weight: 600; }
 figure { background: #fff; border: 1px solid #d0d7de; border-radius: 6px; margin: 0 0 16px; padding: 12px; }
 figcaption { font-weight: 600; margin-bottom: 6px; } svg text { font: 12px system-ui, sans-serif; }
+svg text.group { font-weight: 600; }
 p.empty { color: #6e7781; font-style: italic; }
 """
 
@@ -53,14 +54,20 @@ class Bar:
     color: str
     low: float | None = None  # optional whisker (e.g. min and max of samples)
     high: float | None = None
+    group: str = ""  # consecutive bars of one group sit under a heading row (e.g. the case id)
 
 
-LABEL_W, PLOT_W, VALUE_W, ROW_H, TOP = 300, 460, 200, 24, 28
+LABEL_W, PLOT_W, VALUE_W, ROW_H, TOP = 220, 460, 220, 24, 28
+
+
+def _starts_group(bars: list[Bar], i: int) -> bool:
+    return bool(bars[i].group) and (i == 0 or bars[i - 1].group != bars[i].group)
 
 
 def bar_chart(chart_id: str, title: str, bars: list[Bar], *, legend: dict[str, str] | None = None,
               reference: float | None = None) -> str:
     """A horizontal bar chart as a <figure> with inline SVG; `reference` draws a dashed vertical line."""
+    groups = sum(1 for i in range(len(bars)) if _starts_group(bars, i))
     if not bars:
         return f'<figure id="{escape(chart_id)}"><figcaption>{escape(title)}</figcaption>' \
                f'<p class="empty">no data in this run</p></figure>'
@@ -69,7 +76,7 @@ def bar_chart(chart_id: str, title: str, bars: list[Bar], *, legend: dict[str, s
     def x(value: float) -> float:
         return LABEL_W + PLOT_W * max(value, 0.0) / top
 
-    height = TOP + ROW_H * len(bars) + 8
+    height = TOP + ROW_H * (len(bars) + groups) + 8
     width = LABEL_W + PLOT_W + VALUE_W
     size = f'width="{width}" height="{height}" viewBox="0 0 {width} {height}"'
     svg = f'<svg xmlns="http://www.w3.org/2000/svg" role="img" {size}>'
@@ -77,9 +84,13 @@ def bar_chart(chart_id: str, title: str, bars: list[Bar], *, legend: dict[str, s
     for i, (name, color) in enumerate((legend or {}).items()):
         parts.append(f'<rect x="{LABEL_W + i * 110}" y="6" width="12" height="12" fill="{color}"/>'
                      f'<text x="{LABEL_W + i * 110 + 16}" y="16">{escape(name)}</text>')
+    y = TOP - ROW_H
     for i, bar in enumerate(bars):
-        y = TOP + i * ROW_H
-        short = bar.label if len(bar.label) <= 44 else bar.label[:41] + "..."
+        y += ROW_H
+        if _starts_group(bars, i):
+            parts.append(f'<text class="group" x="8" y="{y + 16}">{escape(bar.group)}</text>')
+            y += ROW_H
+        short = bar.label if len(bar.label) <= 32 else bar.label[:29] + "..."
         parts.append(f'<g class="bar"><title>{escape(bar.label)}: {escape(bar.text)}</title>'
                      f'<text x="{LABEL_W - 6}" y="{y + 15}" text-anchor="end">{escape(short)}</text>'
                      f'<rect x="{LABEL_W}" y="{y + 3}" width="{x(bar.value) - LABEL_W:.1f}" '
@@ -107,15 +118,16 @@ def memory_chart(report: RunReport) -> str:
         return bar_chart("chart-memory", "Memory by stage", [])
     names = list(dict.fromkeys(s.name for _, s in stages))
     colors = {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(names)}
-    bars = [Bar(f"{c.case_id} · {s.name}", getattr(s, field), format_size(getattr(s, field)), colors[s.name])
+    bars = [Bar(s.name, getattr(s, field), format_size(getattr(s, field)), colors[s.name], group=c.case_id)
             for c, s in stages if getattr(s, field) is not None]
     return bar_chart("chart-memory", f"Memory by stage per case ({field})", bars, legend=colors)
 
 
 def speed_charts(report: RunReport) -> str:
-    """One chart per timing metric: the median per case (labelled by attention backend when the case has
-    one), whiskers from min to max."""
-    metrics = list(dict.fromkeys(m for c in report.cases for m in c.metrics if m.startswith("time.")))
+    """One chart per per-step timing (time.*step_s): the median per case, labelled by the case's attention
+    backend when it has one, whiskers from min to max. Whole-stage times are in the stage table."""
+    metrics = list(dict.fromkeys(m for c in report.cases for m in c.metrics
+                                 if m.startswith("time.") and m.endswith("step_s")))
     charts = []
     for metric in metrics:
         bars = []
@@ -124,10 +136,9 @@ def speed_charts(report: RunReport) -> str:
             median = numeric(value)
             if median is None:
                 continue
-            backend = case.params.get("attention")
-            label = f"{backend} · {case.case_id}" if backend else case.case_id
+            label = str(case.params.get("attention", metric))
             low, high = (value.min, value.max) if isinstance(value, Samples) else (None, None)
-            bars.append(Bar(label, median, render_metric(metric, value), PALETTE[0], low, high))
+            bars.append(Bar(label, median, render_metric(metric, value), PALETTE[0], low, high, case.case_id))
         title = f"Speed: {metric} by case and backend (median, min-max)"
         charts.append(bar_chart(f"chart-speed-{metric}", title, bars))
     return "".join(charts) or bar_chart("chart-speed", "Speed by case and backend", [])
@@ -142,7 +153,7 @@ def baseline_chart(report: RunReport) -> str:
             continue
         ratio = now / base
         text = f"{ratio:.3f}x ({render_metric(v.metric, now)} vs {render_metric(v.metric, base)})"
-        bars.append(Bar(f"{v.case_id} · {v.metric}", ratio, text, STATUS_COLORS[v.status]))
+        bars.append(Bar(v.metric, ratio, text, STATUS_COLORS[v.status], group=v.case_id))
     legend = {s: STATUS_COLORS[s] for s in ("pass", "improved", "regression")}
     return bar_chart("chart-baseline", "Now vs baseline (ratio, dashed line 1.0 = unchanged)", bars,
                      legend=legend, reference=1.0)
