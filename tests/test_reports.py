@@ -120,6 +120,7 @@ def test_markdown_has_the_tables() -> None:
         assert heading in text
     assert "| case " in text and "960x960_10s-all_gpu-flash" in text
     assert "regression" in text and "30.00 GiB" in text
+    assert "<script>" not in text and "&lt;script>" in text  # markup in a case id stays text
     # failures are listed before passes in the verdict table
     verdicts = text.split("## Verdicts")[1].split("## Metrics")[0]
     assert verdicts.index("regression") < verdicts.index("| pass")

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from html import escape
+import re
 
 from tabulate import tabulate
 
 from ovi_bench.records import RunReport
 from ovi_bench.report.tables import (
+    Table,
     case_table,
     metric_table,
     run_table,
@@ -16,13 +17,15 @@ from ovi_bench.report.tables import (
     verdict_table,
 )
 
+TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
 
-def _table(table: tuple[list[str], list[list[str]]]) -> str:
+
+def _table(table: Table) -> str:
     headers, rows = table
     if not rows:
         return "_none_"
-    # Markdown renders raw HTML: neutralize it, and keep each cell on one table row.
-    cleaned = [[escape(cell, quote=False).replace("|", "\\|").replace("\n", " ") for cell in row]
+    # Markdown renders raw HTML: neutralize tag openings (a plain "<=" stays readable), one line per row.
+    cleaned = [[TAG_START.sub("&lt;", cell).replace("|", "\\|").replace("\n", " ") for cell in row]
                for row in rows]
     return tabulate(cleaned, headers=headers, tablefmt="github")
 
@@ -30,7 +33,7 @@ def _table(table: tuple[list[str], list[list[str]]]) -> str:
 def render_markdown(report: RunReport) -> str:
     verdict = "PASS" if report.exit_status == 0 else "FAIL"
     sections = [
-        f"# ovi-bench run {report.run_id}: {verdict}",
+        f"# ovi-bench run {TAG_START.sub('&lt;', report.run_id)}: {verdict}",
         _table(run_table(report)),
         "## Summary", _table(summary_table(report)),
         "## Cases", _table(case_table(report)),
