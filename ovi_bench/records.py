@@ -15,7 +15,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from functools import cached_property
@@ -90,12 +90,12 @@ class Samples:
     def max(self) -> float:
         return max(self.values)
 
-    def render(self, fmt: Any = None) -> str:
-        """'median ± iqr (n=…)' with `fmt(float) -> str` for the unit (plain number by default)."""
-        fmt = fmt or (lambda v: f"{v:.4g}")
+    def render(self, fmt: Callable[[float], str] | None = None) -> str:
+        """'median ± iqr (n=…)', each number through `fmt` (the unit's formatter; plain by default)."""
+        show = fmt or "{:.4g}".format
         if self.n == 1:
-            return fmt(self.median)
-        return f"{fmt(self.median)} ± {fmt(self.iqr)} (n={self.n})"
+            return show(self.median)
+        return f"{show(self.median)} ± {show(self.iqr)} (n={self.n})"
 
     def to_dict(self) -> dict[str, Any]:
         # The statistics are written for readers of the JSON; only `values` is read back.
@@ -130,7 +130,7 @@ def render_metric(name: str, value: Any) -> str:
     """One uniform text rendering of a metric value, with the unit implied by the metric's name."""
     from ovi_bench.units import format_duration, format_size
 
-    fmt: Any = None
+    fmt: Callable[[float], str] | None = None
     if name.endswith("bytes"):
         fmt = format_size
     elif name.endswith("_s"):
