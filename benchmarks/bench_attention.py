@@ -97,7 +97,7 @@ def run(args: argparse.Namespace) -> dict:
     device = as_device(args.device)
     dtype = getattr(torch, args.dtype)
     heads, head_dim = (2, 32) if args.tiny else (24, 128)
-    tokens = TINY_TOKENS if args.tiny else VARIANT_TOKENS
+    tokens = TINY_TOKENS if args.tiny else {v: VARIANT_TOKENS[v] for v in args.variants.split(",")}
     statuses = available_backends(device, dtype)
     # Unavailable backends are listed once under "backends" with their reason, unless asked for by name.
     wanted = (
@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="bfloat16", choices=["bfloat16", "float16", "float32"])
     parser.add_argument("--tiny", action="store_true", help="2 heads x 32, short sequences (CPU tests)")
     parser.add_argument("--quick", action="store_true", help="only the shapes in shared/anchors")
+    parser.add_argument("--variants", default=",".join(VARIANT_TOKENS), help="comma list of Ovi variants")
     parser.add_argument("--backends", default=None, help="comma list; default: every available one")
     parser.add_argument("--reps", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=3)
@@ -163,6 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.reps < 1 or args.warmup < 0:
         parser.error("--reps must be >= 1 and --warmup >= 0")
+    unknown = set(args.variants.split(",")) - set(VARIANT_TOKENS)
+    if unknown:
+        parser.error(f"unknown variants {sorted(unknown)}; known: {', '.join(VARIANT_TOKENS)}")
     report = run(args)
     rows = [
         (

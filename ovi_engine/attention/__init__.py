@@ -174,7 +174,7 @@ def attend(q: Tensor, k: Tensor, v: Tensor, *, backend: str = "auto", k_lens: Te
     plan = _plan(backend, q.device, q.dtype)
     impl = BACKENDS[plan.status.name]
     if k_lens is None or plan.masks:
-        return impl.fn(q, k, v, k_lens)
+        return impl.fn(q, k, v, None if k_lens is None else k_lens.to(q.device))
     return _per_sample(impl, q, k, v, k_lens)
 
 
