@@ -14,7 +14,7 @@ GB = 10**9
 GiB = 2**30
 
 
-@dataclass(frozen=True)
+@dataclass
 class HardwareProfile:
     name: str
     description: str

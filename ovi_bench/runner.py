@@ -257,7 +257,7 @@ def run_case(job: dict[str, Any], *, timeout_s: float, progress: Progress, label
                 timed_out = True
                 break
             if not receiver.poll(POLL_S):
-                rss = _child_rss(process.pid) or rss
+                rss = _child_rss(process.pid or 0) or rss
                 continue
             try:
                 message = receiver.recv()

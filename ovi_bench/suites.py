@@ -148,7 +148,7 @@ def _parse_suite(path: Path, data: Any, known_backends: tuple[str, ...] | None) 
     scenario = get_scenario(data["scenario"])
 
     matrix_data = data.get("matrix") or _Mapping()
-    if not isinstance(matrix_data, dict):
+    if not isinstance(matrix_data, _Mapping):
         raise fail(lines.get("matrix", data.line), "matrix must map axis names to lists of values")
     matrix: dict[str, list[Any]] = {}
     for axis, values in matrix_data.items():
@@ -165,7 +165,7 @@ def _parse_suite(path: Path, data: Any, known_backends: tuple[str, ...] | None) 
         matrix[axis] = values
 
     params = data.get("params") or _Mapping()
-    if not isinstance(params, dict):
+    if not isinstance(params, _Mapping):
         raise fail(lines.get("params", data.line), "params must be a mapping")
     for key in params:
         if key not in scenario.params:

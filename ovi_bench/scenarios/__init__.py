@@ -19,16 +19,6 @@ SCENARIO_MODULES = {
 }
 
 
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    description: str
-    axes: tuple[str, ...]  # matrix keys a suite may vary
-    axis_defaults: dict[str, Any]  # value of an axis the matrix leaves out
-    params: dict[str, Any] = field(default_factory=dict)  # accepted params and their defaults
-    run: Callable[..., dict[str, Any]] | None = None
-
-
 @dataclass
 class ScenarioContext:
     """What a scenario gets inside the worker: a built (not yet loaded) engine and the meter."""
@@ -38,6 +28,16 @@ class ScenarioContext:
     params: dict[str, Any]
     meter: StageMeter
     repeat: int = 1
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    description: str
+    axes: tuple[str, ...]  # matrix keys a suite may vary
+    axis_defaults: dict[str, Any]  # value of an axis the matrix leaves out
+    run: Callable[[ScenarioContext], dict[str, Any]]
+    params: dict[str, Any] = field(default_factory=dict)  # accepted params and their defaults
 
 
 def get_scenario(name: str) -> Scenario:
