@@ -279,8 +279,10 @@ class DiTTower(nn.Module):
     def __init__(self, cfg: TowerConfig):
         super().__init__()
         self.config = cfg
+        self.patch_embedding: nn.Conv3d | nn.Sequential
         if cfg.modality == "video":
-            self.patch_embedding: nn.Module = nn.Conv3d(cfg.in_dim, cfg.dim, cfg.patch_size, cfg.patch_size)
+            pf, ph, pw = cfg.patch_size
+            self.patch_embedding = nn.Conv3d(cfg.in_dim, cfg.dim, (pf, ph, pw), (pf, ph, pw))
         else:
             k = cfg.embed_kernel
             self.patch_embedding = nn.Sequential(
@@ -307,16 +309,16 @@ class DiTTower(nn.Module):
         return TowerState(x, e, e0, self.text_embedding(context), angles.cos().float(), angles.sin().float(), grid)
 
     def _embed(self, latent: Tensor) -> tuple[Tensor, tuple[int, ...]]:
-        if self.config.modality == "audio":
-            return self.patch_embedding(latent.transpose(1, 2)).transpose(1, 2).contiguous(), (latent.shape[1],)
+        conv = self.patch_embedding
+        if isinstance(conv, nn.Sequential):  # audio: [B, L, C] in, channels-first convolutions
+            return conv(latent.transpose(1, 2)).transpose(1, 2).contiguous(), (latent.shape[1],)
         # Conv3d with stride == kernel is a linear map of each patch; as a matmul the tokens come out
         # already in [B, L, C] order.
         b, c, f, h, w = latent.shape
-        pf, ph, pw = self.config.patch_size
+        pf, ph, pw = conv.kernel_size
         grid = (f // pf, h // ph, w // pw)
         patches = latent.view(b, c, grid[0], pf, grid[1], ph, grid[2], pw).permute(0, 2, 4, 6, 1, 3, 5, 7)
-        weight = self.patch_embedding.weight
-        x = F.linear(patches.reshape(b, math.prod(grid), -1), weight.flatten(1), self.patch_embedding.bias)
+        x = F.linear(patches.reshape(b, math.prod(grid), -1), conv.weight.flatten(1), conv.bias)
         return x, grid
 
     def finish(self, s: TowerState) -> Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -49,20 +49,22 @@ class FusionConfig:
         return self.video.num_layers
 
 
-def _towers(dim: int, ffn_dim: int, num_heads: int, num_layers: int, freq_dim: int, text_dim: int) -> FusionConfig:
-    shared = dict(dim=dim, ffn_dim=ffn_dim, num_heads=num_heads, num_layers=num_layers, freq_dim=freq_dim,
-                  text_dim=text_dim)
-    return FusionConfig(
-        video=TowerConfig("video", in_dim=48, patch_size=(1, 2, 2), **shared),  # type: ignore[arg-type]
-        audio=TowerConfig("audio", in_dim=20, patch_size=(1,), rope_scale=AUDIO_ROPE_SCALE, **shared),  # type: ignore[arg-type]
-    )
+def _towers(
+    dim: int, ffn_dim: int, num_heads: int, num_layers: int, freq_dim: int, text_dim: int, text_len: int = 512
+) -> FusionConfig:
+    def tower(modality: str, in_dim: int, patch_size: tuple[int, ...], rope_scale: float) -> TowerConfig:
+        return TowerConfig(modality, in_dim, dim, ffn_dim, num_heads, num_layers, patch_size, freq_dim=freq_dim,
+                           text_dim=text_dim, text_len=text_len, rope_scale=rope_scale)
+
+    return FusionConfig(tower("video", 48, (1, 2, 2), 1.0), tower("audio", 20, (1,), AUDIO_ROPE_SCALE))
 
 
 FUSION_PRESETS: dict[str, FusionConfig] = {
     "full": _towers(dim=3072, ffn_dim=14336, num_heads=24, num_layers=30, freq_dim=256, text_dim=4096),
     # Real head_dim (128) and text width at an eighth of the weights: a cheap GPU run of the same kernels.
     "small": _towers(dim=1536, ffn_dim=7168, num_heads=12, num_layers=8, freq_dim=256, text_dim=4096),
-    "tiny": _towers(dim=64, ffn_dim=128, num_heads=2, num_layers=3, freq_dim=32, text_dim=64),
+    # CPU/CI size. Contexts shorter than text_len are zero-padded to it; 32 keeps the text attention cheap.
+    "tiny": _towers(dim=64, ffn_dim=128, num_heads=2, num_layers=3, freq_dim=32, text_dim=64, text_len=32),
 }
 
 
@@ -118,7 +120,10 @@ class FusionModel(nn.Module):
         self.config = config
         self.video_model = DiTTower(config.video)
         self.audio_model = DiTTower(config.audio)
-        self.block_pairs = [BlockPair(v, a) for v, a in zip(self.video_model.blocks, self.audio_model.blocks)]
+        self.block_pairs = [
+            BlockPair(cast(dit.Block, v), cast(dit.Block, a))
+            for v, a in zip(self.video_model.blocks, self.audio_model.blocks)
+        ]
 
     def forward(
         self,
@@ -176,12 +181,13 @@ def build_fusion_model(
     """On `meta` (or with seed None): an unmaterialized model to load a checkpoint into. Otherwise
     deterministic synthetic weights from `seed`. `compile` torch.compiles the small elementwise helpers."""
     config = get_fusion_config(preset)
-    model = build_on_meta(lambda: FusionModel(config)).to(dtype)
+    model = cast(FusionModel, build_on_meta(lambda: FusionModel(config)).to(dtype))
     if compile:
         dit.compile_helpers()
     if torch.device(device).type == "meta" or seed is None:
         return model
-    return synthesize(model, seed=seed, device=device, dtype=dtype, rules=FusionModel.SYNTHETIC_RULES)  # type: ignore[return-value]
+    synthesize(model, seed=seed, device=device, dtype=dtype, rules=FusionModel.SYNTHETIC_RULES)
+    return model
 
 
 def load_fusion_model(
@@ -189,4 +195,5 @@ def load_fusion_model(
 ) -> FusionModel:
     """Read an Ovi fusion checkpoint (bf16 or fp8 safetensors) strictly into a model computing in `dtype`."""
     model = build_fusion_model(preset, dtype=dtype)
-    return load_into(model, read_state(path), device=device, dtype=dtype, source=path)  # type: ignore[return-value]
+    load_into(model, read_state(path), device=device, dtype=dtype, source=path)
+    return model

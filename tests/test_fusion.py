@@ -1,0 +1,165 @@
+"""The fusion transformer: exact upstream schema at full size, and the forward's semantics at tiny size."""
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from ovi_engine.dit import apply_rope, rope_angles
+from ovi_engine.fusion import FUSION_PRESETS, FusionConfig, build_fusion_model, load_fusion_model
+from ovi_engine.weights import CheckpointError, save_checkpoint
+
+SCHEMA = Path(__file__).parent / "reference" / "ovi_fusion_11b.schema.json"
+TINY = FUSION_PRESETS["tiny"]
+
+
+def test_full_schema() -> None:
+    schema = json.loads(SCHEMA.read_text())
+    expected = {name: (tuple(shape), dtype) for name, shape, dtype in schema["tensors"]}
+    model = build_fusion_model("full")  # meta: no memory
+    found = {name: (tuple(t.shape), str(t.dtype).removeprefix("torch.")) for name, t in model.state_dict().items()}
+    assert sorted(set(expected) - set(found)) == [] and sorted(set(found) - set(expected)) == []
+    assert {k: v for k, v in found.items() if v != expected[k]} == {}
+    assert len(found) == schema["num_tensors"] == 2073
+    assert sum(p.numel() for p in model.parameters()) == schema["params"]
+    assert all(p.is_meta for p in model.parameters())
+
+
+def inputs(config: FusionConfig = TINY, frames: int = 3, seed: int = 0) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    text = config.text_dim
+    context = torch.randn(1, 24, text, generator=gen)
+    context[:, 20:] = 0  # zero past the prompt, as the text encoder hands it over (then padded to 32)
+    return {
+        "video": torch.randn(1, 48, frames, 6, 8, generator=gen),
+        "audio": torch.randn(1, 12, 20, generator=gen),
+        "video_context": context,
+        "audio_context": torch.randn(1, 24, text, generator=gen),
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny():
+    return build_fusion_model("tiny", device="cpu", seed=0)
+
+
+def run(model, t: float = 600.0, **kw):
+    x = inputs()
+    with torch.inference_mode():
+        return model(x["video"], x["audio"], torch.tensor([t]), x["video_context"], x["audio_context"], **kw)
+
+
+@pytest.mark.parametrize("first_frame_clean", [False, True], ids=["t2v", "i2v"])
+def test_tiny_forward_shapes(tiny, first_frame_clean: bool) -> None:
+    video, audio = run(tiny, first_frame_clean=first_frame_clean)
+    assert video.shape == (1, 48, 3, 6, 8) and audio.shape == (1, 12, 20)
+    assert video.dtype == audio.dtype == torch.bfloat16
+    assert torch.isfinite(video.float()).all() and torch.isfinite(audio.float()).all()
+
+
+def test_first_frame_clean_gives_its_tokens_t0(tiny) -> None:
+    x = inputs()
+    t = 600.0
+    with torch.inference_mode():
+        clean = tiny(x["video"], x["audio"], torch.tensor([t]), x["video_context"], x["audio_context"],
+                     first_frame_clean=True)
+        # Upstream's formulation: a timestep per token, zero on the first frame's h*w tokens.
+        vm, am = tiny.video_model, tiny.audio_model
+        grid = (3, 3, 4)
+        per_token = torch.full((1, math.prod(grid)), t)
+        per_token[:, : grid[1] * grid[2]] = 0
+        v = vm.prepare(x["video"], per_token, x["video_context"])
+        a = am.prepare(x["audio"], torch.tensor([[t]]), x["audio_context"])
+        for pair in tiny.block_pairs:
+            pair(v, a, "auto")
+        reference = vm.finish(v), am.finish(a)
+        plain = tiny(x["video"], x["audio"], torch.tensor([t]), x["video_context"], x["audio_context"])
+    for ours, ref in zip(clean, reference):
+        torch.testing.assert_close(ours.float(), ref.float(), atol=2e-2, rtol=2e-2)
+    assert not torch.allclose(clean[0].float(), plain[0].float(), atol=1e-2)
+
+
+def test_first_frame_clean_is_moot_at_t0(tiny) -> None:
+    for ours, ref in zip(run(tiny, t=0.0, first_frame_clean=True), run(tiny, t=0.0)):
+        assert torch.equal(ours, ref)
+
+
+def test_skip_block_equals_model_without_that_pair(tiny) -> None:
+    skipped = run(tiny, skip_block=1)
+    full = run(tiny)
+    assert not torch.equal(skipped[0], full[0]) and not torch.equal(skipped[1], full[1])
+
+    two = FusionConfig(*(dataclasses.replace(c, num_layers=2) for c in (TINY.video, TINY.audio)))
+    shorter = build_fusion_model(two, device="cpu", seed=1)
+    state = {name.replace(".blocks.2.", ".blocks.1."): tensor
+             for name, tensor in tiny.state_dict().items() if ".blocks.1." not in name}
+    shorter.load_state_dict(state, strict=True)
+    for ours, ref in zip(skipped, run(shorter)):
+        assert torch.equal(ours, ref)
+
+
+# ---- RoPE against a direct transcription of VARIANTS.md (complex128, full head_dim) ---------------
+def rope_params(positions: int, dims: int, scaling: float = 1.0) -> torch.Tensor:
+    freqs = scaling / 10000 ** (torch.arange(0, dims, 2, dtype=torch.float64) / dims)
+    angles = torch.outer(torch.arange(positions, dtype=torch.float64), freqs)
+    return torch.polar(torch.ones_like(angles), angles)  # [positions, dims/2] complex128
+
+
+def reference_video_rope(x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
+    t_table, h_table, w_table = rope_params(1024, 44), rope_params(1024, 42), rope_params(1024, 42)
+    out = torch.empty_like(x, dtype=torch.float64)
+    f, h, w = grid
+    for token in range(f * h * w):
+        fi, rest = divmod(token, h * w)
+        hi, wi = divmod(rest, w)
+        table = torch.cat([t_table[fi], h_table[hi], w_table[wi]])  # 22 + 21 + 21 pairs
+        pairs = torch.view_as_complex(x[:, token].double().reshape(*x.shape[:1], x.shape[2], 64, 2))
+        out[:, token] = torch.view_as_real(pairs * table).flatten(-2)
+    return out
+
+
+def reference_audio_rope(x: torch.Tensor) -> torch.Tensor:
+    table = rope_params(1024, 44, scaling=0.19676)  # only the first 22 pairs rotate
+    pairs = torch.view_as_complex(x.double().reshape(*x.shape[:3], 64, 2)).clone()
+    pairs[..., :22] *= table[: x.shape[1], None, :]
+    return torch.view_as_real(pairs).flatten(-2)
+
+
+def test_video_rope_matches_reference() -> None:
+    grid = (3, 4, 5)
+    x = torch.randn(2, math.prod(grid), 3, 128, generator=torch.Generator().manual_seed(0))
+    angles = rope_angles(grid, 128, 1.0, "cpu")[:, None]
+    ours = apply_rope(x.clone(), angles.cos().float(), angles.sin().float())
+    torch.testing.assert_close(ours.double(), reference_video_rope(x, grid), atol=1e-5, rtol=1e-5)
+
+
+def test_audio_rope_matches_reference() -> None:
+    x = torch.randn(1, 40, 2, 128, generator=torch.Generator().manual_seed(1))
+    angles = rope_angles((40,), 128, 0.19676, "cpu")[:, None]
+    ours = apply_rope(x.clone(), angles.cos().float(), angles.sin().float())
+    torch.testing.assert_close(ours.double(), reference_audio_rope(x), atol=1e-5, rtol=1e-5)
+    assert torch.equal(ours[..., 44:], x[..., 44:])  # pairs 22..63 pass through untouched
+
+
+def test_weights_round_trip(tiny, tmp_path: Path) -> None:
+    path = save_checkpoint(tiny, tmp_path / "fusion.safetensors", {"preset": "tiny"})
+    loaded = load_fusion_model(str(path), preset="tiny", device="cpu")
+    for ours, ref in zip(run(loaded), run(tiny)):
+        assert torch.equal(ours, ref)
+
+    state = dict(tiny.state_dict())
+    del state["audio_model.blocks.2.cross_attn.k_fusion.weight"]
+    save_checkpoint(state, tmp_path / "broken.safetensors", {})
+    with pytest.raises(CheckpointError, match=r"missing: audio_model\.blocks\.2\.cross_attn\.k_fusion\.weight"):
+        load_fusion_model(str(tmp_path / "broken.safetensors"), preset="tiny", device="cpu")
+
+
+def test_synthetic_weights_stay_finite_through_30_pairs() -> None:
+    deep = FusionConfig(*(dataclasses.replace(c, num_layers=30) for c in (TINY.video, TINY.audio)))
+    model = build_fusion_model(deep, device="cpu", seed=3)
+    for out in run(model, t=999.0):
+        assert torch.isfinite(out.float()).all()
+        assert 0.1 < float(out.float().std()) < 10  # O(1) velocities, neither vanished nor blown up
