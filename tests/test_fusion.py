@@ -1,8 +1,10 @@
 """The fusion transformer: exact upstream schema at full size, and the forward's semantics at tiny size."""
 
 import dataclasses
+import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -163,3 +165,21 @@ def test_synthetic_weights_stay_finite_through_30_pairs() -> None:
     for out in run(model, t=999.0):
         assert torch.isfinite(out.float()).all()
         assert 0.1 < float(out.float().std()) < 10  # O(1) velocities, neither vanished nor blown up
+
+
+def test_benchmark_runs_at_tiny_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = Path(__file__).parents[1] / "benchmarks" / "bench_fusion.py"
+    spec = importlib.util.spec_from_file_location("bench_fusion", path)
+    bench = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, "bench_fusion", bench)  # dataclasses look their module up there
+    spec.loader.exec_module(bench)
+    out = tmp_path / "bench.json"
+    assert bench.main(["--preset", "tiny", "--device", "cpu", "--variants", "960x960_10s", "--steps-timed", "2",
+                       "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["schema_version"] == 1 and report["attention_resolved"] == "sdpa"
+    result = report["variants"]["960x960_10s"]
+    assert len(result["samples_s"]) == 2 and min(result["samples_s"]) <= result["median_s"] <= max(result["samples_s"])
+    assert result["video_tokens"] == 3 * 2 * 3 and result["audio_tokens"] == 10  # [48,3,4,6] in 1x2x2 patches
+    with pytest.raises(SystemExit):
+        bench.main(["--variants", "1080p", "--out", str(out)])

@@ -1,0 +1,191 @@
+"""Seconds per denoising step of the fusion transformer, and the memory a step needs above the weights.
+
+One step = the conditional forward + the unconditional forward with skip-layer guidance (as Ovi samples),
+bf16, synthetic weights (they cost exactly what real ones cost). Per variant: 1 warm-up step, then
+--steps-timed steps, each bracketed by device synchronization.
+
+    python benchmarks/bench_fusion.py --out reports/bench_fusion.json                  # full size, GPU
+    python benchmarks/bench_fusion.py --preset tiny --device cpu --out /tmp/bench.json  # CPU smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from ovi_engine.attention import resolve
+from ovi_engine.fusion import FUSION_PRESETS, FusionModel, build_fusion_model
+from ovi_engine.variants import VARIANTS
+from ovi_engine.weights import module_bytes
+
+SCHEMA_VERSION = 1
+DEFAULT_VARIANTS = ("720x720_5s", "960x960_5s", "960x960_10s")
+SLG_LAYER = 11  # Ovi's default; clamped to the last pair at presets with fewer blocks
+TINY_LATENTS = ((48, 3, 4, 6), (10, 20))  # --preset tiny runs these small latents for every variant
+GIB = 2**30
+
+
+@dataclass
+class VariantResult:
+    variant: str
+    video_latent: list[int]
+    audio_latent: list[int]
+    video_tokens: int
+    audio_tokens: int
+    samples_s: list[float]
+    median_s: float
+    peak_allocated_gib: float | None  # device allocator peak during the timed steps (CUDA only)
+    peak_above_resident_gib: float | None  # that peak minus what was allocated before (weights)
+
+
+def latent_shapes(variant: str, preset: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    if preset == "tiny":
+        return TINY_LATENTS
+    spec = VARIANTS[variant]
+    return spec.video_latent_shape(), spec.audio_latent_shape()
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@torch.inference_mode()
+def bench_variant(
+    model: FusionModel, variant: str, preset: str, device: torch.device, attention: str, steps_timed: int
+) -> VariantResult:
+    video_shape, audio_shape = latent_shapes(variant, preset)
+    dtype = model.video_model.head.head.weight.dtype
+    gen = torch.Generator(device).manual_seed(0)
+    video = torch.randn(1, *video_shape, generator=gen, device=device).to(dtype)
+    audio = torch.randn(1, *audio_shape, generator=gen, device=device).to(dtype)
+    text = (1, model.config.video.text_len, model.config.text_dim)
+    pos, neg = (torch.randn(text, generator=gen, device=device).to(dtype) for _ in range(2))
+    t = torch.full((1,), 500.0, device=device)
+    slg = min(SLG_LAYER, model.config.num_layers - 1)
+
+    def step() -> None:
+        model(video, audio, t, pos, pos, attention=attention)
+        model(video, audio, t, neg, neg, skip_block=slg, attention=attention)
+
+    step()  # warm-up: kernel selection, attention probes, compilation
+    synchronize(device)
+    resident = None
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+        resident = torch.cuda.memory_allocated(device)
+    samples = []
+    for _ in range(steps_timed):
+        synchronize(device)
+        start = time.perf_counter()
+        step()
+        synchronize(device)
+        samples.append(time.perf_counter() - start)
+    peak = torch.cuda.max_memory_allocated(device) if resident is not None else None
+    pf, ph, pw = model.config.video.patch_size
+    return VariantResult(
+        variant=variant,
+        video_latent=list(video_shape),
+        audio_latent=list(audio_shape),
+        video_tokens=video_shape[1] // pf * (video_shape[2] // ph) * (video_shape[3] // pw),
+        audio_tokens=audio_shape[0],
+        samples_s=samples,
+        median_s=statistics.median(samples),
+        peak_allocated_gib=None if peak is None else peak / GIB,
+        peak_above_resident_gib=None if peak is None or resident is None else (peak - resident) / GIB,
+    )
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                             cwd=Path(__file__).parent)
+        return out.stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
+    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma-separated variant names")
+    parser.add_argument("--attention", default="auto", help="attention backend (auto resolves per device)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the elementwise helpers")
+    parser.add_argument("--steps-timed", type=int, default=3)
+    parser.add_argument("--preset", default="full", choices=sorted(FUSION_PRESETS))
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights")
+    args = parser.parse_args(argv)
+    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
+    unknown = [v for v in args.variants if v not in VARIANTS]
+    if unknown or not args.variants:
+        parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
+    if args.steps_timed < 1:
+        parser.error("--steps-timed must be >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    device = torch.device(args.device)
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    dtype = torch.bfloat16
+    attention = resolve(args.attention, device, dtype)  # fails here, before the build, if unavailable
+
+    start = time.perf_counter()
+    model = build_fusion_model(args.preset, device=device, dtype=dtype, seed=args.seed, compile=args.compile)
+    synchronize(device)
+    build_s = time.perf_counter() - start
+
+    results = []
+    for variant in args.variants:
+        result = bench_variant(model, variant, args.preset, device, attention, args.steps_timed)
+        results.append(result)
+        peak = "" if result.peak_above_resident_gib is None else f", peak +{result.peak_above_resident_gib:.2f} GiB"
+        print(f"{variant}: {result.video_tokens}+{result.audio_tokens} tokens, "
+              f"{result.median_s:.3f} s/step (median of {len(result.samples_s)}){peak}", flush=True)
+
+    report = {
+        "schema_version": SCHEMA_VERSION,
+        "kind": "bench_fusion",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": git_commit(),
+        "device": device_name(device),
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "hip": torch.version.hip,
+        "preset": args.preset,
+        "dtype": str(dtype).removeprefix("torch."),
+        "attention": args.attention,
+        "attention_resolved": attention,
+        "compile": args.compile,
+        "step": "cond forward + uncond forward with skip_block",
+        "slg_layer": min(SLG_LAYER, model.config.num_layers - 1),
+        "steps_timed": args.steps_timed,
+        "weights_gib": module_bytes(model) / GIB,
+        "build_s": build_s,
+        "variants": {r.variant: asdict(r) for r in results},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
