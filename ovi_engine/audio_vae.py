@@ -26,6 +26,7 @@ import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, TypeVar, cast
 
 import torch
 import torch.nn.functional as F
@@ -197,22 +198,33 @@ class Upsample1D(nn.Module):
         return self.conv(F.interpolate(x, scale_factor=2.0, mode="nearest-exact"))
 
 
-class EncoderLevel(nn.Module):
-    def __init__(self, in_dim: int, out_dim: int, num_blocks: int, downsample: bool) -> None:
+class VAELevel(nn.Module):
+    """Resnet blocks at one time resolution (clamped after each), then an optional x2 time resampling."""
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        num_blocks: int,
+        clip_act: float,
+        resample: Literal["down", "up"] | None,
+    ) -> None:
         super().__init__()
+        self.clip_act = clip_act
         self.block = nn.ModuleList(
             ResnetBlock1D(in_dim if i == 0 else out_dim, out_dim) for i in range(num_blocks)
         )
-        self.downsample = Downsample1D(out_dim) if downsample else None
+        self.downsample = Downsample1D(out_dim) if resample == "down" else None
+        self.upsample = Upsample1D(out_dim) if resample == "up" else None
 
-
-class DecoderLevel(nn.Module):
-    def __init__(self, in_dim: int, out_dim: int, num_blocks: int, upsample: bool) -> None:
-        super().__init__()
-        self.block = nn.ModuleList(
-            ResnetBlock1D(in_dim if i == 0 else out_dim, out_dim) for i in range(num_blocks)
-        )
-        self.upsample = Upsample1D(out_dim) if upsample else None
+    def forward(self, h: Tensor) -> Tensor:
+        for block in self.block:
+            h = block(h).clamp(-self.clip_act, self.clip_act)
+        if self.downsample is not None:
+            h = self.downsample(h)
+        if self.upsample is not None:
+            h = self.upsample(h)
+        return h
 
 
 class Encoder1D(nn.Module):
@@ -224,7 +236,13 @@ class Encoder1D(nn.Module):
         dims = [cfg.vae_dim * m for m in (1, *cfg.vae_ch_mult)]
         self.conv_in = MPConv1D(cfg.num_mels, cfg.vae_dim, 3)
         self.down = nn.ModuleList(
-            EncoderLevel(dims[i], dims[i + 1], cfg.vae_res_blocks, downsample=i in cfg.vae_down_layers)
+            VAELevel(
+                dims[i],
+                dims[i + 1],
+                cfg.vae_res_blocks,
+                cfg.clip_act,
+                resample="down" if i in cfg.vae_down_layers else None,
+            )
             for i in range(len(cfg.vae_ch_mult))
         )
         self.mid = MidBlock(dims[-1])
@@ -234,10 +252,7 @@ class Encoder1D(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         h = self.conv_in(x)
         for level in self.down:
-            for block in level.block:
-                h = block(h).clamp(-self.clip_act, self.clip_act)
-            if level.downsample is not None:
-                h = level.downsample(h)
+            h = level(h)
         h = self.mid(h).clamp(-self.clip_act, self.clip_act)
         return self.conv_out(mp_silu(h), gain=self.learnable_gain + 1)
 
@@ -253,11 +268,12 @@ class Decoder1D(nn.Module):
         self.mid = MidBlock(dims[-1])
         # up[i] mirrors encoder level i and runs deepest first; it upsamples where encoder level i-1 halved
         self.up = nn.ModuleList(
-            DecoderLevel(
+            VAELevel(
                 dims[min(i + 1, len(dims) - 1)],
                 dims[i],
                 cfg.vae_res_blocks + 1,
-                upsample=i - 1 in cfg.vae_down_layers,
+                cfg.clip_act,
+                resample="up" if i - 1 in cfg.vae_down_layers else None,
             )
             for i in range(len(dims))
         )
@@ -267,15 +283,15 @@ class Decoder1D(nn.Module):
     def forward(self, z: Tensor) -> Tensor:
         h = self.mid(self.conv_in(z)).clamp(-self.clip_act, self.clip_act)
         for level in reversed(self.up):
-            for block in level.block:
-                h = block(h).clamp(-self.clip_act, self.clip_act)
-            if level.upsample is not None:
-                h = level.upsample(h)
+            h = level(h)
         return self.conv_out(mp_silu(h), gain=self.learnable_gain + 1)
 
 
 class VAE(nn.Module):
     """MMAudio's mel VAE; mel statistics are checkpoint buffers used to (un)normalize the mel."""
+
+    data_mean: Tensor
+    data_std: Tensor
 
     def __init__(self, cfg: AudioCodecConfig) -> None:
         super().__init__()
@@ -329,6 +345,8 @@ def _kaiser_sinc_taps(cutoff: float, half_width: float, kernel_size: int) -> tup
 class UpSample1d(nn.Module):
     """Zero-stuffing x``ratio`` followed by the low-pass (gain ``ratio``); edges replicate-padded."""
 
+    filter: Tensor
+
     def __init__(self, ratio: int, kernel_size: int) -> None:
         super().__init__()
         self.ratio = ratio
@@ -345,6 +363,8 @@ class UpSample1d(nn.Module):
 
 
 class LowPassFilter1d(nn.Module):
+    filter: Tensor
+
     def __init__(self, cutoff: float, half_width: float, stride: int, kernel_size: int) -> None:
         super().__init__()
         self.stride = stride
@@ -438,8 +458,9 @@ class Vocoder(nn.Module):
     def forward(self, mel: Tensor) -> Tensor:
         x = self.conv_pre(mel)
         per_stage = len(self.resblocks) // len(self.ups)
-        for i, (up,) in enumerate(self.ups):
-            x = up(x)
+        for i, stage in enumerate(self.ups):
+            for layer in cast(nn.ModuleList, stage):
+                x = layer(x)
             blocks = self.resblocks[i * per_stage : (i + 1) * per_stage]
             y = blocks[0](x)
             for block in blocks[1:]:
@@ -518,6 +539,9 @@ def slaney_mel_filterbank(sample_rate: int, n_fft: int, num_mels: int, fmin: flo
 class MelConverter(nn.Module):
     """16 kHz waveform [B, S] -> log10 magnitude mel [B, num_mels, S / hop]; its filters are computed."""
 
+    mel_basis: Tensor
+    hann_window: Tensor
+
     def __init__(self, cfg: AudioCodecConfig) -> None:
         super().__init__()
         self.cfg = cfg
@@ -572,6 +596,9 @@ def vocoder_synthetic_rules(cfg: AudioCodecConfig) -> tuple[Rule, ...]:
     )
 
 
+CodecPart = TypeVar("CodecPart", VAE, Vocoder)
+
+
 class AudioCodec(nn.Module):
     """Latents -> 16 kHz waveform (and back). Weights are folded (runtime form) once materialized.
 
@@ -586,13 +613,13 @@ class AudioCodec(nn.Module):
         self.mel_converter = build_on_meta(lambda: MelConverter(cfg))
         if self.device.type != "meta":
             materialize_computed_buffers(self.mel_converter, self.device)
-        self.vae = build_on_meta(lambda: VAE(cfg)).remove_weight_norm()
-        self.vocoder = build_on_meta(lambda: Vocoder(cfg)).remove_weight_norm()
+        self.vae = cast(VAE, build_on_meta(lambda: VAE(cfg))).remove_weight_norm()
+        self.vocoder = cast(Vocoder, build_on_meta(lambda: Vocoder(cfg))).remove_weight_norm()
 
     def _materialize(
-        self, factory: Callable[[], VAE | Vocoder], fill: Callable[[nn.Module], object]
-    ) -> nn.Module:
-        module = build_on_meta(factory)
+        self, factory: Callable[[], CodecPart], fill: Callable[[nn.Module], object]
+    ) -> CodecPart:
+        module = cast(CodecPart, build_on_meta(factory))
         fill(module)  # float32 on self.device; fold the weight norm at that precision, then cast
         return module.remove_weight_norm().to(self.dtype)
 

@@ -5,6 +5,7 @@ import copy
 import json
 import math
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pytest
@@ -49,12 +50,13 @@ def n_params(module: torch.nn.Module) -> int:
 def checkpoint_vae(seed: int) -> VAE:
     """A tiny VAE in checkpoint form (weights before forced weight norm), float32 on the CPU."""
     vae = build_on_meta(lambda: VAE(TINY))
-    return synthesize(vae, seed=seed, device="cpu", dtype=torch.float32, rules=VAE_SYNTHETIC_RULES)
+    return cast(VAE, synthesize(vae, seed=seed, device="cpu", dtype=torch.float32, rules=VAE_SYNTHETIC_RULES))
 
 
 def checkpoint_vocoder(seed: int) -> Vocoder:
     voc = build_on_meta(lambda: Vocoder(TINY))
-    return synthesize(voc, seed=seed, device="cpu", dtype=torch.float32, rules=vocoder_synthetic_rules(TINY))
+    rules = vocoder_synthetic_rules(TINY)
+    return cast(Vocoder, synthesize(voc, seed=seed, device="cpu", dtype=torch.float32, rules=rules))
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +106,7 @@ def test_vae_layout_is_the_checkpoint_schema_including_buffers() -> None:
 
 def test_vocoder_layout_parametrized_then_runtime() -> None:
     ref = schema("bigvgan_vocoder_16k")
-    voc = build_on_meta(lambda: Vocoder(FULL))
+    voc = cast(Vocoder, build_on_meta(lambda: Vocoder(FULL)))
     assert layout(voc.state_dict()) == schema_layout(ref["tensors"])
     assert [name for name, _ in voc.named_buffers()] == ref["buffer_keys"]
     assert n_params(voc) == ref["params"]
