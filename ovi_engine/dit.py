@@ -6,8 +6,8 @@ upstream's checkpoint keys exactly (`blocks.N.self_attn.q`, `ffn.0`, `modulation
 Where this differs from upstream's code (same math, leaner on time and memory):
 - The six-way timestep modulation is computed once per time group (a latent frame for video, the whole
   clip for audio) and broadcast over that group's tokens, instead of materialized per token.
-- RoPE angles become fp32 cos/sin tables once per forward and are applied in token chunks (upstream: a
-  float64 complex copy of q and k in every attention call).
+- RoPE angles become fp32 cos/sin tables once per forward, applied in place in token chunks, or as one
+  fused kernel with `compile_helpers()` (upstream: float64 complex copies of q and k in every attention).
 - The FFN runs in token chunks, so its 4.7x wide intermediate never exists for all tokens at once.
 - Residual updates are fused multiply-adds in place on the hidden state; everything stays in the weights'
   dtype (bf16), with F.layer_norm / F.rms_norm.
@@ -16,6 +16,7 @@ Where this differs from upstream's code (same math, leaner on time and memory):
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -25,7 +26,7 @@ from torch import Tensor, nn
 from ovi_engine.attention import attend
 
 ROPE_THETA = 10000.0
-ROPE_CHUNK_TOKENS = 8192  # bounds the fp32 temporaries of an eager RoPE (~20 bytes per element)
+ROPE_CHUNK_TOKENS = 8192  # bounds an eager RoPE's fp32 temporaries (8 bytes per element of the chunk)
 FFN_CHUNK_TOKENS = 8192  # bounds the FFN intermediate: 8192 x 14336 bf16 = 235 MB at full size
 
 
@@ -68,29 +69,40 @@ def modulate(x: Tensor, shift: Tensor, scale: Tensor, eps: float) -> Tensor:
 
 
 def rotate_pairs(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
-    """Rotate the (even, odd) channel pairs of x [B,l,H,D] by per-token angles (cos, sin [l,1,D/2], fp32)."""
+    """Rotate the (even, odd) channel pairs of x [B,l,H,D] by per-token angles (cos, sin [l,1,D/2], fp32).
+
+    Real arithmetic, so that torch.compile makes it one kernel (inductor does not generate complex code).
+    """
     even, odd = x.float().unflatten(-1, (-1, 2)).unbind(-1)
     return torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1).flatten(-2).type_as(x)
 
 
+def rotate_pairs_complex(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """`rotate_pairs` as one complex multiply: the fewest passes over x in eager mode. Returns fp32."""
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * torch.complex(cos, sin)).flatten(-2)
+
+
 _modulate = modulate
-_rotate_pairs = rotate_pairs
+_compiled_rotate: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
 
 
 def compile_helpers() -> None:
     """torch.compile the elementwise helpers (one fused kernel each); process-wide, as in gpt-fast."""
-    global _modulate, _rotate_pairs
+    global _modulate, _compiled_rotate
     _modulate = torch.compile(modulate)
-    _rotate_pairs = torch.compile(rotate_pairs)
+    _compiled_rotate = torch.compile(rotate_pairs)
 
 
-def apply_rope(x: Tensor, cos: Tensor, sin: Tensor, out: Tensor | None = None) -> Tensor:
-    """RoPE on x [B,L,H,D] in token chunks, written to `out` (default: in place)."""
-    out = x if out is None else out
+def apply_rope(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    """RoPE on x [B,L,H,D]: one fused kernel when compiled; else in place, in token chunks that bound the
+    fp32 temporaries. Use the returned tensor."""
+    if _compiled_rotate is not None:
+        return _compiled_rotate(x, cos, sin)
     for start in range(0, x.shape[1], ROPE_CHUNK_TOKENS):
-        end = start + ROPE_CHUNK_TOKENS
-        out[:, start:end] = _rotate_pairs(x[:, start:end], cos[start:end], sin[start:end])
-    return out
+        part = slice(start, start + ROPE_CHUNK_TOKENS)
+        x[:, part] = rotate_pairs_complex(x[:, part], cos[part], sin[part])
+    return x
 
 
 # ---- positions and timesteps ----------------------------------------------------------------------------
@@ -174,7 +186,9 @@ class SelfAttention(nn.Module):
         q = apply_rope(self.norm_q(self.q(x)).view(heads), cos, sin)
         k = apply_rope(self.norm_k(self.k(x)).view(heads), cos, sin)
         v = self.v(x).view(heads)
-        return self.o(attend(q, k, v, backend=backend).flatten(2))
+        out = attend(q, k, v, backend=backend).flatten(2)
+        del q, k, v  # free them before the output projection allocates
+        return self.o(out)
 
 
 class CrossAttention(nn.Module):

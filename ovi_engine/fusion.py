@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import ClassVar, cast
 
 import torch
@@ -191,9 +192,13 @@ def build_fusion_model(
 
 
 def load_fusion_model(
-    path: str, *, preset: str | FusionConfig = "full", device: str | torch.device, dtype: torch.dtype = torch.bfloat16
+    path: str | Path,
+    *,
+    preset: str | FusionConfig = "full",
+    device: str | torch.device,
+    dtype: torch.dtype = torch.bfloat16,
 ) -> FusionModel:
     """Read an Ovi fusion checkpoint (bf16 or fp8 safetensors) strictly into a model computing in `dtype`."""
     model = build_fusion_model(preset, dtype=dtype)
-    load_into(model, read_state(path), device=device, dtype=dtype, source=path)
+    load_into(model, read_state(path), device=device, dtype=dtype, source=str(path))
     return model

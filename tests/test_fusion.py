@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from ovi_engine.dit import apply_rope, rope_angles
+from ovi_engine.dit import apply_rope, rope_angles, rotate_pairs
 from ovi_engine.fusion import FUSION_PRESETS, FusionConfig, build_fusion_model, load_fusion_model
 from ovi_engine.weights import CheckpointError, save_checkpoint
 
@@ -130,11 +130,12 @@ def reference_audio_rope(x: torch.Tensor) -> torch.Tensor:
     return torch.view_as_real(pairs).flatten(-2)
 
 
-def test_video_rope_matches_reference() -> None:
+@pytest.mark.parametrize("rotate", [apply_rope, rotate_pairs], ids=["eager", "compilable"])
+def test_video_rope_matches_reference(rotate) -> None:
     grid = (3, 4, 5)
     x = torch.randn(2, math.prod(grid), 3, 128, generator=torch.Generator().manual_seed(0))
     angles = rope_angles(grid, 128, 1.0, "cpu")[:, None]
-    ours = apply_rope(x.clone(), angles.cos().float(), angles.sin().float())
+    ours = rotate(x.clone(), angles.cos().float(), angles.sin().float())
     torch.testing.assert_close(ours.double(), reference_video_rope(x, grid), atol=1e-5, rtol=1e-5)
 
 
