@@ -150,12 +150,13 @@ class RMSNorm(nn.Module):
         return out.mul_(self.gamma.float().view(-1, *(1,) * (x.dim() - 2)) * self.scale)
 
 
-def norm_silu_conv(norm: RMSNorm, conv: CausalConv3d, x: Tensor) -> Tensor:
-    """conv(silu(norm(x))) with the activation written straight into the conv's padded window."""
-    window = conv.window(x)
-    chunk = window[:, :, conv.context :]
-    F.silu(norm(x, out=chunk), inplace=True)
-    return conv.convolve(window)
+def norm_silu_conv(norm: nn.Module, conv: nn.Module, x: Tensor) -> Tensor:
+    """conv(silu(norm(x))) for an (RMSNorm, CausalConv3d) pair of a checkpoint-shaped Sequential, with the
+    activation written straight into the conv's padded window."""
+    causal = cast(CausalConv3d, conv)
+    window = causal.window(x)
+    F.silu(norm(x, out=window[:, :, causal.context :]), inplace=True)
+    return causal.convolve(window)
 
 
 def conv2d_per_frame(conv: nn.Conv2d, x: Tensor, stride: int = 1, padding: int = 0) -> Tensor:
@@ -427,6 +428,9 @@ def tile_spans(n: int, tiling: Tiling) -> list[tuple[int, int, Tensor]]:
 class WanVideoVAE(nn.Module):
     """The Wan2.2 VAE; ``encode``/``decode`` take and give latents normalized with LATENT_MEAN/LATENT_STD."""
 
+    latent_mean: Tensor
+    latent_inv_std: Tensor
+
     def __init__(self, config: VideoVAEConfig):
         super().__init__()
         self.config = config
@@ -456,9 +460,9 @@ class WanVideoVAE(nn.Module):
             if isinstance(module, (CausalConv3d, Resample)):
                 module.cache = None
 
-    @property
-    def _param(self) -> Tensor:
-        return self.conv2.weight
+    def _as_weights(self, x: Tensor) -> Tensor:
+        """``x`` on the weights' device, in their dtype."""
+        return x.to(self.conv2.weight)
 
     @torch.inference_mode()
     def encode(self, video: Tensor) -> Tensor:
@@ -470,7 +474,7 @@ class WanVideoVAE(nn.Module):
         b, _, t, hh, ww = video.shape
         if hh % SPATIAL_STRIDE or ww % SPATIAL_STRIDE:
             raise ValueError(f"encode needs H and W divisible by {SPATIAL_STRIDE}, got {hh}x{ww}")
-        x = patchify(video.to(self._param))
+        x = patchify(self._as_weights(video))
         frames = 1 + (t - 1) // TEMPORAL_STRIDE
         z = self.config.z_dim
         mean, inv_std = self._stats()
@@ -480,7 +484,7 @@ class WanVideoVAE(nn.Module):
             for i in range(frames):
                 lo = 0 if i == 0 else 1 + TEMPORAL_STRIDE * (i - 1)
                 h = self.encoder(x[:, :, lo : 1 + TEMPORAL_STRIDE * i], first_chunk=i == 0)
-                mu = F.conv3d(h, self.conv1.weight[:z], self.conv1.bias[:z])
+                mu = F.conv3d(h, self.conv1.weight[:z], cast(Tensor, self.conv1.bias)[:z])
                 latents[:, :, i : i + 1] = (mu.float() - mean) * inv_std
         finally:
             self._reset_stream()
@@ -495,7 +499,7 @@ class WanVideoVAE(nn.Module):
             raise ValueError(f"decode expects latents [B, {z}, F, h, w], got {list(latents.shape)}")
         b, _, frames, h, w = latents.shape
         mean, inv_std = self._stats()
-        latents = (latents.float() / inv_std + mean).to(self._param)
+        latents = self._as_weights(latents.to(mean.device, torch.float32) / inv_std + mean)
         out = latents.new_empty(
             b, 3, 1 + TEMPORAL_STRIDE * (frames - 1), SPATIAL_STRIDE * h, SPATIAL_STRIDE * w
         )
