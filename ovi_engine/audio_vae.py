@@ -108,7 +108,7 @@ def mp_normalize(x: Tensor, dim: int | tuple[int, ...], eps: float = 1e-4) -> Te
 
 
 def mp_silu(x: Tensor) -> Tensor:
-    return F.silu(x) / 0.596  # 0.596 = std of silu(N(0, 1))
+    return F.silu(x) / 0.596  # 0.596 = rms of silu over N(0, 1)
 
 
 def mp_sum(a: Tensor, b: Tensor, t: float) -> Tensor:
@@ -655,7 +655,7 @@ class AudioCodec(nn.Module):
         return {prefix + k: v for prefix, module in parts for k, v in module.state_dict().items()}
 
     def _require(self, module: nn.Module, loader: str) -> None:
-        if self.device.type != "meta" and any(t.is_meta for t in module.state_dict().values()):
+        if self.device.type != "meta" and next(module.parameters()).is_meta:  # all or none are materialized
             raise RuntimeError(f"audio codec weights not loaded: call {loader}(path) or build with a seed")
 
     @torch.inference_mode()
