@@ -109,6 +109,8 @@ class BlockPair(nn.Module):
 
 
 class FusionModel(nn.Module):
+    """Upstream's FusionModel: `video_model` and `audio_model` towers, same checkpoint keys."""
+
     # Synthetic weights that keep bf16 activations finite and O(1) through 30 pairs and 50 CFG steps:
     # upstream's modulation init and damped residual-branch outputs; everything else weights.py's default.
     SYNTHETIC_RULES: ClassVar[tuple[Rule, ...]] = (
@@ -141,30 +143,15 @@ class FusionModel(nn.Module):
         """Velocity predictions for video [B,48,F,H,W] and audio [B,L,20] at timesteps t [B] (0..1000).
 
         first_frame_clean (i2v): the first latent frame is the clean image, so its tokens get t = 0.
-        skip_block: index of the block pair left out (skip-layer guidance in the unconditional pass).
+        skip_block: index of the block pair left out (skip-layer guidance in the unconditional pass); an
+        index past the last pair skips nothing, as upstream.
         """
         frames = video.shape[2] // self.config.video.patch_size[0]
-        video_t = t[:, None].expand(-1, frames)
+        video_t = t[:, None].expand(-1, frames)  # one timestep per latent frame
         if first_frame_clean:
             video_t = torch.cat([torch.zeros_like(video_t[:, :1]), video_t[:, 1:]], dim=1)
-        return self.forward_frames(video, audio, video_t, t, video_context, audio_context,
-                                   skip_block=skip_block, attention=attention)
-
-    def forward_frames(
-        self,
-        video: Tensor,
-        audio: Tensor,
-        video_t: Tensor,
-        audio_t: Tensor,
-        video_context: Tensor,
-        audio_context: Tensor,
-        *,
-        skip_block: int | None = None,
-        attention: str = "auto",
-    ) -> tuple[Tensor, Tensor]:
-        """`forward` with one timestep per latent frame for video (video_t [B,F]) and one for audio [B]."""
         v = self.video_model.prepare(video, video_t, video_context)
-        a = self.audio_model.prepare(audio, audio_t[:, None], audio_context)
+        a = self.audio_model.prepare(audio, t[:, None], audio_context)
         for i, pair in enumerate(self.block_pairs):
             if i != skip_block:
                 pair(v, a, attention)
