@@ -140,7 +140,7 @@ def test_full_decode_shapes_match_upstream_variants(full_meta_codec: AudioCodec)
 
 
 # few distinct shapes: on the CPU each new one pays oneDNN set-up for every conv (seconds on a busy CI box)
-@pytest.mark.parametrize("batch, length", [(1, 2), (2, 157)])
+@pytest.mark.parametrize("batch, length", [(2, 2), (1, 157)])
 def test_tiny_decode_gives_512_samples_per_latent(tiny_codec: AudioCodec, batch: int, length: int) -> None:
     wave = tiny_codec.decode(torch.randn(batch, length, 20, generator=torch.Generator().manual_seed(length)))
     assert wave.shape == (batch, 512 * length) and wave.dtype == torch.float32
@@ -158,7 +158,7 @@ def test_encode_gives_one_latent_per_512_samples(tiny_codec: AudioCodec) -> None
 
 def test_vocoder_weight_norm_removal_keeps_the_function() -> None:
     voc = checkpoint_vocoder(seed=7)  # not a deepcopy: torch parametrizations share their class with copies
-    mel = torch.randn(1, 80, 4, generator=torch.Generator().manual_seed(0))
+    mel = torch.randn(2, 80, 4, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         before = voc(mel)
         voc.remove_weight_norm()
@@ -191,7 +191,7 @@ def test_pth_round_trip_loads_strictly_and_decodes_like_the_source(
     checkpoint_modules, checkpoint_files
 ) -> None:
     codec = build_audio_codec("tiny", device="cpu", dtype=torch.float32, seed=None)
-    z = torch.randn(1, 2, 20, generator=torch.Generator().manual_seed(3))
+    z = torch.randn(2, 2, 20, generator=torch.Generator().manual_seed(3))
     with pytest.raises(RuntimeError, match="load_vae"):
         codec.decode(z)
     codec.load_vae(checkpoint_files["vae"]).load_vocoder(checkpoint_files["vocoder"])
