@@ -85,7 +85,8 @@ def main(debug: bool) -> None:
 @click.option("--policy", help="Placement policy to run instead of the suite's.")
 @click.option("--attention", "attention", multiple=True, help="Attention backend(s) instead of the suite's.")
 @click.option("--device", default="cpu", show_default=True)
-@click.option("--dtype", default="bfloat16", show_default=True)
+@click.option("--dtype", default="auto", show_default=True,
+              help="auto: bfloat16 on an accelerator, float32 on the CPU")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic weights.")
 @click.option("--hardware", help="Hardware profile (default: detected from --device).")
 @click.option("--baselines", type=click.Path(path_type=Path), default=Path("baselines"), show_default=True)

@@ -60,22 +60,26 @@ class VariantSpec:
     def audio_samples(self) -> int:
         return self.audio_latent_length * AUDIO_LATENT_DOWNSAMPLE * MEL_HOP
 
-    def frame_size(self, height: int | None = None, width: int | None = None) -> tuple[int, int]:
-        """Scale a requested size to the variant's area and snap each side to a multiple of 32 (as upstream)."""
+    def frame_size(self, height: int | None = None, width: int | None = None, area: int | None = None
+                   ) -> tuple[int, int]:
+        """Scale a requested size to the variant's area and snap each side to a multiple of 32 (as upstream).
+
+        ``area`` overrides the variant's own (CPU smoke runs decode small frames; lengths are unchanged)."""
         height, width = height or self.side, width or self.side
-        scale = math.sqrt(self.area / (height * width))
-        snap = lambda x: max(SIZE_MULTIPLE, SIZE_MULTIPLE * round(round(x * scale) / SIZE_MULTIPLE))  # noqa: E731
+        scale = math.sqrt((area or self.area) / (height * width))
+        snap = lambda x: max(SIZE_MULTIPLE, SIZE_MULTIPLE * round(round(x * scale) / SIZE_MULTIPLE))
         return snap(height), snap(width)
 
-    def video_latent_shape(self, height: int | None = None, width: int | None = None) -> tuple[int, ...]:
-        h, w = self.frame_size(height, width)
+    def video_latent_shape(self, height: int | None = None, width: int | None = None, area: int | None = None
+                           ) -> tuple[int, ...]:
+        h, w = self.frame_size(height, width, area)
         return (VIDEO_LATENT_CHANNELS, self.video_latent_frames, h // VIDEO_SPACE_STRIDE, w // VIDEO_SPACE_STRIDE)
 
     def audio_latent_shape(self) -> tuple[int, int]:
         return (self.audio_latent_length, AUDIO_LATENT_CHANNELS)
 
-    def video_tokens(self, height: int | None = None, width: int | None = None) -> int:
-        _, f, h, w = self.video_latent_shape(height, width)
+    def video_tokens(self, height: int | None = None, width: int | None = None, area: int | None = None) -> int:
+        _, f, h, w = self.video_latent_shape(height, width, area)
         pf, ph, pw = VIDEO_PATCH
         return (f // pf) * (h // ph) * (w // pw)
 
@@ -133,7 +137,7 @@ class FingerprintRegistry:
     known: dict[str, str] = field(default_factory=dict)
 
     @classmethod
-    def from_env(cls) -> "FingerprintRegistry":
+    def from_env(cls) -> FingerprintRegistry:
         path = os.environ.get(FINGERPRINTS_ENV)
         return cls(dict(json.loads(Path(path).read_text()))) if path and Path(path).is_file() else cls()
 

@@ -36,7 +36,7 @@ class EngineConfig:
     policy: str = "all_gpu"
     attention: str = "auto"
     device: str = "cpu"
-    dtype: str = "bfloat16"
+    dtype: str = "auto"  # auto: bfloat16 on an accelerator, float32 on the CPU (bf16 convs are slow there)
     seed: int = 0
 
     def to_dict(self) -> dict[str, Any]:

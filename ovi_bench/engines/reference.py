@@ -33,7 +33,7 @@ class ReferenceEngine:
         self.pipeline = OviPipeline(PipelineConfig(
             variant=config.variant, preset=config.preset, checkpoint_dir=config.checkpoint_dir,
             policy=config.policy, attention=config.attention, device=config.device,
-            dtype=getattr(torch, config.dtype), seed=config.seed,
+            dtype=None if config.dtype == "auto" else getattr(torch, config.dtype), seed=config.seed,
         ))
         self.pipeline.add_listener(self._forward)
         self.pipeline.load()

@@ -1,0 +1,359 @@
+"""OviPipeline: prompt (and an optional first frame) in, video with audio out, in explicit stages.
+
+load -> encode_text -> denoise -> release -> decode_latents (decode_video, decode_audio). Each stage emits a
+start and an end event to any listener, so a harness can measure it without the engine knowing; the
+placement policy decides where each module lives in each stage.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+import wave
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ovi_engine import placement as placement_mod
+from ovi_engine.audio_vae import build_audio_codec
+from ovi_engine.checkpoints import CheckpointFiles, find_checkpoints
+from ovi_engine.fusion import FUSION_PRESETS, build_fusion_model
+from ovi_engine.prompts import format_prompt
+from ovi_engine.sampling import sample
+from ovi_engine.text_encoder import (
+    TEXT_ENCODER_PRESETS,
+    ByteTokenizer,
+    TextEncoder,
+    build_text_encoder,
+    load_tokenizer,
+)
+from ovi_engine.variants import VariantSpec, detect_variant, get_variant
+from ovi_engine.video_vae import build_video_vae
+from ovi_engine.weights import draw_synthetic_on, load_into, read_state, save_checkpoint
+
+# Ovi's defaults (ovi/configs/inference/inference_fusion.yaml).
+DEFAULT_NEGATIVE_PROMPT = "jitter, bad hands, blur, distortion"
+DEFAULT_NEGATIVE_AUDIO = "robotic, muffled, echo, distorted"
+
+
+@dataclass
+class PipelineConfig:
+    variant: str | None = None  # None: detect from the checkpoint
+    preset: str = "tiny"  # synthetic weights at this preset, unless checkpoint_dir is given
+    checkpoint_dir: Path | None = None
+    policy: str = "all_gpu"
+    attention: str = "auto"
+    device: str = "cpu"
+    dtype: torch.dtype | None = None  # None: bfloat16 on an accelerator, float32 on the CPU
+    seed: int = 0  # seed of the synthetic weights
+    area: int | None = None  # frame area override for cheap CPU runs; None = the variant's own
+    solver: str = "unipc"
+    shift: float = 5.0
+    video_guidance: float = 4.0
+    audio_guidance: float = 3.0
+    slg_layer: int | None = 11
+
+
+@dataclass(frozen=True)
+class StageEvent:
+    stage: str
+    phase: str  # "start" | "end"
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class TextEmbeddings:
+    positive: torch.Tensor  # [1, text_len, dim], zero-padded as Ovi feeds them
+    negative: torch.Tensor
+    prompt: str  # after conversion to the variant's format
+
+
+@dataclass
+class Latents:
+    video: torch.Tensor  # [48, F, h, w]
+    audio: torch.Tensor  # [L, 20]
+    variant: str
+
+    def save(self, path: str | Path) -> Path:
+        return save_checkpoint({"video": self.video, "audio": self.audio}, path, {"ovi_variant": self.variant})
+
+    @classmethod
+    def load(cls, path: str | Path) -> Latents:
+        from ovi_engine.weights import read_metadata
+
+        state = read_state(path)
+        return cls(state["video"], state["audio"], read_metadata(path).get("ovi_variant", ""))
+
+
+@dataclass
+class Media:
+    video: torch.Tensor  # uint8 [T, H, W, 3]
+    audio: torch.Tensor  # float32 [samples] in [-1, 1]
+    fps: int
+    sample_rate: int
+
+    @property
+    def video_frames(self) -> int:
+        return int(self.video.shape[0])
+
+    @property
+    def audio_samples(self) -> int:
+        return int(self.audio.shape[0])
+
+    def save_mp4(self, path: str | Path) -> Path:
+        """H.264 + AAC at the variant's frame rate (needs PyAV: pip install 'ovi-bench[video]')."""
+        from ovi_engine.media import write_mp4
+
+        return write_mp4(Path(path), self.video.numpy(), self.fps, self.audio.numpy(), self.sample_rate)
+
+    def save_frames_wav(self, directory: str | Path) -> Path:
+        """frames.npy (uint8 [T,H,W,3]) and audio.wav (16-bit PCM): no extra dependency."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        import numpy as np
+
+        np.save(directory / "frames.npy", self.video.numpy())
+        pcm = (self.audio.clamp(-1, 1) * 32767).round().to(torch.int16).numpy()
+        with wave.open(str(directory / "audio.wav"), "wb") as w:
+            w.setnchannels(1)
+            w.setsampwidth(2)
+            w.setframerate(self.sample_rate)
+            w.writeframes(pcm.tobytes())
+        return directory
+
+
+Listener = Callable[[StageEvent], None]
+
+
+class OviPipeline:
+    def __init__(self, config: PipelineConfig) -> None:
+        self.device = torch.device(config.device)
+        if config.dtype is None:  # CPU kernels for bf16 convolutions are an order of magnitude slower
+            config = dataclasses.replace(config, dtype=torch.float32 if self.device.type == "cpu" else torch.bfloat16)
+        self.config = config
+        self.files: CheckpointFiles | None = None
+        if config.checkpoint_dir is not None:
+            self.files = find_checkpoints(Path(config.checkpoint_dir), config.variant)
+            detection = detect_variant(self.files.fusion, explicit=config.variant)
+            self.spec: VariantSpec = detection.variant
+            self.variant_detected_by = detection.how
+        else:
+            self.spec = get_variant(config.variant or "720x720_5s")
+            self.variant_detected_by = "explicit" if config.variant else "default"
+        self.policy = placement_mod.get_policy(config.policy)
+        self.listeners: list[Listener] = []
+        slots = {
+            name: placement_mod.ModuleSlot(name, build)
+            for name, build in (
+                ("text_encoder", self._build_text_encoder),
+                ("fusion", self._build_fusion),
+                ("video_vae", self._build_video_vae),
+                ("audio_codec", self._build_audio_codec),
+            )
+        }
+        self.placement = placement_mod.Placement(self.policy, slots, self.device, stream_blocks=_fusion_blocks)
+        self.tokenizer = self._make_tokenizer()
+
+    # ---- construction -------------------------------------------------------------------------------
+    @classmethod
+    def from_synthetic(cls, variant: str = "720x720_5s", preset: str = "tiny", **kw: Any) -> OviPipeline:
+        return cls(PipelineConfig(variant=variant, preset=preset, **kw))
+
+    @classmethod
+    def from_checkpoint_dir(cls, path: str | Path, variant: str | None = None, **kw: Any) -> OviPipeline:
+        return cls(PipelineConfig(variant=variant, checkpoint_dir=Path(path), **kw))
+
+    @property
+    def weights(self) -> str:
+        return f"checkpoint:{self.config.checkpoint_dir}" if self.files else f"synthetic:{self.config.preset}"
+
+    def _build(self, builder: Callable[..., torch.nn.Module], device: torch.device, preset: Any,
+               path: Path | None) -> torch.nn.Module:
+        """Read a checkpoint strictly, or draw synthetic weights (on the accelerator, even for the host)."""
+        dtype = self.config.dtype
+        if path is not None:
+            model = builder(preset, device="meta", dtype=dtype, seed=None)
+            return load_into(model, read_state(path), device=device, dtype=dtype, source=str(path))
+        with draw_synthetic_on(self.device):
+            return builder(preset, device=device, dtype=dtype, seed=self.config.seed)
+
+    def _build_fusion(self, device: torch.device) -> torch.nn.Module:
+        return self._build(build_fusion_model, device, self._preset, self.files and self.files.fusion)
+
+    def _build_text_encoder(self, device: torch.device) -> torch.nn.Module:
+        return self._build(build_text_encoder, device, self._text_config(), self.files and self.files.text_encoder)
+
+    def _build_video_vae(self, device: torch.device) -> torch.nn.Module:
+        return self._build(build_video_vae, device, self._preset, self.files and self.files.video_vae)
+
+    def _build_audio_codec(self, device: torch.device) -> torch.nn.Module:
+        if self.files is None:
+            return self._build(build_audio_codec, device, self._preset, None)
+        codec = build_audio_codec(self._preset, device=device, dtype=self.config.dtype, seed=None)
+        return codec.load_vae(self.files.audio_vae).load_vocoder(self.files.vocoder)
+
+    @property
+    def _preset(self) -> str:
+        return "full" if self.files else self.config.preset
+
+    def _text_config(self) -> Any:
+        """The text encoder's output width must be the fusion model's text width, at every preset."""
+        text_dim = FUSION_PRESETS[self._preset].text_dim
+        return dataclasses.replace(TEXT_ENCODER_PRESETS[self._preset], dim=text_dim)
+
+    def _make_tokenizer(self) -> Any:
+        if self.files is not None:
+            return load_tokenizer(self.files.tokenizer)
+        return ByteTokenizer(self._text_config().vocab_size)
+
+    # ---- stages -------------------------------------------------------------------------------------
+    def add_listener(self, listener: Listener) -> None:
+        self.listeners.append(listener)
+
+    @contextmanager
+    def _stage(self, name: str, **info: Any) -> Iterator[dict[str, Any]]:
+        for listener in self.listeners:
+            listener(StageEvent(name, "start", dict(info)))
+        self.placement.enter(name)
+        out: dict[str, Any] = dict(info)
+        yield out
+        self.placement.leave(name)
+        for listener in self.listeners:
+            listener(StageEvent(name, "end", out))
+
+    def load(self) -> None:
+        """Build (or read) the modules the policy keeps resident; reports how long each load took."""
+        with self._stage("load") as info:
+            self.placement.load()
+            info["load_s"] = {n: s.load_s[-1] for n, s in self.placement.slots.items() if s.load_s}
+
+    @torch.inference_mode()
+    def encode_text(self, prompt: str, negative_prompt: str | None = None) -> TextEmbeddings:
+        prompt = format_prompt(prompt, self.spec.prompt_format)
+        negative = negative_prompt if negative_prompt is not None else DEFAULT_NEGATIVE_PROMPT
+        with self._stage("encode_text") as info:
+            reloads = self._reloads_before("text_encoder")
+            encoder = TextEncoder(self.placement.slots["text_encoder"].module, self.tokenizer)
+            embeddings, lengths = encoder.encode([prompt, negative])
+            info.update(tokens=[int(x) for x in lengths], **self._reload_info("text_encoder", reloads))
+        return TextEmbeddings(embeddings[:1], embeddings[1:], prompt)
+
+    def _reloads_before(self, name: str) -> int:
+        return len(self.placement.slots[name].load_s)
+
+    def _reload_info(self, name: str, before: int) -> dict[str, Any]:
+        """When a stage had to rebuild a released module, say so and how long it took."""
+        slot = self.placement.slots[name]
+        return {"reloaded": name, "reload_s": slot.load_s[-1]} if len(slot.load_s) > before > 0 else {}
+
+    @torch.inference_mode()
+    def denoise(
+        self,
+        text: TextEmbeddings,
+        *,
+        steps: int = 50,
+        seed: int = 0,
+        solver: str | None = None,
+        image: torch.Tensor | str | Path | None = None,
+        height: int | None = None,
+        width: int | None = None,
+        on_step: Callable[[int, int], None] | None = None,
+    ) -> Latents:
+        """t2v, or i2v when ``image`` (uint8 [H,W,3] tensor or an image file) gives the first frame."""
+        first_frame = self._encode_image(image) if image is not None else None
+        if first_frame is not None:
+            height, width = (first_frame.shape[-2] * 16, first_frame.shape[-1] * 16)
+        video_shape = self.spec.video_latent_shape(height, width, self.config.area)
+        generator = torch.Generator(device=self.device).manual_seed(seed)
+        dtype = self.config.dtype
+        video_noise = torch.randn(video_shape, generator=generator, device=self.device, dtype=torch.float32).to(dtype)
+        audio_noise = torch.randn(self.spec.audio_latent_shape(), generator=generator, device=self.device,
+                                  dtype=torch.float32).to(dtype)
+        with self._stage("denoise", steps=steps, video_shape=list(video_shape),
+                         audio_shape=list(self.spec.audio_latent_shape())) as info:
+            reloads = self._reloads_before("fusion")
+            model = self.placement.slots["fusion"].module
+            video, audio = sample(
+                model,
+                solver=solver or self.config.solver,
+                steps=steps,
+                shift=self.config.shift,
+                video_noise=video_noise.unsqueeze(0),
+                audio_noise=audio_noise.unsqueeze(0),
+                pos_context=text.positive.to(self.device),
+                neg_context=text.negative.to(self.device),
+                video_guidance=self.config.video_guidance,
+                audio_guidance=self.config.audio_guidance,
+                slg_layer=self.config.slg_layer,
+                first_frame_latent=first_frame,
+                attention=self.config.attention,
+                on_step=on_step,
+            )
+            info.update(self._reload_info("fusion", reloads))
+        return Latents(video[0], audio[0], self.spec.name)
+
+    def _encode_image(self, image: torch.Tensor | str | Path) -> torch.Tensor:
+        """The first frame, resized to the variant's area (multiple of 32), encoded to [1, 48, 1, h, w]."""
+        from ovi_engine.media import read_image, resize_to_area
+
+        pixels = read_image(image) if not isinstance(image, torch.Tensor) else image
+        pixels = resize_to_area(pixels, self.spec, self.config.area)  # float [3, H, W] in [-1, 1]
+        with self._stage("encode_image"):
+            vae = self.placement.slots["video_vae"].module
+            frame = pixels.to(self.device, self.config.dtype)[None, :, None]
+            return vae.encode(frame)
+
+    def release(self) -> None:
+        """Free what decoding does not need (policy permitting) and return the cache to the driver."""
+        with self._stage("release") as info:
+            self.placement.release()
+            info["placement"] = [p.__dict__ for p in self.placement.report()]
+
+    @torch.inference_mode()
+    def decode_latents(self, latents: Latents, *, tile: Any = None) -> Media:
+        """Decode saved or fresh latents; never rebuilds the fusion model or the text encoder."""
+        with self._stage("decode_video", frames=self.spec.video_frames):
+            vae = self.placement.slots["video_vae"].module
+            video = vae.decode(latents.video.to(self.device, self.config.dtype)[None], tile=tile)[0]
+            frames = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+            frames = frames.permute(1, 2, 3, 0).cpu()  # [T, H, W, 3]
+            del video
+        with self._stage("decode_audio", samples=self.spec.audio_samples):
+            codec = self.placement.slots["audio_codec"].module
+            audio = codec.decode(latents.audio.to(self.device, self.config.dtype)[None])[0].float().cpu()
+        return Media(frames, audio, self.spec.fps, self.spec.sample_rate)
+
+    def generate(self, prompt: str, *, negative_prompt: str | None = None, steps: int = 50, seed: int = 0,
+                 image: Any = None, height: int | None = None, width: int | None = None) -> Media:
+        start = time.perf_counter()
+        if not any(s.module is not None for s in self.placement.slots.values()):
+            self.load()
+        text = self.encode_text(prompt, negative_prompt)
+        latents = self.denoise(text, steps=steps, seed=seed, image=image, height=height, width=width)
+        self.release()
+        media = self.decode_latents(latents)
+        self.last_generate_s = time.perf_counter() - start
+        return media
+
+    def placement_report(self) -> list[placement_mod.ModulePlacement]:
+        return self.placement.report()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "variant": self.spec.describe(),
+            "variant_detected_by": self.variant_detected_by,
+            "policy": self.policy.name,
+            "placement": [p.__dict__ for p in self.placement.report()],
+            "attention": self.config.attention,
+            "weights": self.weights,
+            "preset": "full" if self.files else self.config.preset,
+        }
+
+
+def _fusion_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
+    """The fusion model's block pairs in execution order: the unit that cpu_offload streams."""
+    return list(model.block_pairs)  # type: ignore[attr-defined]

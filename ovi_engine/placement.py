@@ -1,0 +1,252 @@
+"""Memory policies: where each large module lives during each stage, and when it is released.
+
+The seed's OOM came from the fusion model (23 GB) and the text encoder (11 GB) staying on the device through
+the VAE decode. ``all_gpu`` releases them at the right moments; ``keep_resident`` is the behaviour before the
+fix, kept as the negative control; ``cpu_offload`` keeps modules on the host and streams the fusion blocks.
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from ovi_engine.weights import module_bytes
+
+# Which modules each stage needs on the device.
+STAGE_MODULES: dict[str, tuple[str, ...]] = {
+    "encode_text": ("text_encoder",),
+    "encode_image": ("video_vae",),
+    "denoise": ("fusion",),
+    "decode_video": ("video_vae",),
+    "decode_audio": ("audio_codec",),
+}
+
+
+@dataclass(frozen=True)
+class PlacementPolicy:
+    name: str
+    description: str
+    load_all_at_start: bool  # build every module on the device in the load stage
+    offload_between_stages: bool  # modules live on the host and visit the device for their stage
+    release_after: dict[str, tuple[str, ...]] = field(default_factory=dict)  # stage -> modules to free
+    release_before_decode: tuple[str, ...] = ()  # freed in the release stage, before any decode
+
+
+POLICIES: dict[str, PlacementPolicy] = {
+    p.name: p
+    for p in (
+        PlacementPolicy(
+            "all_gpu",
+            "everything on the device; text encoder freed after encoding, fusion model freed before decode",
+            load_all_at_start=True,
+            offload_between_stages=False,
+            release_after={"encode_text": ("text_encoder",)},
+            release_before_decode=("fusion", "text_encoder"),
+        ),
+        PlacementPolicy(
+            "cpu_offload",
+            "modules on the host, each on the device only during its stage; fusion blocks streamed",
+            load_all_at_start=False,
+            offload_between_stages=True,
+        ),
+        PlacementPolicy(
+            "keep_resident",
+            "nothing released (the behaviour before the OOM fix; the negative control)",
+            load_all_at_start=True,
+            offload_between_stages=False,
+        ),
+    )
+}
+
+
+class UnknownPolicyError(ValueError):
+    pass
+
+
+def get_policy(name: str) -> PlacementPolicy:
+    try:
+        return POLICIES[name]
+    except KeyError:
+        raise UnknownPolicyError(f"unknown placement policy {name!r}; choose one of: {', '.join(POLICIES)}") from None
+
+
+@dataclass(frozen=True)
+class ModulePlacement:
+    module: str
+    device: str  # "cuda:0", "cpu", or "released"
+    bytes: int
+
+
+def empty_device_cache(device: torch.device) -> None:
+    """Return freed blocks to the driver so the next stage (and other processes) can use them."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.ipc_collect()
+
+
+class BlockStreamer:
+    """Streams a sequence of blocks from pinned host memory to the device, one block ahead of use.
+
+    Each parameter keeps a host copy; before a block runs, its tensors are copied to the device on a side
+    stream (prefetching the next block), and after it runs they point back at the host copy, so at most two
+    blocks occupy device memory at a time.
+    """
+
+    def __init__(self, blocks: Iterable[nn.Module], device: torch.device) -> None:
+        self.blocks = list(blocks)
+        self.device = device
+        self.copy_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
+        self.host: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        self.ready: dict[int, torch.cuda.Event | None] = {}
+        for i, block in enumerate(self.blocks):
+            tensors = list(block.parameters()) + list(block.buffers())
+            pin = device.type == "cuda"
+            self.host[i] = [(t, t.data.pin_memory() if pin else t.data) for t in tensors]
+            for t, h in self.host[i]:
+                t.data = h
+        self.handles = [b.register_forward_pre_hook(self._before(i)) for i, b in enumerate(self.blocks)]
+        self.handles += [b.register_forward_hook(self._after(i)) for i, b in enumerate(self.blocks)]
+
+    def _fetch(self, i: int) -> None:
+        if i >= len(self.blocks) or i in self.ready:
+            return
+        stream = self.copy_stream
+        with torch.cuda.stream(stream) if stream is not None else _null():
+            for t, h in self.host[i]:
+                t.data = h.to(self.device, non_blocking=True)
+        self.ready[i] = torch.cuda.Event() if stream is not None else None
+        if stream is not None:
+            self.ready[i].record(stream)  # type: ignore[union-attr]
+
+    def _before(self, i: int) -> Callable[..., None]:
+        def hook(module: nn.Module, args: object) -> None:
+            self._fetch(i)
+            event = self.ready[i]
+            if event is not None:
+                torch.cuda.current_stream(self.device).wait_event(event)
+            self._fetch(i + 1)
+
+        return hook
+
+    def _after(self, i: int) -> Callable[..., None]:
+        def hook(module: nn.Module, args: object, output: object) -> None:
+            for t, h in self.host[i]:
+                if self.device.type == "cuda":
+                    t.data.record_stream(torch.cuda.current_stream(self.device))
+                t.data = h
+            self.ready.pop(i, None)
+
+        return hook
+
+    def close(self) -> None:
+        for h in self.handles:
+            h.remove()
+
+
+class _null:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+@dataclass
+class ModuleSlot:
+    """One large module: how to build it, where it is, and how long its (re)loads took."""
+
+    name: str
+    build: Callable[[torch.device], nn.Module]
+    module: nn.Module | None = None
+    load_s: list[float] = field(default_factory=list)
+
+    def placement(self) -> ModulePlacement:
+        if self.module is None:
+            return ModulePlacement(self.name, "released", 0)
+        first = next(iter(self.module.state_dict().values()), None)
+        where = str(first.device) if first is not None else "cpu"
+        return ModulePlacement(self.name, where, module_bytes(self.module))
+
+
+class Placement:
+    """Applies a policy to a set of module slots as the pipeline moves from stage to stage."""
+
+    def __init__(self, policy: PlacementPolicy, slots: dict[str, ModuleSlot], device: torch.device,
+                 stream_blocks: Callable[[nn.Module], list[nn.Module]] | None = None) -> None:
+        self.policy = policy
+        self.slots = slots
+        self.device = device
+        self.stream_blocks = stream_blocks
+        self.streamers: dict[str, BlockStreamer] = {}
+
+    def load(self) -> None:
+        if self.policy.load_all_at_start:
+            for slot in self.slots.values():
+                self._build(slot)
+
+    def _build(self, slot: ModuleSlot) -> None:
+        if slot.module is not None:
+            return
+        start = time.perf_counter()
+        if self.policy.offload_between_stages:
+            slot.module = slot.build(torch.device("cpu"))
+            if slot.name == "fusion" and self.stream_blocks is not None:
+                self._stream(slot.module)
+        else:
+            slot.module = slot.build(self.device)
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        slot.load_s.append(time.perf_counter() - start)
+
+    def _stream(self, module: nn.Module) -> None:
+        """Blocks go to pinned host memory and are streamed; the small rest of the model stays resident."""
+        assert self.stream_blocks is not None
+        blocks = self.stream_blocks(module)
+        self.streamers["fusion"] = BlockStreamer(blocks, self.device)
+        streamed = {id(t) for b in blocks for t in (*b.parameters(), *b.buffers())}
+        for sub in module.modules():
+            for t in (*sub._parameters.values(), *sub._buffers.values()):
+                if t is not None and id(t) not in streamed:
+                    t.data = t.data.to(self.device)
+
+    def enter(self, stage: str) -> None:
+        """Make the stage's modules available on the device (building them if released or never built)."""
+        for name in STAGE_MODULES.get(stage, ()):
+            slot = self.slots[name]
+            self._build(slot)
+            if self.policy.offload_between_stages and name not in self.streamers:
+                slot.module.to(self.device)  # type: ignore[union-attr]
+
+    def leave(self, stage: str) -> None:
+        if self.policy.offload_between_stages:
+            for name in STAGE_MODULES.get(stage, ()):
+                if name not in self.streamers:
+                    self.slots[name].module.to("cpu")  # type: ignore[union-attr]
+            empty_device_cache(self.device)
+        for name in self.policy.release_after.get(stage, ()):
+            self.free(name)
+
+    def release(self) -> None:
+        """The release stage, between denoise and decode."""
+        for name in self.policy.release_before_decode:
+            self.free(name)
+        empty_device_cache(self.device)
+
+    def free(self, name: str) -> None:
+        slot = self.slots[name]
+        if slot.module is None:
+            return
+        if name in self.streamers:
+            self.streamers.pop(name).close()
+        slot.module = None
+        empty_device_cache(self.device)
+
+    def report(self) -> list[ModulePlacement]:
+        return [slot.placement() for slot in self.slots.values()]
