@@ -469,7 +469,7 @@ class WanVideoVAE(nn.Module):
         """[B, 3, T, H, W] in [-1, 1] -> normalized latents [B, z, 1 + (T-1)//4, H/16, W/16].
 
         As upstream, trailing frames beyond the last full group of four are not encoded."""
-        if video.dim() != 5 or video.shape[1] != 3:
+        if video.dim() != 5 or video.shape[1] != 3 or video.shape[2] < 1:
             raise ValueError(f"encode expects video [B, 3, T, H, W], got {list(video.shape)}")
         b, _, t, hh, ww = video.shape
         if hh % SPATIAL_STRIDE or ww % SPATIAL_STRIDE:
@@ -495,7 +495,7 @@ class WanVideoVAE(nn.Module):
         """Normalized latents [B, z, F, h, w] -> video [B, 3, 1 + 4(F-1), 16h, 16w] in [-1, 1], in the
         model's dtype. With ``tile``, the frame is decoded tile by tile (less memory) and blended."""
         z = self.config.z_dim
-        if latents.dim() != 5 or latents.shape[1] != z:
+        if latents.dim() != 5 or latents.shape[1] != z or latents.shape[2] < 1:
             raise ValueError(f"decode expects latents [B, {z}, F, h, w], got {list(latents.shape)}")
         b, _, frames, h, w = latents.shape
         mean, inv_std = self._stats()
