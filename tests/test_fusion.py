@@ -184,3 +184,20 @@ def test_benchmark_runs_at_tiny_on_cpu(tmp_path: Path, monkeypatch: pytest.Monke
     assert result["video_tokens"] == 3 * 2 * 3 and result["audio_tokens"] == 10  # [48,3,4,6] in 1x2x2 patches
     with pytest.raises(SystemExit):
         bench.main(["--variants", "1080p", "--out", str(out)])
+
+
+def test_fused_helpers_equal_their_eager_paths() -> None:
+    """What `compile_helpers` compiles must compute what the eager path computes."""
+    from ovi_engine import dit
+
+    torch.manual_seed(5)
+    x = torch.randn(1, 12, 4 * 32)
+    norm = torch.nn.RMSNorm(4 * 32, eps=1e-6)
+    norm.weight.data.uniform_(0.5, 1.5)
+    angles = torch.rand(12, 1, 16) * 6
+    eager = dit.norm_rope(norm, x.clone(), angles.cos(), angles.sin(), heads=4)
+    fused = dit.rms_norm_rope(x, norm.weight, 1e-6, angles.cos(), angles.sin(), heads=4)
+    torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-5)
+    layer = torch.nn.Linear(32, 48)
+    h = torch.randn(3, 32)
+    torch.testing.assert_close(dit.linear_gelu(layer, h), torch.nn.functional.gelu(layer(h), approximate="tanh"))
