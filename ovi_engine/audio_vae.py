@@ -35,7 +35,6 @@ from torch.nn.utils import parametrize
 from torch.nn.utils.parametrizations import weight_norm
 
 from ovi_engine.weights import (
-    CheckpointError,
     Rule,
     build_on_meta,
     load_into,
@@ -488,25 +487,6 @@ def vocoder_checkpoint_state(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return renamed
 
 
-def read_vocoder_state(path: str | Path) -> dict[str, Tensor]:
-    """Tensors of a vocoder file: ``best_netG.pt`` nests them under ``'generator'``; flat files also work.
-
-    Read with ``weights_only`` like every other checkpoint (``read_state`` takes flat files only).
-    """
-    path = Path(path)
-    if path.suffix == ".safetensors" or not path.is_file():
-        return read_state(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-    except Exception as exc:
-        raise CheckpointError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from exc
-    if isinstance(state, Mapping) and isinstance(state.get("generator"), Mapping):
-        state = state["generator"]
-    if not isinstance(state, Mapping) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise CheckpointError(f"{path}: not a mapping of tensor names to tensors (nor one under 'generator')")
-    return dict(state)
-
-
 # ---------------------------------------------------------------------------------------------------------
 # mel converter (waveform -> log10-mel, the VAE's input; needed only to encode)
 
@@ -641,7 +621,7 @@ class AudioCodec(nn.Module):
 
     def load_vocoder(self, path: str | Path) -> AudioCodec:
         """Strictly load ``best_netG.pt`` (parametrized or legacy ``weight_g``/``weight_v`` naming)."""
-        state = vocoder_checkpoint_state(read_vocoder_state(path))
+        state = vocoder_checkpoint_state(read_state(path, nested_key="generator"))
         self.vocoder = self._materialize(lambda: Vocoder(self.cfg), self._load(state, path))
         return self
 

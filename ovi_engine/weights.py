@@ -60,8 +60,13 @@ def check_layout(
         raise CheckpointError(f"{source}: " + "; ".join(problems) + hint)
 
 
-def read_state(path: str | Path, *, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Read a ``.safetensors`` file (memory-mapped) or a ``.pth``/``.pt`` file (weights only, never code)."""
+def read_state(
+    path: str | Path, *, device: str | torch.device = "cpu", nested_key: str | None = None
+) -> dict[str, torch.Tensor]:
+    """Read a ``.safetensors`` file (memory-mapped) or a ``.pth``/``.pt`` file (weights only, never code).
+
+    ``nested_key``: a ``.pth`` may keep its tensors one level down (BigVGAN's ``best_netG.pt`` under
+    ``'generator'``); a flat file is accepted too."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint file")
@@ -76,6 +81,8 @@ def read_state(path: str | Path, *, device: str | torch.device = "cpu") -> dict[
     except Exception as exc:  # truncated, corrupt or pickled code: one clear line either way
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: cannot read checkpoint ({first_line})") from exc
+    if nested_key is not None and isinstance(state, Mapping) and isinstance(state.get(nested_key), Mapping):
+        state = state[nested_key]
     if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path}: not a flat mapping of tensor names to tensors")
     return dict(state)
