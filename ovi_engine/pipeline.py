@@ -43,7 +43,7 @@ DEFAULT_NEGATIVE_AUDIO = "robotic, muffled, echo, distorted"
 @dataclass
 class PipelineConfig:
     variant: str | None = None  # None: detect from the checkpoint
-    preset: str = "tiny"  # synthetic weights at this preset, unless checkpoint_dir is given
+    preset: str | None = None  # module sizes; None: "full" for a checkpoint dir, else "tiny" (synthetic)
     checkpoint_dir: Path | None = None
     policy: str = "all_gpu"
     attention: str = "auto"
@@ -169,7 +169,7 @@ class OviPipeline:
 
     @property
     def weights(self) -> str:
-        return f"checkpoint:{self.config.checkpoint_dir}" if self.files else f"synthetic:{self.config.preset}"
+        return f"checkpoint:{self.config.checkpoint_dir}" if self.files else f"synthetic:{self._preset}"
 
     def _build(self, builder: Callable[..., torch.nn.Module], device: torch.device, preset: Any,
                path: Path | None) -> torch.nn.Module:
@@ -198,7 +198,7 @@ class OviPipeline:
 
     @property
     def _preset(self) -> str:
-        return "full" if self.files else self.config.preset
+        return self.config.preset or ("full" if self.files else "tiny")
 
     def _text_config(self) -> Any:
         """The text encoder's output width must be the fusion model's text width, at every preset."""
@@ -218,8 +218,14 @@ class OviPipeline:
     def _stage(self, name: str, **info: Any) -> Iterator[dict[str, Any]]:
         for listener in self.listeners:
             listener(StageEvent(name, "start", dict(info)))
+        slots = self.placement.slots
+        loads_before = {n: len(slot.load_s) for n, slot in slots.items()}
         self.placement.enter(name)
         out: dict[str, Any] = dict(info)
+        # A module released earlier and rebuilt for this stage: say which, and how long that took.
+        reloaded = {n: slots[n].load_s[-1] for n, before in loads_before.items() if len(slots[n].load_s) > before > 0}
+        if reloaded:
+            out["reload_s"] = reloaded
         yield out
         self.placement.leave(name)
         for listener in self.listeners:
@@ -236,19 +242,10 @@ class OviPipeline:
         prompt = format_prompt(prompt, self.spec.prompt_format)
         negative = negative_prompt if negative_prompt is not None else DEFAULT_NEGATIVE_PROMPT
         with self._stage("encode_text") as info:
-            reloads = self._reloads_before("text_encoder")
             encoder = TextEncoder(self.placement.slots["text_encoder"].module, self.tokenizer)
             embeddings, lengths = encoder.encode([prompt, negative])
-            info.update(tokens=[int(x) for x in lengths], **self._reload_info("text_encoder", reloads))
+            info["tokens"] = [int(x) for x in lengths]
         return TextEmbeddings(embeddings[:1], embeddings[1:], prompt)
-
-    def _reloads_before(self, name: str) -> int:
-        return len(self.placement.slots[name].load_s)
-
-    def _reload_info(self, name: str, before: int) -> dict[str, Any]:
-        """When a stage had to rebuild a released module, say so and how long it took."""
-        slot = self.placement.slots[name]
-        return {"reloaded": name, "reload_s": slot.load_s[-1]} if len(slot.load_s) > before > 0 else {}
 
     @torch.inference_mode()
     def denoise(
@@ -275,7 +272,6 @@ class OviPipeline:
                                   dtype=torch.float32).to(dtype)
         with self._stage("denoise", steps=steps, video_shape=list(video_shape),
                          audio_shape=list(self.spec.audio_latent_shape())) as info:
-            reloads = self._reloads_before("fusion")
             model = self.placement.slots["fusion"].module
             video, audio = sample(
                 model,
@@ -293,7 +289,6 @@ class OviPipeline:
                 attention=self.config.attention,
                 on_step=on_step,
             )
-            info.update(self._reload_info("fusion", reloads))
         return Latents(video[0], audio[0], self.spec.name)
 
     def _encode_image(self, image: torch.Tensor | str | Path) -> torch.Tensor:
@@ -319,8 +314,7 @@ class OviPipeline:
         with self._stage("decode_video", frames=self.spec.video_frames):
             vae = self.placement.slots["video_vae"].module
             video = vae.decode(latents.video.to(self.device, self.config.dtype)[None], tile=tile)[0]
-            frames = ((video.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-            frames = frames.permute(1, 2, 3, 0).cpu()  # [T, H, W, 3]
+            frames = to_uint8_frames(video)
             del video
         with self._stage("decode_audio", samples=self.spec.audio_samples):
             codec = self.placement.slots["audio_codec"].module
@@ -350,8 +344,18 @@ class OviPipeline:
             "placement": [p.__dict__ for p in self.placement.report()],
             "attention": self.config.attention,
             "weights": self.weights,
-            "preset": "full" if self.files else self.config.preset,
+            "preset": self._preset,
         }
+
+
+def to_uint8_frames(video: torch.Tensor, frames_per_chunk: int = 16) -> torch.Tensor:
+    """[3, T, H, W] in [-1, 1] -> uint8 [T, H, W, 3] on the host, a few frames at a time (a float32 copy of a
+    whole 960x960_10s clip would be 2.5 GiB on the device)."""
+    out = torch.empty((video.shape[1], video.shape[2], video.shape[3], 3), dtype=torch.uint8)
+    for start in range(0, video.shape[1], frames_per_chunk):
+        part = video[:, start : start + frames_per_chunk].float().clamp_(-1, 1).add_(1).mul_(127.5).round_()
+        out[start : start + frames_per_chunk] = part.to(torch.uint8).permute(1, 2, 3, 0).cpu()
+    return out
 
 
 def _fusion_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:

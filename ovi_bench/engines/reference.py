@@ -31,9 +31,11 @@ class ReferenceEngine:
         from ovi_engine.pipeline import OviPipeline, PipelineConfig
 
         self.pipeline = OviPipeline(PipelineConfig(
-            variant=config.variant, preset=config.preset, checkpoint_dir=config.checkpoint_dir,
+            variant=config.variant, preset=None if config.checkpoint_dir else config.preset,
+            checkpoint_dir=config.checkpoint_dir,
             policy=config.policy, attention=config.attention, device=config.device,
             dtype=None if config.dtype == "auto" else getattr(torch, config.dtype), seed=config.seed,
+            area=config.area,
         ))
         self.pipeline.add_listener(self._forward)
         self.pipeline.load()
@@ -55,6 +57,12 @@ class ReferenceEngine:
 
     def describe(self) -> dict:
         return self.pipeline.describe()
+
+    def detect_variant(self, path: Path) -> str:
+        """Optional: which variant a checkpoint file is (metadata, file name, fingerprint); raises otherwise."""
+        from ovi_engine.variants import detect_variant
+
+        return detect_variant(path).variant.name
 
 
 def make_engine() -> ReferenceEngine:

@@ -1,0 +1,198 @@
+"""The whole pipeline at the tiny preset on the CPU: t2v and i2v to a playable MP4, placement policies seen
+through real tensor lifetimes, checkpoint directories in upstream and ComfyUI layouts, saved latents."""
+
+from __future__ import annotations
+
+import gc
+import weakref
+from pathlib import Path
+
+import pytest
+import torch
+
+from ovi_engine import OviPipeline, PipelineConfig
+from ovi_engine.audio_vae import (
+    AUDIO_CODEC_PRESETS,
+    VAE,
+    VAE_SYNTHETIC_RULES,
+    Vocoder,
+    vocoder_synthetic_rules,
+)
+from ovi_engine.checkpoints import CheckpointLayoutError
+from ovi_engine.fusion import build_fusion_model
+from ovi_engine.pipeline import Latents
+from ovi_engine.text_encoder import TEXT_ENCODER_PRESETS, build_text_encoder
+from ovi_engine.video_vae import build_video_vae
+from ovi_engine.weights import build_on_meta, save_checkpoint, synthesize
+
+AREA = 32 * 32  # small frames: lengths (frames, samples) stay the variant's own
+PROMPT = "A drummer plays <S>one two three<E>. <AUDCAP>drums, a voice counting<ENDAUDCAP>"
+
+
+def tiny(variant: str, policy: str = "all_gpu", **kw) -> OviPipeline:
+    return OviPipeline(PipelineConfig(variant=variant, preset="tiny", policy=policy, area=AREA, **kw))
+
+
+@pytest.mark.parametrize(("variant", "frames", "samples"), [("720x720_5s", 121, 80_384), ("960x960_10s", 241, 160_768)])
+def test_t2v_writes_a_playable_mp4_of_the_variants_duration(tmp_path: Path, variant, frames, samples) -> None:
+    av = pytest.importorskip("av")
+    from ovi_engine.media import probe_mp4
+
+    pipe = tiny(variant)
+    media = pipe.generate(PROMPT, steps=2, seed=3)
+    assert (media.video_frames, media.audio_samples) == (frames, samples)
+    assert media.video.dtype == torch.uint8 and media.video.shape[-1] == 3
+    info = probe_mp4(media.save_mp4(tmp_path / "out.mp4"))
+    assert (info["video_codec"], info["audio_codec"]) == ("h264", "aac") and av is not None
+    assert info["video_frames"] == frames and info["fps"] == 24
+    # AAC pads its last frame: the track holds every sample, plus at most one 1024-sample frame
+    assert samples <= info["audio_samples"] < samples + 1024 * 2
+    out = media.save_frames_wav(tmp_path / "frames")
+    assert (out / "audio.wav").stat().st_size == 44 + 2 * samples
+
+
+def test_i2v_keeps_the_first_frame_latent(tmp_path: Path) -> None:
+    pipe = tiny("720x720_5s")
+    pipe.load()
+    image = (torch.rand(48, 80, 3) * 255).to(torch.uint8)  # any aspect: resized to the variant's area
+    text = pipe.encode_text(PROMPT)
+    latents = pipe.denoise(text, steps=2, seed=1, image=image)
+    first = pipe._encode_image(image)[0]
+    assert latents.video.shape[1] == 31 and latents.video.shape[0] == 48
+    torch.testing.assert_close(latents.video[:, :1], first.to(latents.video.dtype))
+    t2v = pipe.denoise(text, steps=2, seed=1)
+    assert not torch.equal(t2v.video[:, :1], latents.video[:, :1])
+
+
+def _decode_witness(pipe: OviPipeline) -> dict[str, bool]:
+    """Whether the fusion model and text encoder are still alive (weakly referenced) when decoding starts."""
+    refs = {name: weakref.ref(next(pipe.placement.slots[name].module.parameters()))
+            for name in ("fusion", "text_encoder")}
+    alive: dict[str, bool] = {}
+
+    def listen(event) -> None:
+        if event.stage == "decode_video" and event.phase == "start":
+            gc.collect()
+            alive.update({name: ref() is not None for name, ref in refs.items()})
+
+    pipe.add_listener(listen)
+    return alive
+
+
+@pytest.mark.parametrize(("policy", "kept"), [("all_gpu", False), ("keep_resident", True)])
+def test_policy_decides_what_lives_through_decode(policy: str, kept: bool) -> None:
+    pipe = tiny("720x720_5s", policy)
+    pipe.load()
+    alive = _decode_witness(pipe)
+    pipe.generate(PROMPT, steps=1)
+    assert alive == {"fusion": kept, "text_encoder": kept}
+    where = {p.module: p.device for p in pipe.placement_report()}
+    assert (where["fusion"] == "released") is not kept and where["video_vae"] == "cpu"
+
+
+def test_all_gpu_reloads_only_what_a_second_generation_needs() -> None:
+    pipe = tiny("720x720_5s")
+    events = []
+    pipe.add_listener(lambda e: events.append(e))
+    pipe.generate(PROMPT, steps=1)
+    loads = {name: len(slot.load_s) for name, slot in pipe.placement.slots.items()}
+    pipe.generate(PROMPT, steps=1)
+    again = {name: len(slot.load_s) - loads[name] for name, slot in pipe.placement.slots.items()}
+    assert again == {"text_encoder": 1, "fusion": 1, "video_vae": 0, "audio_codec": 0}
+    reloads = {name: s for e in events if e.phase == "end" for name, s in e.info.get("reload_s", {}).items()}
+    assert set(reloads) == {"text_encoder", "fusion"} and all(s >= 0 for s in reloads.values())
+
+
+def test_cpu_offload_streams_fusion_blocks_and_matches_all_gpu() -> None:
+    results = {}
+    for policy in ("all_gpu", "cpu_offload"):
+        pipe = tiny("720x720_5s", policy)
+        pipe.load()
+        results[policy] = pipe.denoise(pipe.encode_text(PROMPT), steps=2, seed=4)
+    torch.testing.assert_close(results["cpu_offload"].video, results["all_gpu"].video)
+    torch.testing.assert_close(results["cpu_offload"].audio, results["all_gpu"].audio)
+
+
+def test_saved_latents_decode_without_the_fusion_model(tmp_path: Path) -> None:
+    pipe = tiny("960x960_10s")
+    pipe.load()
+    latents = pipe.denoise(pipe.encode_text(PROMPT), steps=1)
+    path = latents.save(tmp_path / "latents.safetensors")
+    fresh = tiny("960x960_10s")  # a new pipeline that never builds the fusion model
+    media = fresh.decode_latents(Latents.load(path))
+    assert media.video_frames == 241
+    assert fresh.placement.slots["fusion"].module is None
+    assert Latents.load(path).variant == "960x960_10s"
+
+
+# ---- checkpoint directories ------------------------------------------------------------------------------
+def _write_tokenizer(directory: Path) -> None:
+    tokenizers = pytest.importorskip("tokenizers")
+    transformers = pytest.importorskip("transformers")
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: 3 + i for i, w in enumerate(["a", "drummer", "plays", "one", "two"])}}
+    backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    fast = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>",
+                                                unk_token="<unk>")
+    fast.save_pretrained(directory)
+
+
+def _write_checkpoints(root: Path, layout: str) -> dict[str, Path]:
+    cfg = AUDIO_CODEC_PRESETS["tiny"]
+    text_cfg = TEXT_ENCODER_PRESETS["tiny"]
+    if layout == "upstream":
+        paths = {
+            "fusion": root / "Ovi" / "model_960x960_10s.safetensors",
+            "text": root / "Wan2.2-TI2V-5B" / "models_t5_umt5-xxl-enc-bf16.pth",
+            "tokenizer": root / "Wan2.2-TI2V-5B" / "google" / "umt5-xxl",
+            "vae": root / "Wan2.2-TI2V-5B" / "Wan2.2_VAE.pth",
+            "audio": root / "MMAudio" / "ext_weights" / "v1-16.pth",
+            "vocoder": root / "MMAudio" / "ext_weights" / "best_netG.pt",
+        }
+    else:  # ComfyUI models folder
+        paths = {
+            "fusion": root / "diffusion_models" / "Ovi-960x960-10s.safetensors",
+            "text": root / "text_encoders" / "models_t5_umt5-xxl-enc-bf16.pth",
+            "tokenizer": root / "text_encoders" / "umt5-xxl",
+            "vae": root / "vae" / "Wan2.2_VAE.pth",
+            "audio": root / "vae" / "mmaudio" / "v1-16.pth",
+            "vocoder": root / "vae" / "mmaudio" / "best_netG.pt",
+        }
+    for p in paths.values():
+        (p if p.suffix == "" else p.parent).mkdir(parents=True, exist_ok=True)
+    save_checkpoint(build_fusion_model("tiny", device="cpu", dtype=torch.float32, seed=11), paths["fusion"], {})
+    torch.save(build_text_encoder(text_cfg, device="cpu", dtype=torch.float32, seed=12).state_dict(), paths["text"])
+    torch.save(build_video_vae("tiny", device="cpu", dtype=torch.float32, seed=13).state_dict(), paths["vae"])
+    vae = synthesize(build_on_meta(lambda: VAE(cfg)), seed=14, device="cpu", dtype=torch.float32,
+                     rules=VAE_SYNTHETIC_RULES)
+    torch.save(vae.state_dict(), paths["audio"])
+    vocoder = synthesize(build_on_meta(lambda: Vocoder(cfg)), seed=15, device="cpu", dtype=torch.float32,
+                         rules=vocoder_synthetic_rules(cfg))
+    torch.save({"generator": vocoder.state_dict()}, paths["vocoder"])
+    _write_tokenizer(paths["tokenizer"])
+    return paths
+
+
+@pytest.mark.parametrize("layout", ["upstream", "comfyui"])
+def test_checkpoint_directory_loads_every_module(tmp_path: Path, layout: str) -> None:
+    paths = _write_checkpoints(tmp_path, layout)
+    pipe = OviPipeline.from_checkpoint_dir(tmp_path, preset="tiny", area=AREA)
+    assert pipe.spec.name == "960x960_10s" and pipe.variant_detected_by == "file name"
+    assert pipe.weights.startswith("checkpoint:")
+    media = pipe.generate("a drummer plays one two", steps=1)
+    assert (media.video_frames, media.audio_samples) == (241, 160_768)
+    reference = build_fusion_model("tiny", device="cpu", dtype=torch.float32, seed=11)
+    pipe2 = OviPipeline.from_checkpoint_dir(tmp_path, preset="tiny", area=AREA, policy="keep_resident")
+    pipe2.load()
+    loaded = pipe2.placement.slots["fusion"].module.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in reference.state_dict().items())
+    assert paths["fusion"].is_file()
+
+
+def test_checkpoint_directory_errors_name_what_is_missing(tmp_path: Path) -> None:
+    paths = _write_checkpoints(tmp_path, "upstream")
+    paths["vocoder"].unlink()
+    with pytest.raises(CheckpointLayoutError, match=r"missing vocoder \(one of best_netG.pt\)"):
+        OviPipeline.from_checkpoint_dir(tmp_path, preset="tiny")
+    with pytest.raises(CheckpointLayoutError, match="does not exist"):
+        OviPipeline.from_checkpoint_dir(tmp_path / "nowhere")
