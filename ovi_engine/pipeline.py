@@ -271,7 +271,7 @@ class OviPipeline:
         audio_noise = torch.randn(self.spec.audio_latent_shape(), generator=generator, device=self.device,
                                   dtype=torch.float32).to(dtype)
         with self._stage("denoise", steps=steps, video_shape=list(video_shape),
-                         audio_shape=list(self.spec.audio_latent_shape())) as info:
+                         audio_shape=list(self.spec.audio_latent_shape())):
             model = self.placement.slots["fusion"].module
             video, audio = sample(
                 model,
