@@ -196,3 +196,18 @@ def test_checkpoint_directory_errors_name_what_is_missing(tmp_path: Path) -> Non
         OviPipeline.from_checkpoint_dir(tmp_path, preset="tiny")
     with pytest.raises(CheckpointLayoutError, match="does not exist"):
         OviPipeline.from_checkpoint_dir(tmp_path / "nowhere")
+
+
+def test_pipeline_benchmark_script_runs_on_the_cpu(tmp_path: Path) -> None:
+    import json
+    import subprocess
+    import sys
+
+    out = tmp_path / "bench.json"
+    subprocess.run([sys.executable, "benchmarks/bench_pipeline.py", "--preset", "tiny", "--device", "cpu",
+                    "--area", str(AREA), "--variant", "960x960_10s", "--steps", "1", "--out", str(out)],
+                   check=True, cwd=Path(__file__).parents[1], capture_output=True)
+    result = json.loads(out.read_text())
+    assert [s["stage"] for s in result["stages"]] == [
+        "load", "encode_text", "denoise", "release", "decode_video", "decode_audio"]
+    assert (result["video_frames"], result["audio_samples"]) == (241, 160_768)
