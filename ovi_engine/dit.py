@@ -18,12 +18,16 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ovi_engine.attention import attend
+
+if TYPE_CHECKING:
+    from ovi_engine.parallel import SequenceShard
 
 ROPE_THETA = 10000.0
 ROPE_CHUNK_TOKENS = 8192  # bounds an eager RoPE's fp32 temporaries (8 bytes per element of the chunk)
@@ -174,6 +178,7 @@ class TowerState:
     cos: Tensor  # RoPE tables [L, 1, head_dim/2] fp32
     sin: Tensor
     grid: tuple[int, ...]  # patch grid (F, h, w) for video, (L,) for audio
+    shard: SequenceShard | None = None  # set when the tokens are split over ranks (parallel.py)
 
     def grouped(self) -> Tensor:
         """x as [B, G, S, C]: G time groups of S tokens, to broadcast per-group modulation."""
@@ -206,13 +211,13 @@ class SelfAttention(nn.Module):
         self.norm_q = nn.RMSNorm(dim, eps=eps)
         self.norm_k = nn.RMSNorm(dim, eps=eps)
 
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, backend: str) -> Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, backend: str, shard: SequenceShard | None) -> Tensor:
         q = norm_rope(self.norm_q, self.q(x), cos, sin, self.num_heads)
         k = norm_rope(self.norm_k, self.k(x), cos, sin, self.num_heads)
         v = self.v(x).unflatten(-1, (self.num_heads, -1))
-        out = attend(q, k, v, backend=backend).flatten(2)
+        out = attend(q, k, v, backend=backend) if shard is None else shard.attend(q, k, v, shard, backend)
         del q, k, v  # free them before the output projection allocates
-        return self.o(out)
+        return self.o(out.flatten(2))
 
 
 class CrossAttention(nn.Module):
@@ -248,7 +253,11 @@ class CrossAttention(nn.Module):
         k = norm_rope(self.norm_k_fusion, self.k_fusion(target), other.cos, other.sin, h)
         v = self.v_fusion(target).view(b, -1, h, q.shape[-1])
         del target
-        out += attend(apply_rope(q, own.cos, own.sin), k, v, backend=backend)
+        q = apply_rope(q, own.cos, own.sin)
+        if own.shard is None or other.shard is None:
+            out += attend(q, k, v, backend=backend)
+        else:
+            out += own.shard.attend(q, k, v, other.shard, backend)
         return self.o(out.flatten(2))
 
 
@@ -281,7 +290,7 @@ class Block(nn.Module):
     def self_attention_(self, s: TowerState, mod: tuple[Tensor, ...], backend: str) -> None:
         shift, scale, gate = mod[:3]
         x = s.grouped()
-        y = self.self_attn(_modulate(x, shift, scale, self.eps).flatten(1, 2), s.cos, s.sin, backend)
+        y = self.self_attn(_modulate(x, shift, scale, self.eps).flatten(1, 2), s.cos, s.sin, backend, s.shard)
         x.addcmul_(y.view_as(x), gate)
 
     def cross_attention_(self, s: TowerState, other: TowerState, other_x: Tensor, backend: str) -> None:
@@ -364,6 +373,8 @@ class DiTTower(nn.Module):
     def finish(self, s: TowerState) -> Tensor:
         """Head and unpatchify: video [B,C,F,H,W], audio [B,L,C]."""
         out = self.head(s.grouped(), s.e).flatten(1, 2)
+        if s.shard is not None:
+            out = s.shard.gather(out)
         if self.config.modality == "audio":
             return out
         b, c = out.shape[0], self.config.in_dim

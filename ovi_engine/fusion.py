@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
@@ -19,6 +19,9 @@ from torch import Tensor, nn
 from ovi_engine import dit
 from ovi_engine.dit import DiTTower, TowerConfig, TowerState
 from ovi_engine.weights import Rule, build_on_meta, load_into, read_state, synthesize
+
+if TYPE_CHECKING:
+    from ovi_engine.parallel import SequenceParallel
 
 __all__ = ["FUSION_PRESETS", "BlockPair", "FusionConfig", "FusionModel", "TowerConfig", "build_fusion_model",
            "load_fusion_model"]
@@ -127,6 +130,7 @@ class FusionModel(nn.Module):
             BlockPair(cast(dit.Block, v), cast(dit.Block, a))
             for v, a in zip(self.video_model.blocks, self.audio_model.blocks)
         ]
+        self.sequence_parallel: SequenceParallel | None = None  # parallel.enable_sequence_parallel sets it
 
     def forward(
         self,
@@ -152,6 +156,8 @@ class FusionModel(nn.Module):
             video_t = torch.cat([torch.zeros_like(video_t[:, :1]), video_t[:, 1:]], dim=1)
         v = self.video_model.prepare(video, video_t, video_context)
         a = self.audio_model.prepare(audio, t[:, None], audio_context)
+        if self.sequence_parallel is not None:
+            v, a = self.sequence_parallel.shard(v), self.sequence_parallel.shard(a)
         for i, pair in enumerate(self.block_pairs):
             if i != skip_block:
                 pair(v, a, attention)
