@@ -74,6 +74,7 @@ class Check:
     min_factor: float = 1.0  # time: slowdown factor on the medians that may count as a regression
     alpha: float = 0.05  # time: significance level of the one-sided Mann-Whitney U test
     when: dict[str, Any] = field(default_factory=dict)  # applies only to cases whose params match
+    note: str = ""  # what a failure means, appended to a failing verdict's message
 
     def applies_to(self, case: CaseResult) -> bool:
         return all(case.params.get(k) == v for k, v in self.when.items())
@@ -92,7 +93,7 @@ def parse_check(raw: Mapping[str, Any]) -> Check:
         raise CheckError(f"check {dict(raw)!r}: 'metric' must be a non-empty string")
     if rule not in RULES:
         raise CheckError(f"check on {metric!r}: rule {rule!r} is not one of {', '.join(RULES)}")
-    allowed = {"metric", "rule", "when", *{
+    allowed = {"metric", "rule", "when", "note", *{
         "exact": ("expected",), "expect_status": ("expected",), "max": ("limit",), "min": ("limit",),
         "relative": ("tolerance", "floor"), "time": ("min_factor", "alpha"),
     }[rule]}
@@ -107,7 +108,10 @@ def parse_check(raw: Mapping[str, Any]) -> Check:
         fields = _parse_rule_fields(metric, rule, raw)
     except ValueError as exc:
         raise CheckError(f"check {metric} {rule}: {exc}") from None
-    return Check(metric=metric, rule=rule, when=dict(when), **fields)
+    note = raw.get("note", "")
+    if not isinstance(note, str):
+        raise CheckError(f"check {metric} {rule}: 'note' must be a string")
+    return Check(metric=metric, rule=rule, when=dict(when), note=note.strip(), **fields)
 
 
 def _parse_rule_fields(metric: str, rule: str, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -274,6 +278,8 @@ def _as_samples(value: Any) -> Samples | None:
 
 def _verdict(case: CaseResult, check: Check, status: str, observed: Any, reference: Any,
              message: str) -> Verdict:
+    if check.note and status in ("fail", "regression", "error"):
+        message = f"{message}: {check.note}"
     return Verdict(case.case_id, check.metric, check.rule, status, observed, reference,
                    f"{check.describe()}: {message}")
 

@@ -146,10 +146,10 @@ def run_suites(options: Any, run_dir: Path | None, *, header: dict[str, Any] | N
     from ovi_bench.records import Environment, OutputError
     from ovi_bench.report import write_all
     from ovi_bench.runner import JOURNAL_NAME, build_report, new_run_id, run_cases, write_header
-    from ovi_bench.suites import load_suite, validate_axis
+    from ovi_bench.suites import load_suites, validate_axis
 
     backends = attention_backends()
-    suites = [load_suite(name, known_backends=backends) for name in options.suites]
+    suites = [suite for name in options.suites for suite in load_suites(name, known_backends=backends)]
     names = [s.name for s in suites]
     if len(set(names)) != len(names):
         raise UsageError(f"two suites share a name: {names}")
@@ -281,9 +281,10 @@ def list_command(what: str, device: str) -> int:
 
 def _listing(what: str, device: str) -> tuple[list[list[Any]], list[str]]:
     if what == "suites":
-        from ovi_bench.suites import available_suites, load_suite
+        from ovi_bench.suites import available_suites, load_suites
 
-        return [[name, load_suite(name).description[:90]] for name in available_suites()], ["suite", "description"]
+        rows = [[s.name, s.scenario, s.description[:80]] for name in available_suites() for s in load_suites(name)]
+        return rows, ["suite", "scenario", "description"]
     if what == "engines":
         from ovi_bench.engines import ENGINES
 

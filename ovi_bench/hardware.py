@@ -41,15 +41,16 @@ PROFILES: dict[str, HardwareProfile] = {
     for p in (
         HardwareProfile(
             "cpu-tiny", "any CPU, tiny preset (CI)", "cpu", 8 * GiB, 4 * GiB,
-            limits={"total_peak": 4 * GiB},
+            # Host RSS includes the interpreter and torch (~0.4 GiB): sanity bounds, not the seed's figures.
+            limits={"total_peak": 4 * GiB, "after_release": 2 * GiB, "decode": 3 * GiB},
         ),
         HardwareProfile(
             "h100-80gb", "NVIDIA H100 80GB HBM3", "cuda", 80 * GiB, 76 * GiB,
-            limits={"total_peak": 76 * GiB},
+            limits={"total_peak": 76 * GiB, "after_release": 5 * GB, "decode": 30 * GB},  # the seed's targets
         ),
         HardwareProfile(
             "h200-141gb", "NVIDIA H200 141GB HBM3e", "cuda", 141 * GiB, 132 * GiB,
-            limits={"total_peak": 132 * GiB},
+            limits={"total_peak": 132 * GiB, "after_release": 5 * GB, "decode": 30 * GB},
         ),
         # Strix Halo: 128 GB shared by CPU and GPU. Limits are the seed's: the whole 960x960_10s
         # generation peaks at <= 100 GB, <= 5 GB stays allocated after release, decode takes <= 30 GB.
@@ -87,5 +88,5 @@ def detect_profile(device: str) -> HardwareProfile:
     return HardwareProfile(
         f"cuda-{props.name.replace(' ', '-').lower()}", f"detected: {props.name} {arch}".strip(), "cuda",
         props.total_memory, usable, unified_memory=bool(getattr(props, "is_integrated", False)),
-        limits={"total_peak": usable},
+        limits={"total_peak": usable, "after_release": 5 * GB, "decode": 30 * GB},
     )

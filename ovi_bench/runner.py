@@ -150,7 +150,9 @@ def classify_failure(exc: BaseException) -> str:
 
 
 def apply_budget(limit: int | None, device: str) -> None:
-    """A real limit: the caching allocator's fraction on a GPU, the data segment limit on the host."""
+    """A real limit: the caching allocator's fraction on a GPU; on the host, the data segment limit set to
+    the worker's footprint now plus the budget, so that (like the allocator's figure on a GPU) the budget
+    counts what the case allocates, not the interpreter and torch it starts with."""
     if limit is None:
         return
     import torch
@@ -161,13 +163,23 @@ def apply_budget(limit: int | None, device: str) -> None:
         torch.cuda.set_per_process_memory_fraction(min(1.0, limit / total), dev)
     else:
         _, hard = resource.getrlimit(resource.RLIMIT_DATA)
-        soft = limit if hard == resource.RLIM_INFINITY else min(limit, hard)
+        soft = data_segment_bytes() + limit
+        soft = soft if hard == resource.RLIM_INFINITY else min(soft, hard)
         resource.setrlimit(resource.RLIMIT_DATA, (soft, hard))
+
+
+def data_segment_bytes() -> int:
+    """What RLIMIT_DATA counts for this process now (VmData: private writable mappings)."""
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmData:"):
+                return int(line.split()[1]) * 1024
+    raise OSError("no VmData in /proc/self/status: cannot enforce a host memory budget here")
 
 
 def worker_main(job: dict[str, Any], conn: Connection) -> None:
     """Runs one case; everything it sends is plain data: stage starts, stage records, steps, the result."""
-    from ovi_bench.scenarios import ScenarioContext, get_scenario
+    from ovi_bench.scenarios import CaseSkipped, ScenarioContext, get_scenario
     from ovi_bench.trackers import MemoryConfig, MemoryTracker, StageMeter, TimingConfig, TimingTracker
 
     def send(kind: str, **data: Any) -> None:
@@ -191,6 +203,8 @@ def worker_main(job: dict[str, Any], conn: Connection) -> None:
         metrics["host.ru_maxrss_bytes"] = memory.process_peak_rss()
         memory.close()
         send("result", status="ok", metrics={k: metric_to_json(v) for k, v in metrics.items()})
+    except CaseSkipped as exc:
+        send("result", status="skipped", stage=None, error=str(exc), metrics={})
     except BaseException as exc:  # noqa: BLE001 - every failure is the case's result
         stage = (meter.failed_stage or meter.current) if meter else "setup"
         send("result", status=classify_failure(exc), stage=stage, error=f"{type(exc).__name__}: {exc}",
@@ -203,7 +217,7 @@ def worker_main(job: dict[str, Any], conn: Connection) -> None:
 
 def stage_metrics(stages: list[StageRecord]) -> dict[str, Any]:
     """Flat metrics from stage records: peak.<stage>.*_bytes, end.<stage>.alloc_bytes, time.<stage>.*_s,
-    and peak.total.* over all stages. A stage that ran several times (denoise x repeat) gives the max
+    and peak.total.* over all stages; peak.<stage>.bytes is the allocator's peak, or host RSS without one. A stage that ran several times (denoise x repeat) gives the max
     of its peaks and one time sample per run."""
     peaks = {"alloc_peak": "alloc_bytes", "reserved_peak": "reserved_bytes",
              "device_used_peak": "device_used_bytes", "host_rss_peak": "host_rss_bytes"}
@@ -214,6 +228,12 @@ def stage_metrics(stages: list[StageRecord]) -> dict[str, Any]:
             values = [getattr(s, attr) for s in runs if getattr(s, attr) is not None]
             if values:
                 metrics[f"peak.{name}.{metric}"] = max(values)
+        # One figure per stage on any device: the allocator's peak where there is one, else host RSS.
+        for attr in ("alloc_peak", "host_rss_peak"):
+            values = [getattr(s, attr) for s in runs if getattr(s, attr) is not None]
+            if values:
+                metrics[f"peak.{name}.bytes"] = max(values)
+                break
         if runs[-1].alloc_end is not None:
             metrics[f"end.{name}.alloc_bytes"] = runs[-1].alloc_end
         metrics[f"time.{name}.wall_s"] = Samples([s.wall_s for s in runs])
@@ -224,6 +244,10 @@ def stage_metrics(stages: list[StageRecord]) -> dict[str, Any]:
         values = [getattr(s, attr) for s in stages if getattr(s, attr) is not None]
         if values:
             metrics[f"peak.total.{metric}"] = max(values)
+    stage_peaks = [v for k, v in metrics.items() if k.startswith("peak.") and k.endswith(".bytes")
+                   and k.count(".") == 2]
+    if stage_peaks:
+        metrics["peak.total.bytes"] = max(stage_peaks)
     return metrics
 
 
@@ -312,9 +336,9 @@ def run_case(job: dict[str, Any], *, timeout_s: float, progress: Progress, label
 def make_job(case: Case, suite: Suite, options: RunOptions, profile: HardwareProfile) -> dict[str, Any]:
     config = EngineConfig(variant=case.axes["variant"], preset=options.preset,
                           checkpoint_dir=Path(options.checkpoint_dir) if options.checkpoint_dir else None,
-                          policy=case.axes["policy"], attention=case.axes["attention"], device=options.device,
-                          dtype=options.dtype, seed=options.seed)
-    budget = options.budget if options.budget is not None else suite.budget
+                          policy=case.axes.get("policy", "all_gpu"), attention=case.axes.get("attention", "auto"),
+                          device=options.device, dtype=options.dtype, seed=options.seed, area=case.params.get("area"))
+    budget = options.budget if options.budget is not None else suite.budget_for(options.preset)
     return {"case_id": case.case_id, "suite": suite.name, "scenario": case.scenario, "engine": options.engine,
             "config": config.to_dict(), "params": case.params, "params_record": case.to_params(),
             "repeat": options.repeat, "budget_bytes": budget_bytes(budget, profile),
@@ -328,7 +352,7 @@ def new_run_id() -> str:
 def run_cases(suites: list[Suite], options: RunOptions, profile: HardwareProfile, journal: Path,
               done: list[CaseResult], progress: Progress) -> list[CaseResult]:
     """Run every case not already in `done`, appending each result to the journal as it ends."""
-    cases = [(suite, case) for suite in suites for case in suite.expand(options.overrides())]
+    cases = [(suite, case) for suite in suites for case in suite.expand(options.overrides(), options.preset)]
     finished = {c.case_id: c for c in done}
     results = []
     for number, (suite, case) in enumerate(cases, start=1):

@@ -1,27 +1,35 @@
 """Load and validate suite files (suites/*.yaml); every error names the file and the line.
 
-Sizes, percentages and durations are parsed here (checks by `baselines.parse_check`), so a bad value fails before anything runs. A suite
-expands into cases: the cartesian product of its matrix, with the command line's overrides applied.
+Sizes, percentages and durations are parsed here (checks by `baselines.parse_check`), so a bad value fails
+before anything runs. A suite expands into cases: the cartesian product of its matrix, with the command
+line's overrides applied. `presets:` gives params and a budget per weight preset (tiny CPU runs decode small
+frames, full-scale runs the variant's own). A file with `include:` instead of a scenario runs other suites
+with overrides (the smoke suite): each included suite keeps its own checks and is named `<file>.<suite>`.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from ovi_bench.baselines import Check, CheckError, parse_check
-from ovi_bench.engines.base import POLICIES, VARIANTS
+from ovi_bench.engines.base import POLICIES, PRESETS, VARIANTS
 from ovi_bench.scenarios import SCENARIO_MODULES, get_scenario
 from ovi_bench.units import parse_duration, parse_size
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 SUITE_SCHEMA_VERSION = 1
-TOP_KEYS = ("schema_version", "name", "description", "scenario", "matrix", "params", "budget", "timeout",
-            "checks")
+TOP_KEYS = ("schema_version", "name", "description", "scenario", "matrix", "params", "presets", "budget",
+            "timeout", "checks")
+INCLUDE_TOP_KEYS = ("schema_version", "name", "description", "include", "timeout")
+INCLUDE_KEYS = ("suite", "matrix", "params", "budget", "timeout")
+PRESET_KEYS = ("params", "budget")
+
+
 class SuiteError(ValueError):
     """A suite that cannot be found or is invalid; the message starts with `file:line:`."""
 
@@ -49,14 +57,18 @@ class Suite:
     budget: int | str | None = None  # bytes, or "profile" (the hardware profile's usable memory)
     timeout_s: float | None = None
     path: Path | None = None
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)  # preset -> {params, budget}
 
-    def expand(self, overrides: dict[str, list[Any]] | None = None) -> list[Case]:
-        """The cases of this suite; an override replaces the matrix's values for that axis."""
+    def budget_for(self, preset: str) -> int | str | None:
+        return self.presets.get(preset, {}).get("budget", self.budget)
+
+    def expand(self, overrides: dict[str, list[Any]] | None = None, preset: str = "tiny") -> list[Case]:
+        """The cases of this suite at a weight preset; an override replaces the matrix's values for that axis."""
         scenario = get_scenario(self.scenario)
         matrix = {axis: [scenario.axis_defaults[axis]] for axis in scenario.axes}
         matrix.update(self.matrix)
-        matrix.update({axis: values for axis, values in (overrides or {}).items() if values})
-        params = {**scenario.params, **self.params}
+        matrix.update({axis: values for axis, values in (overrides or {}).items() if values and axis in matrix})
+        params = {**scenario.params, **self.params, **self.presets.get(preset, {}).get("params", {})}
         cases = []
         for values in itertools.product(*matrix.values()):
             axes = dict(zip(matrix, values))
@@ -112,7 +124,24 @@ def available_suites() -> list[str]:
 
 
 def load_suite(name_or_path: str, *, known_backends: tuple[str, ...] | None = None) -> Suite:
+    """One suite file with a scenario (a file with `include:` stands for several: use `load_suites`)."""
     path = suite_path(name_or_path)
+    data = _read(path)
+    if isinstance(data, _Mapping) and "include" in data:
+        raise SuiteError(f"{path}: includes other suites; load it with load_suites")
+    return _parse_suite(path, data, known_backends)
+
+
+def load_suites(name_or_path: str, *, known_backends: tuple[str, ...] | None = None) -> list[Suite]:
+    """The suites a file stands for: itself, or each suite it includes, with the include's overrides."""
+    path = suite_path(name_or_path)
+    data = _read(path)
+    if isinstance(data, _Mapping) and "include" in data:
+        return _parse_include(path, data, known_backends)
+    return [_parse_suite(path, data, known_backends)]
+
+
+def _read(path: Path) -> Any:
     try:
         data = yaml.load(path.read_text(), Loader=_LineLoader)
     except yaml.MarkedYAMLError as exc:
@@ -121,7 +150,58 @@ def load_suite(name_or_path: str, *, known_backends: tuple[str, ...] | None = No
         raise SuiteError(f"{path}:{line}: invalid YAML: {exc.problem or exc.context}") from None
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
         raise SuiteError(f"{path}: cannot read suite: {exc}") from None
-    return _parse_suite(path, data, known_backends)
+    return data
+
+
+def _parse_include(path: Path, data: _Mapping, known_backends: tuple[str, ...] | None) -> list[Suite]:
+    def fail(line: int, message: str) -> SuiteError:
+        return SuiteError(f"{path}:{line}: {message}")
+
+    for key in data:
+        if key not in INCLUDE_TOP_KEYS:
+            raise fail(data.lines[key], f"unknown key {key!r} in a suite that includes others "
+                                        f"(allowed: {', '.join(INCLUDE_TOP_KEYS)})")
+    for key in ("schema_version", "name", "description"):
+        if key not in data:
+            raise fail(data.line, f"missing required key {key!r}")
+    if data["schema_version"] != SUITE_SCHEMA_VERSION:
+        raise fail(data.lines["schema_version"], f"schema_version {data['schema_version']!r}, this ovi-bench "
+                                                 f"reads suites of schema_version {SUITE_SCHEMA_VERSION}")
+    entries = data["include"]
+    if not isinstance(entries, list) or not entries:
+        raise fail(data.lines["include"], "include must be a list of {suite, matrix, params, budget, timeout}")
+    suites = []
+    for entry in entries:
+        line = entry.line if isinstance(entry, _Mapping) else data.lines["include"]
+        if not isinstance(entry, _Mapping) or not isinstance(entry.get("suite"), str):
+            raise fail(line, "each include needs 'suite: <name>'")
+        unknown = [k for k in entry if k not in INCLUDE_KEYS]
+        if unknown:
+            raise fail(entry.lines[unknown[0]], f"unknown key {unknown[0]!r} in include "
+                                                f"(allowed: {', '.join(INCLUDE_KEYS)})")
+        try:
+            base = load_suites(entry["suite"], known_backends=known_backends)
+        except SuiteError as exc:
+            raise fail(entry.lines["suite"], f"include {entry['suite']!r}: {exc}") from None
+        if len(base) != 1:
+            raise fail(entry.lines["suite"], f"{entry['suite']!r} includes other suites; include a plain suite")
+        included = base[0]
+        scenario = get_scenario(included.scenario)
+        matrix = _parse_matrix(entry.get("matrix"), entry.lines.get("matrix", line), scenario, known_backends, fail)
+        params = _parse_params(entry.get("params"), entry.lines.get("params", line), scenario, fail)
+        budget = _parse_budget(entry.get("budget"), lambda msg: fail(entry.lines["budget"], msg))
+        timeout_s = _parse_timeout(entry.get("timeout", data.get("timeout")),
+                                   entry.lines.get("timeout", data.lines.get("timeout", line)), fail)
+        # The include's params and budget win over the included suite's, at every preset.
+        presets = {p: {"params": {**v["params"], **params},
+                       **({"budget": v["budget"]} if "budget" in v and budget is None else {})}
+                   for p, v in included.presets.items()}
+        suites.append(replace(
+            included, name=f"{data['name']}.{included.name}", matrix={**included.matrix, **matrix},
+            params={**included.params, **params}, presets=presets,
+            budget=budget if budget is not None else included.budget, timeout_s=timeout_s or included.timeout_s,
+        ))
+    return suites
 
 
 def _parse_suite(path: Path, data: Any, known_backends: tuple[str, ...] | None) -> Suite:
@@ -147,51 +227,90 @@ def _parse_suite(path: Path, data: Any, known_backends: tuple[str, ...] | None) 
                                       f"(known: {', '.join(SCENARIO_MODULES)})")
     scenario = get_scenario(data["scenario"])
 
-    matrix_data = data.get("matrix") or _Mapping()
-    if not isinstance(matrix_data, _Mapping):
-        raise fail(lines.get("matrix", data.line), "matrix must map axis names to lists of values")
-    matrix: dict[str, list[Any]] = {}
-    for axis, values in matrix_data.items():
-        line = matrix_data.lines[axis]
-        if axis not in scenario.axes:
-            raise fail(line, f"scenario {scenario.name!r} has no axis {axis!r} (axes: {', '.join(scenario.axes)})")
-        values = values if isinstance(values, list) else [values]
-        if not values:
-            raise fail(line, f"axis {axis!r} has no values")
-        try:
-            validate_axis(axis, values, known_backends)
-        except ValueError as exc:
-            raise fail(line, str(exc)) from None
-        matrix[axis] = values
-
-    params = data.get("params") or _Mapping()
-    if not isinstance(params, _Mapping):
-        raise fail(lines.get("params", data.line), "params must be a mapping")
-    for key in params:
-        if key not in scenario.params:
-            raise fail(params.lines[key], f"scenario {scenario.name!r} takes no param {key!r} "
-                                          f"(params: {', '.join(scenario.params)})")
-
-    budget: int | str | None = data.get("budget")
-    if budget is not None and budget != "profile":
-        try:
-            budget = parse_size(budget)
-        except ValueError as exc:
-            raise fail(lines["budget"], f"budget: {exc} (or 'profile')") from None
-    timeout_s = None
-    if data.get("timeout") is not None:
-        try:
-            timeout_s = parse_duration(data["timeout"])
-        except ValueError as exc:
-            raise fail(lines["timeout"], f"timeout: {exc}") from None
+    matrix = _parse_matrix(data.get("matrix"), lines.get("matrix", data.line), scenario, known_backends, fail)
+    params = _parse_params(data.get("params"), lines.get("params", data.line), scenario, fail)
+    budget = _parse_budget(data.get("budget"), lambda msg: fail(lines["budget"], msg))
+    presets = _parse_presets(data.get("presets"), lines.get("presets", data.line), scenario, fail)
+    timeout_s = _parse_timeout(data.get("timeout"), lines.get("timeout", data.line), fail)
 
     checks_data = data.get("checks") or []
     if not isinstance(checks_data, list):
         raise fail(lines.get("checks", data.line), "checks must be a list of {metric, rule, ...}")
     checks = [_parse_check(item, fail, set(scenario.axes)) for item in checks_data]
     return Suite(name=data["name"], description=str(data["description"]).strip(), scenario=scenario.name,
-                 matrix=matrix, params=dict(params), checks=checks, budget=budget, timeout_s=timeout_s,
-                 path=path)
+                 matrix=matrix, params=params, checks=checks, budget=budget, timeout_s=timeout_s,
+                 path=path, presets=presets)
+
+
+def _parse_matrix(data: Any, line: int, scenario: Any, known_backends: tuple[str, ...] | None,
+                  fail: Any) -> dict[str, list[Any]]:
+    if data is None:
+        return {}
+    if not isinstance(data, _Mapping):
+        raise fail(line, "matrix must map axis names to lists of values")
+    matrix: dict[str, list[Any]] = {}
+    for axis, values in data.items():
+        where = data.lines[axis]
+        if axis not in scenario.axes:
+            raise fail(where, f"scenario {scenario.name!r} has no axis {axis!r} (axes: {', '.join(scenario.axes)})")
+        values = values if isinstance(values, list) else [values]
+        if not values:
+            raise fail(where, f"axis {axis!r} has no values")
+        try:
+            validate_axis(axis, values, known_backends)
+        except ValueError as exc:
+            raise fail(where, str(exc)) from None
+        matrix[axis] = values
+    return matrix
+
+
+def _parse_params(data: Any, line: int, scenario: Any, fail: Any) -> dict[str, Any]:
+    if data is None:
+        return {}
+    if not isinstance(data, _Mapping):
+        raise fail(line, "params must be a mapping")
+    for key in data:
+        if key not in scenario.params:
+            raise fail(data.lines[key], f"scenario {scenario.name!r} takes no param {key!r} "
+                                        f"(params: {', '.join(scenario.params)})")
+    return dict(data)
+
+
+def _parse_timeout(value: Any, line: int, fail: Any) -> float | None:
+    if value is None:
+        return None
+    try:
+        return parse_duration(value)
+    except ValueError as exc:
+        raise fail(line, f"timeout: {exc}") from None
+
+
+def _parse_budget(value: Any, fail: Any) -> int | str | None:
+    if value is None or value == "profile":
+        return value
+    try:
+        return parse_size(value)
+    except ValueError as exc:
+        raise fail(f"budget: {exc} (or 'profile')") from None
+
+
+def _parse_presets(data: Any, line: int, scenario: Any, fail: Any) -> dict[str, dict[str, Any]]:
+    """`presets: {tiny: {params: {...}, budget: ...}}`: what changes with the weight preset."""
+    if data is None:
+        return {}
+    if not isinstance(data, _Mapping):
+        raise fail(line, "presets must map a preset name (tiny, full) to {params, budget}")
+    presets: dict[str, dict[str, Any]] = {}
+    for preset, entry in data.items():
+        where = data.lines[preset]
+        if preset not in PRESETS:
+            raise fail(where, f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
+        if not isinstance(entry, _Mapping) or any(k not in PRESET_KEYS for k in entry):
+            raise fail(where, f"preset {preset!r} must be a mapping with {', '.join(PRESET_KEYS)}")
+        presets[preset] = {"params": _parse_params(entry.get("params"), where, scenario, fail)}
+        if "budget" in entry:
+            presets[preset]["budget"] = _parse_budget(entry["budget"], lambda msg: fail(entry.lines["budget"], msg))
+    return presets
 
 
 def validate_axis(axis: str, values: list[Any], known_backends: tuple[str, ...] | None = None) -> None:

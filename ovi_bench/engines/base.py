@@ -38,6 +38,7 @@ class EngineConfig:
     device: str = "cpu"
     dtype: str = "auto"  # auto: bfloat16 on an accelerator, float32 on the CPU (bf16 convs are slow there)
     seed: int = 0
+    area: int | None = None  # frame area override (cheap CPU decodes); None: the variant's own. Lengths stay.
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -16,7 +16,14 @@ from ovi_bench.trackers import StageMeter
 
 SCENARIO_MODULES = {
     "pipeline": "ovi_bench.scenarios.pipeline",
+    "spec": "ovi_bench.scenarios.spec",
+    "attention": "ovi_bench.scenarios.attention",
 }
+
+
+class CaseSkipped(Exception):
+    """Raised by a scenario for a case that cannot run here (e.g. an attention backend this device lacks);
+    the message, the reason, becomes the case's error and its status is `skipped`."""
 
 
 @dataclass

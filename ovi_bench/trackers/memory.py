@@ -106,7 +106,7 @@ class MemoryTracker:
                     if value is not None:
                         stage[key] = max(stage.get(key, 0), value)
 
-    def _boundary(self) -> None:
+    def _boundary(self) -> dict[str, int | None]:
         values: dict[str, int | None] = {"host_rss_peak": self._process.memory_info().rss}
         if self._hwm_resettable:
             values["host_rss_peak"] = max(values["host_rss_peak"] or 0, _read_vm_hwm() or 0)
@@ -119,6 +119,11 @@ class MemoryTracker:
         if self._read_device_used:
             values["device_used_peak"] = self._read_device_used()
         self._fold(values)
+        return values
+
+    def mark(self) -> dict[str, int | None]:
+        """The peaks since the last boundary or mark, then reset (open stages keep them): per-step peaks."""
+        return self._boundary()
 
     def _sample(self) -> None:
         while not self._stop.wait(self.config.sample_interval_s):
@@ -140,8 +145,8 @@ class MemoryTracker:
             yield
         finally:
             self._boundary()
-            with self._lock:
-                self._open.remove(peaks)
+            with self._lock:  # by identity: two nested stages may hold equal dicts
+                self._open = [d for d in self._open if d is not peaks]
             fields.update({key: peaks.get(key) for key in PEAK_FIELDS})
             fields["alloc_end"] = torch.cuda.memory_allocated(self.device) if self.cuda else None
             if self.config.unified_memory:

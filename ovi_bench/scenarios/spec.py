@@ -1,0 +1,141 @@
+"""Does the engine implement the variant it claims? Everything is compared with the harness's own
+derivation (`ovi_bench.variant_facts`), never with the engine's tables.
+
+Per case (one variant): the engine's variant description; the latent shapes and video token counts it
+produces for each t2v size in `sizes` and for an i2v first frame of `image_size`; the decoded frame and
+sample counts (so the clip lasts the variant's duration); the prompt after conversion to the variant's
+format; and, when the engine offers `detect_variant(path)`, detection from metadata and from each known
+file name, and refusal of an unknown file. Mismatches are collected into lists the suite expects empty, so a
+failing verdict names every wrong value. Runs without a GPU (`area` keeps CPU frames small; lengths stay).
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ovi_bench.scenarios import Scenario, ScenarioContext
+from ovi_bench.variant_facts import FILE_NAMES, METADATA_KEY, VariantFacts, variant_facts
+
+DESCRIPTION = "A cat plays the piano."
+AUDIO = "Piano music."
+
+
+def _mismatches(label: str, got: dict[str, Any], want: dict[str, Any]) -> list[str]:
+    return [f"{label} {key}: engine {got.get(key)!r}, derived {value!r}" for key, value in want.items()
+            if got.get(key) != value]
+
+
+def _write_image(path: Path, height: int, width: int) -> Path:
+    """A binary PPM (any decoder reads it) with a gradient, so the first frame is not constant."""
+    rows = torch.arange(height, dtype=torch.int32)[:, None, None] * 255 // max(1, height - 1)
+    cols = torch.arange(width, dtype=torch.int32)[None, :, None] * 255 // max(1, width - 1)
+    pixels = torch.cat([rows.expand(height, width, 1), cols.expand(height, width, 1),
+                        ((rows + cols) // 2).expand(height, width, 1)], dim=2).to(torch.uint8)
+    path.write_bytes(f"P6 {width} {height} 255\n".encode() + pixels.numpy().tobytes())
+    return path
+
+
+def _prompt_in_format(prompt: str, facts: VariantFacts) -> bool:
+    """The audio description appears once, in the variant's own form only."""
+    if facts.prompt_format == "audcap":
+        return f"<AUDCAP>{AUDIO}<ENDAUDCAP>" in prompt and "Audio:" not in prompt
+    return re.search(rf"^Audio: {re.escape(AUDIO)}$", prompt, re.MULTILINE) is not None and "<AUDCAP>" not in prompt
+
+
+def _detection(detect: Any, variant: str, directory: Path) -> dict[str, Any]:
+    from safetensors.torch import save_file
+
+    tensors = {"weight": torch.zeros(1)}
+    tagged = directory / "renamed_by_user.safetensors"
+    save_file(tensors, str(tagged), metadata={METADATA_KEY: variant})
+    wrong = []
+    for name in FILE_NAMES[variant]:
+        save_file(tensors, str(directory / name))
+        found = detect(directory / name)
+        if found != variant:
+            wrong.append(f"{name}: detected {found!r}")
+    unknown = directory / "mystery.safetensors"
+    save_file(tensors, str(unknown))
+    try:
+        refused = f"accepted as {detect(unknown)!r}"
+    except ValueError:
+        refused = "refused"
+    return {"detection.by_metadata": detect(tagged), "detection.file_name_mismatches": wrong,
+            "detection.unknown_file": refused}
+
+
+def run(ctx: ScenarioContext) -> dict[str, Any]:
+    engine, params, meter = ctx.engine, ctx.params, ctx.meter
+    facts = variant_facts(ctx.config.variant)
+    area = ctx.config.area
+    with meter.stage("load"):
+        engine.load(ctx.config)
+    described = engine.describe().get("variant", {})
+    spec_errors = _mismatches("variant", described, {k: v for k, v in facts.summary().items() if k != "name"})
+
+    other = f"{DESCRIPTION}\nAudio: {AUDIO}" if facts.prompt_format == "audcap" \
+        else f"{DESCRIPTION} <AUDCAP>{AUDIO}<ENDAUDCAP>"
+    with meter.stage("encode_text"):
+        text = engine.encode_text(other, None)
+    metrics: dict[str, Any] = {}
+    converted = getattr(text, "prompt", None)  # the reference engine keeps the prompt it encoded
+    if converted is not None:
+        metrics["prompt.in_variant_format"] = _prompt_in_format(converted, facts)
+
+    latent_errors: list[str] = []
+    first = None
+    with tempfile.TemporaryDirectory(prefix="ovi-spec-") as tmp:
+        runs = [(f"t2v {h}x{w}", h, w, None) for h, w in params["sizes"]]
+        ih, iw = params["image_size"]
+        runs.append((f"i2v {ih}x{iw}", ih, iw, _write_image(Path(tmp) / "first_frame.ppm", ih, iw)))
+        for label, h, w, image in runs:
+            with meter.stage("denoise"):
+                latents = engine.denoise(text, steps=params["steps"], seed=ctx.config.seed, image=image,
+                                         height=None if image else h, width=None if image else w)
+            first = first or latents
+            got = {"video": list(latents.video.shape), "audio": list(latents.audio.shape),
+                   "tokens": latents.video.shape[1] * (latents.video.shape[2] // 2) * (latents.video.shape[3] // 2)}
+            want = {"video": facts.video_latent_shape(h, w, area), "audio": facts.audio_latent_shape(),
+                    "tokens": facts.video_tokens(h, w, area)}
+            latent_errors += _mismatches(label, got, want)
+            metrics[f"video_tokens.{label.replace(' ', '_')}"] = got["tokens"]
+        detect = getattr(engine, "detect_variant", None)
+        if detect is not None:
+            metrics.update(_detection(detect, ctx.config.variant, Path(tmp)))
+
+    with meter.stage("release"):
+        engine.release()
+    if params["decode"]:
+        with meter.stage("decode"):
+            media = engine.decode_latents(first)
+        metrics.update({
+            "video_frames": int(media.video_frames), "audio_samples": int(media.audio_samples),
+            "video_duration_s": media.video_frames / media.fps, "audio_duration_s": media.audio_samples / media.sample_rate,
+            "fps": media.fps, "sample_rate": media.sample_rate,
+        })
+    metrics.update({
+        "variant.mismatches": spec_errors,
+        "latents.mismatches": latent_errors,
+        "spec.video_frames": facts.video_frames,
+        "spec.audio_samples": facts.audio_samples,
+        "spec.fps": facts.fps,
+        "spec.sample_rate": facts.sample_rate,
+        "spec.duration_s": facts.duration_s,
+    })
+    return metrics
+
+
+SCENARIO = Scenario(
+    name="spec",
+    description="the variant's derived facts against the engine's description, latents, decode and detection",
+    axes=("variant",),
+    axis_defaults={"variant": "720x720_5s"},
+    params={"steps": 1, "sizes": [[704, 1280], [960, 960], [720, 720]], "image_size": [720, 1280],
+            "decode": True, "area": None},
+    run=run,
+)
