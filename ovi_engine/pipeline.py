@@ -21,7 +21,8 @@ import torch
 from ovi_engine import placement as placement_mod
 from ovi_engine.audio_vae import build_audio_codec
 from ovi_engine.checkpoints import CheckpointFiles, find_checkpoints
-from ovi_engine.fusion import FUSION_PRESETS, build_fusion_model
+from ovi_engine.fusion import FUSION_PRESETS, FusionModel, build_fusion_model
+from ovi_engine.parallel import enable_sequence_parallel, init_sequence_parallel
 from ovi_engine.prompts import format_prompt
 from ovi_engine.sampling import sample
 from ovi_engine.text_encoder import (
@@ -56,6 +57,7 @@ class PipelineConfig:
     video_guidance: float = 4.0
     audio_guidance: float = 3.0
     slg_layer: int | None = 11
+    sequence_parallel: bool = False  # denoise over all the ranks torchrun started (parallel.py)
 
 
 @dataclass(frozen=True)
@@ -182,7 +184,11 @@ class OviPipeline:
             return builder(preset, device=device, dtype=dtype, seed=self.config.seed)
 
     def _build_fusion(self, device: torch.device) -> torch.nn.Module:
-        return self._build(build_fusion_model, device, self._preset, self.files and self.files.fusion)
+        model = self._build(build_fusion_model, device, self._preset, self.files and self.files.fusion)
+        if self.config.sequence_parallel:
+            assert isinstance(model, FusionModel)
+            enable_sequence_parallel(model, init_sequence_parallel(self.device))
+        return model
 
     def _build_text_encoder(self, device: torch.device) -> torch.nn.Module:
         return self._build(build_text_encoder, device, self._text_config(), self.files and self.files.text_encoder)

@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 
+from ovi_engine import OviPipeline, PipelineConfig
 from ovi_engine.fusion import FusionModel, build_fusion_model
 from ovi_engine.parallel import enable_sequence_parallel, init_sequence_parallel, shard_pieces
 from ovi_engine.sampling import sample
@@ -22,6 +23,7 @@ WORLD = 2
 # shard starts mid-frame; audio 7 -> 8. Grid 3x1x3: 9 tokens -> 10, frames of 3, one-token pieces.
 SHAPES = (((48, 3, 4, 6), (7, 20)), ((48, 3, 2, 6), (9, 20)))
 TEXT = (1, 5, 64)
+PIPELINE_AREA = 32 * 32  # 31 video tokens (one per frame) and 157 audio tokens: both padded at 2 ranks
 
 
 def inputs(shape: int) -> dict[str, torch.Tensor]:
@@ -54,6 +56,14 @@ def run_all(model: FusionModel) -> dict[str, torch.Tensor]:
     return out
 
 
+def run_pipeline(sequence_parallel: bool) -> dict[str, torch.Tensor]:
+    """OviPipeline's own denoise stage (text encoder, noise, sampler) at the 720x720_5s lengths."""
+    pipe = OviPipeline(PipelineConfig(variant="720x720_5s", preset="tiny", area=PIPELINE_AREA,
+                                      sequence_parallel=sequence_parallel))
+    latents = pipe.denoise(pipe.encode_text("a dog barks <S>hello<E>"), steps=1, seed=1)
+    return {"pipeline_video": latents.video, "pipeline_audio": latents.audio}
+
+
 def worker(rank: int, port: int, out_dir: str) -> None:
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), LOCAL_RANK=str(rank),
                       WORLD_SIZE=str(WORLD))
@@ -63,7 +73,7 @@ def worker(rank: int, port: int, out_dir: str) -> None:
     enable_sequence_parallel(model, sp)
     head_tokens: list[int] = []  # tokens the video head sees on this rank: the shard, not the sequence
     model.video_model.head.register_forward_hook(lambda m, args, out: head_tokens.append(args[0][0, :, :, 0].numel()))
-    results = run_all(model)
+    results = run_all(model) | run_pipeline(sequence_parallel=True)
     results["head_tokens"] = torch.tensor(head_tokens)
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     torch.distributed.destroy_process_group()
@@ -81,6 +91,7 @@ def parallel_and_single(tmp_path_factory: pytest.TempPathFactory) -> tuple[list[
     mp.spawn(worker, args=(free_port(), str(out_dir)), nprocs=WORLD, join=True)
     ranks = [torch.load(out_dir / f"rank{r}.pt") for r in range(WORLD)]
     single = run_all(build_fusion_model("tiny", device="cpu", dtype=torch.float32, seed=3))
+    single |= run_pipeline(sequence_parallel=False)
     return ranks, single
 
 
