@@ -133,7 +133,9 @@ Listener = Callable[[StageEvent], None]
 
 class OviPipeline:
     def __init__(self, config: PipelineConfig) -> None:
-        self.device = torch.device(config.device)
+        # Under torchrun every rank computes on its own GPU (cuda:LOCAL_RANK), from the first module on.
+        self.sequence_parallel = init_sequence_parallel(config.device) if config.sequence_parallel else None
+        self.device = self.sequence_parallel.device if self.sequence_parallel else torch.device(config.device)
         if config.dtype is None:  # CPU kernels for bf16 convolutions are an order of magnitude slower
             config = dataclasses.replace(config, dtype=torch.float32 if self.device.type == "cpu" else torch.bfloat16)
         self.config = config
@@ -185,9 +187,9 @@ class OviPipeline:
 
     def _build_fusion(self, device: torch.device) -> torch.nn.Module:
         model = self._build(build_fusion_model, device, self._preset, self.files and self.files.fusion)
-        if self.config.sequence_parallel:
+        if self.sequence_parallel is not None:
             assert isinstance(model, FusionModel)
-            enable_sequence_parallel(model, init_sequence_parallel(self.device))
+            enable_sequence_parallel(model, self.sequence_parallel)
         return model
 
     def _build_text_encoder(self, device: torch.device) -> torch.nn.Module:
