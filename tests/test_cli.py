@@ -26,7 +26,8 @@ def example_run(tmp_path_factory):
     """The example engine of docs/engines.md, run by the real console script through MODULE:FACTORY."""
     root = tmp_path_factory.mktemp("example")
     proc = subprocess.run(
-        [str(SCRIPT), "run", "smoke", "--engine", "docs.example_engine:make_engine", "--variant", "960x960_10s",
+        [str(SCRIPT), "run", "tests/suites/shapes.yaml", "--engine", "docs.example_engine:make_engine",
+         "--variant", "960x960_10s",
          "--hardware", "cpu-tiny", "--baselines", str(root / "baselines"), "--report-dir", str(root / "run")],
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     return root, proc
@@ -57,7 +58,7 @@ def test_report_compare_and_baselines(example_run, tmp_path):
     assert dry.exit_code == 0 and "would write" in dry.output and not baselines.exists()
     assert invoke("baseline", "update", str(run_dir), "--baselines", str(baselines)).exit_code == 0
     shown = invoke("baseline", "show", "--baselines", str(baselines), "--hardware", "cpu-tiny")
-    assert shown.exit_code == 0 and "smoke" in shown.output
+    assert shown.exit_code == 0 and "shapes" in shown.output
 
 
 def test_baseline_of_another_schema_version(tmp_path):

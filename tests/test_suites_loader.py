@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from ovi_bench.suites import SuiteError, load_suite
+from ovi_bench.suites import SuiteError, load_suite, load_suites
 
 VALID = """\
 schema_version: 1
@@ -97,4 +97,4 @@ def test_unknown_attention_backend_is_rejected(tmp_path):
 
 def test_the_shipped_suites_load():
     for path in sorted((Path(__file__).resolve().parent.parent / "suites").glob("*.yaml")):
-        assert load_suite(str(path)).expand()
+        assert all(suite.expand() for suite in load_suites(str(path)))
