@@ -189,7 +189,7 @@ def _parse_include(path: Path, data: _Mapping, known_backends: tuple[str, ...] |
         scenario = get_scenario(included.scenario)
         matrix = _parse_matrix(entry.get("matrix"), entry.lines.get("matrix", line), scenario, known_backends, fail)
         params = _parse_params(entry.get("params"), entry.lines.get("params", line), scenario, fail)
-        budget = _parse_budget(entry.get("budget"), lambda msg: fail(entry.lines["budget"], msg))
+        budget = _parse_budget(entry.get("budget"), lambda msg, entry=entry: fail(entry.lines["budget"], msg))
         timeout_s = _parse_timeout(entry.get("timeout", data.get("timeout")),
                                    entry.lines.get("timeout", data.lines.get("timeout", line)), fail)
         # The include's params and budget win over the included suite's, at every preset.
@@ -309,7 +309,7 @@ def _parse_presets(data: Any, line: int, scenario: Any, fail: Any) -> dict[str, 
             raise fail(where, f"preset {preset!r} must be a mapping with {', '.join(PRESET_KEYS)}")
         presets[preset] = {"params": _parse_params(entry.get("params"), where, scenario, fail)}
         if "budget" in entry:
-            presets[preset]["budget"] = _parse_budget(entry["budget"], lambda msg: fail(entry.lines["budget"], msg))
+            presets[preset]["budget"] = _parse_budget(entry["budget"], lambda msg, entry=entry: fail(entry.lines["budget"], msg))
     return presets
 
 

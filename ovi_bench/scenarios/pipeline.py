@@ -54,7 +54,7 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
         with meter.stage("denoise"):
             timer = meter.step_timer()  # started inside the stage, so the trackers' own work is not a step
 
-            def on_step(step: int, total: int) -> None:
+            def on_step(step: int, total: int, timer: Any = timer) -> None:
                 timer.on_step(step, total)
                 peaks = meter.memory.mark()
                 peak = peaks.get("alloc_peak") if peaks.get("alloc_peak") is not None else peaks["host_rss_peak"]
