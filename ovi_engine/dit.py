@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
@@ -301,10 +301,10 @@ class Block(nn.Module):
         shift, scale, gate = mod[3:]
         x = s.grouped()
         groups = max(1, FFN_CHUNK_TOKENS // x.shape[2])  # whole time groups per chunk
+        up, down = cast(nn.Linear, self.ffn[0]), self.ffn[2]
         for g in range(0, x.shape[1], groups):
             part = slice(g, g + groups)
             chunk = x[:, part]
-            up, _, down = self.ffn
             hidden = linear_gelu(up, _modulate(chunk, shift[:, part], scale[:, part], self.eps))
             chunk.addcmul_(down(hidden), gate[:, part])
 

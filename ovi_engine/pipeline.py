@@ -136,9 +136,9 @@ class OviPipeline:
         # Under torchrun every rank computes on its own GPU (cuda:LOCAL_RANK), from the first module on.
         self.sequence_parallel = init_sequence_parallel(config.device) if config.sequence_parallel else None
         self.device = self.sequence_parallel.device if self.sequence_parallel else torch.device(config.device)
-        if config.dtype is None:  # CPU kernels for bf16 convolutions are an order of magnitude slower
-            config = dataclasses.replace(config, dtype=torch.float32 if self.device.type == "cpu" else torch.bfloat16)
-        self.config = config
+        # CPU kernels for bf16 convolutions are an order of magnitude slower than float32 ones
+        self.dtype: torch.dtype = config.dtype or (torch.float32 if self.device.type == "cpu" else torch.bfloat16)
+        self.config = dataclasses.replace(config, dtype=self.dtype)
         self.files: CheckpointFiles | None = None
         if config.checkpoint_dir is not None:
             self.files = find_checkpoints(Path(config.checkpoint_dir), config.variant)
@@ -178,7 +178,7 @@ class OviPipeline:
     def _build(self, builder: Callable[..., torch.nn.Module], device: torch.device, preset: Any,
                path: Path | None) -> torch.nn.Module:
         """Read a checkpoint strictly, or draw synthetic weights (on the accelerator, even for the host)."""
-        dtype = self.config.dtype
+        dtype = self.dtype
         if path is not None:
             model = builder(preset, device="meta", dtype=dtype, seed=None)
             return load_into(model, read_state(path), device=device, dtype=dtype, source=str(path))
@@ -186,23 +186,32 @@ class OviPipeline:
             return builder(preset, device=device, dtype=dtype, seed=self.config.seed)
 
     def _build_fusion(self, device: torch.device) -> torch.nn.Module:
-        model = self._build(build_fusion_model, device, self._preset, self.files and self.files.fusion)
+        model = self._build(build_fusion_model, device, self._preset, self._file("fusion"))
         if self.sequence_parallel is not None:
             assert isinstance(model, FusionModel)
             enable_sequence_parallel(model, self.sequence_parallel)
         return model
 
     def _build_text_encoder(self, device: torch.device) -> torch.nn.Module:
-        return self._build(build_text_encoder, device, self._text_config(), self.files and self.files.text_encoder)
+        return self._build(build_text_encoder, device, self._text_config(), self._file("text_encoder"))
 
     def _build_video_vae(self, device: torch.device) -> torch.nn.Module:
-        return self._build(build_video_vae, device, self._preset, self.files and self.files.video_vae)
+        return self._build(build_video_vae, device, self._preset, self._file("video_vae"))
 
     def _build_audio_codec(self, device: torch.device) -> torch.nn.Module:
         if self.files is None:
             return self._build(build_audio_codec, device, self._preset, None)
-        codec = build_audio_codec(self._preset, device=device, dtype=self.config.dtype, seed=None)
+        codec = build_audio_codec(self._preset, device=device, dtype=self.dtype, seed=None)
         return codec.load_vae(self.files.audio_vae).load_vocoder(self.files.vocoder)
+
+    def _file(self, part: str) -> Path | None:
+        return getattr(self.files, part) if self.files else None
+
+    def _module(self, name: str) -> Any:
+        """The module a stage needs; the placement policy has made it available."""
+        module = self.placement.slots[name].module
+        assert module is not None, f"{name} is not loaded"
+        return module
 
     @property
     def _preset(self) -> str:
@@ -250,7 +259,7 @@ class OviPipeline:
         prompt = format_prompt(prompt, self.spec.prompt_format)
         negative = negative_prompt if negative_prompt is not None else DEFAULT_NEGATIVE_PROMPT
         with self._stage("encode_text") as info:
-            encoder = TextEncoder(self.placement.slots["text_encoder"].module, self.tokenizer)
+            encoder = TextEncoder(self._module("text_encoder"), self.tokenizer)
             embeddings, lengths = encoder.encode([prompt, negative])
             info["tokens"] = [int(x) for x in lengths]
         return TextEmbeddings(embeddings[:1], embeddings[1:], prompt)
@@ -270,17 +279,17 @@ class OviPipeline:
     ) -> Latents:
         """t2v, or i2v when ``image`` (uint8 [H,W,3] tensor or an image file) gives the first frame."""
         first_frame = self._encode_image(image) if image is not None else None
-        if first_frame is not None:
-            height, width = (first_frame.shape[-2] * 16, first_frame.shape[-1] * 16)
         video_shape = self.spec.video_latent_shape(height, width, self.config.area)
+        if first_frame is not None:  # the image's own latent size (it was already fitted to the area)
+            video_shape = (*video_shape[:2], *first_frame.shape[-2:])
         generator = torch.Generator(device=self.device).manual_seed(seed)
-        dtype = self.config.dtype
+        dtype = self.dtype
         video_noise = torch.randn(video_shape, generator=generator, device=self.device, dtype=torch.float32).to(dtype)
         audio_noise = torch.randn(self.spec.audio_latent_shape(), generator=generator, device=self.device,
                                   dtype=torch.float32).to(dtype)
         with self._stage("denoise", steps=steps, video_shape=list(video_shape),
                          audio_shape=list(self.spec.audio_latent_shape())):
-            model = self.placement.slots["fusion"].module
+            model = self._module("fusion")
             video, audio = sample(
                 model,
                 solver=solver or self.config.solver,
@@ -306,8 +315,8 @@ class OviPipeline:
         pixels = read_image(image) if not isinstance(image, torch.Tensor) else image
         pixels = resize_to_area(pixels, self.spec, self.config.area)  # float [3, H, W] in [-1, 1]
         with self._stage("encode_image"):
-            vae = self.placement.slots["video_vae"].module
-            frame = pixels.to(self.device, self.config.dtype)[None, :, None]
+            vae = self._module("video_vae")
+            frame = pixels.to(self.device, self.dtype)[None, :, None]
             return vae.encode(frame)
 
     def release(self) -> None:
@@ -320,13 +329,13 @@ class OviPipeline:
     def decode_latents(self, latents: Latents, *, tile: Any = None) -> Media:
         """Decode saved or fresh latents; never rebuilds the fusion model or the text encoder."""
         with self._stage("decode_video", frames=self.spec.video_frames):
-            vae = self.placement.slots["video_vae"].module
-            video = vae.decode(latents.video.to(self.device, self.config.dtype)[None], tile=tile)[0]
+            vae = self._module("video_vae")
+            video = vae.decode(latents.video.to(self.device, self.dtype)[None], tile=tile)[0]
             frames = to_uint8_frames(video)
             del video
         with self._stage("decode_audio", samples=self.spec.audio_samples):
-            codec = self.placement.slots["audio_codec"].module
-            audio = codec.decode(latents.audio.to(self.device, self.config.dtype)[None])[0].float().cpu()
+            codec = self._module("audio_codec")
+            audio = codec.decode(latents.audio.to(self.device, self.dtype)[None])[0].float().cpu()
         return Media(frames, audio, self.spec.fps, self.spec.sample_rate)
 
     def generate(self, prompt: str, *, negative_prompt: str | None = None, steps: int = 50, seed: int = 0,
@@ -368,4 +377,4 @@ def to_uint8_frames(video: torch.Tensor, frames_per_chunk: int = 16) -> torch.Te
 
 def _fusion_blocks(model: torch.nn.Module) -> list[torch.nn.Module]:
     """The fusion model's block pairs in execution order: the unit that cpu_offload streams."""
-    return list(model.block_pairs)  # type: ignore[attr-defined]
+    return list(model.block_pairs)  # type: ignore[arg-type]

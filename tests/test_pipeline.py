@@ -29,8 +29,8 @@ AREA = 32 * 32  # small frames: lengths (frames, samples) stay the variant's own
 PROMPT = "A drummer plays <S>one two three<E>. <AUDCAP>drums, a voice counting<ENDAUDCAP>"
 
 
-def tiny(variant: str, policy: str = "all_gpu", **kw) -> OviPipeline:
-    return OviPipeline(PipelineConfig(variant=variant, preset="tiny", policy=policy, area=AREA, **kw))
+def tiny(variant: str, policy: str = "all_gpu", area: int = AREA, **kw) -> OviPipeline:
+    return OviPipeline(PipelineConfig(variant=variant, preset="tiny", policy=policy, area=area, **kw))
 
 
 @pytest.mark.parametrize(("variant", "frames", "samples"), [("720x720_5s", 121, 80_384), ("960x960_10s", 241, 160_768)])
@@ -52,13 +52,13 @@ def test_t2v_writes_a_playable_mp4_of_the_variants_duration(tmp_path: Path, vari
 
 
 def test_i2v_keeps_the_first_frame_latent(tmp_path: Path) -> None:
-    pipe = tiny("720x720_5s")
+    pipe = tiny("720x720_5s", area=64 * 64)
     pipe.load()
-    image = (torch.rand(48, 80, 3) * 255).to(torch.uint8)  # any aspect: resized to the variant's area
+    image = (torch.rand(72, 128, 3) * 255).to(torch.uint8)  # 16:9, resized to the area: 64x96 pixels
     text = pipe.encode_text(PROMPT)
     latents = pipe.denoise(text, steps=2, seed=1, image=image)
     first = pipe._encode_image(image)[0]
-    assert latents.video.shape[1] == 31 and latents.video.shape[0] == 48
+    assert latents.video.shape == (48, 31, 4, 6)
     torch.testing.assert_close(latents.video[:, :1], first.to(latents.video.dtype))
     t2v = pipe.denoise(text, steps=2, seed=1)
     assert not torch.equal(t2v.video[:, :1], latents.video[:, :1])
