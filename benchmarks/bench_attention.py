@@ -7,16 +7,15 @@ CPU:  python benchmarks/bench_attention.py --device cpu --tiny --out /tmp/attent
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import os
-import platform
 import sys
 from dataclasses import dataclass
 
 import torch
 from tabulate import tabulate
 
+from ovi_bench.records import Environment
 from ovi_engine.attention import AttentionUnavailable, as_device, available_backends, resolve
 from ovi_engine.attention.bench import AttentionInputs, matmul_tflops, measure
 
@@ -33,13 +32,6 @@ QUICK = {
     ("audio_self", 314, 314),
 }
 TINY_TOKENS = {"tiny": (96, 12)}
-ENV_FLAGS = (
-    "TORCH_ROCM_AOTRITON_ENABLE_EXPERIMENTAL",
-    "PYTORCH_CUDA_ALLOC_CONF",
-    "PYTORCH_HIP_ALLOC_CONF",
-    "HSA_OVERRIDE_GFX_VERSION",
-    "CUDA_VISIBLE_DEVICES",
-)
 
 
 @dataclass(frozen=True)
@@ -72,23 +64,11 @@ def cases(tokens: dict[str, tuple[int, int]], text: int, quick: bool) -> list[Ca
 
 
 def provenance(device: torch.device) -> dict:
-    info = {
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "hip": torch.version.hip,
-        "python": platform.python_version(),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
-        "env": {flag: os.environ.get(flag) for flag in ENV_FLAGS},
-    }
+    """The shared run environment, plus what matters for attention kernels."""
+    info = {"environment": Environment.capture().to_dict()}
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
-        info |= {
-            "device": props.name,
-            "capability": f"{props.major}.{props.minor}",
-            "cudnn": torch.backends.cudnn.version(),
-        }
-    else:
-        info["device"] = platform.processor() or device.type
+        info |= {"capability": f"{props.major}.{props.minor}", "cudnn": torch.backends.cudnn.version()}
     return info
 
 
@@ -182,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         for r in report["results"]
     ]
-    print(f"{report['device']}: matmul {report['matmul_tflops']:.4g} TFLOP/s, auto -> {report['auto']}")
+    print(f"{report['environment']['device_name']}: matmul {report['matmul_tflops']:.4g} TFLOP/s, auto -> {report['auto']}")
     print(
         tabulate(
             rows,

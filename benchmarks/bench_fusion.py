@@ -11,10 +11,8 @@ bf16, synthetic weights (they cost exactly what real ones cost). Per variant: 1 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -22,12 +20,12 @@ from pathlib import Path
 
 import torch
 
+from ovi_bench.records import SCHEMA_VERSION, Environment
 from ovi_engine.attention import resolve
 from ovi_engine.fusion import FUSION_PRESETS, FusionModel, build_fusion_model
 from ovi_engine.variants import VARIANTS
 from ovi_engine.weights import module_bytes
 
-SCHEMA_VERSION = 1
 DEFAULT_VARIANTS = ("720x720_5s", "960x960_5s", "960x960_10s")
 SLG_LAYER = 11  # Ovi's default; clamped to the last pair at presets with fewer blocks
 TINY_LATENTS = ((48, 3, 4, 6), (10, 20))  # --preset tiny runs these small latents for every variant
@@ -106,19 +104,6 @@ def bench_variant(
     )
 
 
-def git_commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                             cwd=Path(__file__).parent)
-        return out.stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)"
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
@@ -163,12 +148,7 @@ def main(argv: list[str] | None = None) -> int:
     report = {
         "schema_version": SCHEMA_VERSION,
         "kind": "bench_fusion",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
-        "device": device_name(device),
-        "torch": torch.__version__,
-        "cuda": torch.version.cuda,
-        "hip": torch.version.hip,
+        "environment": Environment.capture().to_dict(),
         "preset": args.preset,
         "dtype": str(dtype).removeprefix("torch."),
         "attention": args.attention,

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
+from ovi_bench.records import Environment
 from ovi_engine import OviPipeline, PipelineConfig
 from ovi_engine.pipeline import StageEvent
 
@@ -50,13 +49,6 @@ class StageMeter:
             )
         record.update({k: v for k, v in event.info.items() if k in ("reload_s", "load_s", "tokens", "steps")})
         self.stages.append(record)
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:
@@ -97,10 +89,7 @@ def main() -> None:
     result = {
         "schema_version": 1,
         "kind": "bench_pipeline",
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "git_commit": git_commit(),
-        "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
-        "torch": torch.__version__,
+        "environment": Environment.capture().to_dict(),
         "variant": args.variant,
         "policy": args.policy,
         "preset": args.preset,

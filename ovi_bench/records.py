@@ -249,6 +249,9 @@ class Environment:
 
 
 def _git_commit() -> str | None:
+    """HEAD of this checkout; OVI_BENCH_COMMIT names it where the copy has no .git (a GPU job's tree)."""
+    if commit := os.environ.get("OVI_BENCH_COMMIT"):
+        return commit
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], check=False, capture_output=True, text=True,
                              timeout=10, cwd=os.path.dirname(os.path.abspath(__file__)))
