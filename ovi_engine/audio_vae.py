@@ -643,14 +643,16 @@ class AudioCodec(nn.Module):
         """``[B, L, latent_dim]`` -> float32 waveform ``[B, samples_per_latent * L]`` in [-1, 1]."""
         self._require(self.vae, "load_vae")
         self._require(self.vocoder, "load_vocoder")
-        mel = self.vae.decode(latents.to(self.device, self.dtype).transpose(1, 2))
+        # where the weights are now (a placement policy may have moved the codec since it was built)
+        weights = next(self.vae.parameters())
+        mel = self.vae.decode(latents.to(weights.device, weights.dtype).transpose(1, 2))
         return self.vocoder(mel).squeeze(1).float()
 
     @torch.inference_mode()
     def encode(self, wave: Tensor) -> Tensor:
         """Waveform ``[B, S]`` (S a multiple of samples_per_latent) -> latent means ``[B, S / 512, latent_dim]``."""
         self._require(self.vae, "load_vae")
-        mel = self.mel_converter(wave.to(self.device))
+        mel = self.mel_converter(wave.to(next(self.vae.parameters()).device))
         return self.vae.encode(mel.to(self.dtype)).transpose(1, 2)
 
 
