@@ -159,6 +159,8 @@ def apply_budget(limit: int | None, device: str) -> None:
 
     dev = torch.device(device)
     if dev.type == "cuda":
+        if dev.index is None:  # the allocator's fraction is set per device index
+            dev = torch.device("cuda", torch.cuda.current_device())
         total = torch.cuda.get_device_properties(dev).total_memory
         torch.cuda.set_per_process_memory_fraction(min(1.0, limit / total), dev)
     else:
