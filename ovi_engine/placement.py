@@ -51,7 +51,7 @@ POLICIES: dict[str, PlacementPolicy] = {
         PlacementPolicy(
             "cpu_offload",
             "modules on the host, each on the device only during its stage; fusion blocks streamed",
-            load_all_at_start=False,
+            load_all_at_start=True,
             offload_between_stages=True,
         ),
         PlacementPolicy(
@@ -78,7 +78,7 @@ def get_policy(name: str) -> PlacementPolicy:
 @dataclass(frozen=True)
 class ModulePlacement:
     module: str
-    device: str  # "cuda:0", "cpu", or "released"
+    device: str  # "cuda:0", "cpu", "released" (freed after use) or "not loaded" (never built yet)
     bytes: int
 
 
@@ -169,7 +169,7 @@ class ModuleSlot:
 
     def placement(self) -> ModulePlacement:
         if self.module is None:
-            return ModulePlacement(self.name, "released", 0)
+            return ModulePlacement(self.name, "released" if self.load_s else "not loaded", 0)
         first = next(iter(self.module.state_dict().values()), None)
         where = str(first.device) if first is not None else "cpu"
         return ModulePlacement(self.name, where, module_bytes(self.module))

@@ -108,6 +108,7 @@ def test_cpu_offload_streams_fusion_blocks_and_matches_all_gpu() -> None:
     for policy in ("all_gpu", "cpu_offload"):
         pipe = tiny("720x720_5s", policy)
         pipe.load()
+        assert all(p.device == "cpu" for p in pipe.placement_report())  # every module built at load
         results[policy] = pipe.denoise(pipe.encode_text(PROMPT), steps=2, seed=4)
     torch.testing.assert_close(results["cpu_offload"].video, results["all_gpu"].video)
     torch.testing.assert_close(results["cpu_offload"].audio, results["all_gpu"].audio)

@@ -88,3 +88,16 @@ def test_10s_with_5s_lengths_fails_variant_latents(tmp_path):
     failed = _failed(report)
     assert any(m.startswith("latents.mismatches exact:") and "[48, 31, 2, 2]" in m for m in failed), failed
     assert any(m.startswith("variant.mismatches exact:") and "duration_s" in m for m in failed), failed
+
+
+@pytest.mark.slow
+def test_offload_and_release_pass_the_oom_gate_with_the_reference_engine(tmp_path):
+    """cpu_offload builds nothing in decode that was released (its first use of a module is no reload), and
+    all_gpu releases what decode does not need: both pass the same gate the planted engine fails."""
+    text = (REPO / "suites" / "oom_regression.yaml").read_text()
+    text = text.replace("  variant: [720x720_5s, 720x720_5s_fp8, 960x960_5s, 960x960_10s]\n", "  variant: [720x720_5s]\n")
+    text = text.replace("  policy: [all_gpu, cpu_offload, keep_resident]\n", "  policy: [all_gpu, cpu_offload]\n")
+    proc, report = _run(tmp_path, text, "reference")
+    assert proc.returncode == 0, (proc.stderr, _failed(report))
+    reloads = [v for v in report["verdicts"] if v["metric"] == "decode.reloads"]
+    assert len(reloads) == 2 and all(v["status"] == "pass" for v in reloads)

@@ -23,10 +23,11 @@ from ovi_bench.units import parse_size
 from ovi_bench.variant_facts import variant_facts
 
 RELEASED = "released"
+NOT_LOADED = "not loaded"
 
 
 def _resident(placement: list[dict[str, Any]]) -> dict[str, int]:
-    return {p["module"]: int(p["bytes"]) for p in placement if p["device"] != RELEASED}
+    return {p["module"]: int(p["bytes"]) for p in placement if p["device"] not in (RELEASED, NOT_LOADED)}
 
 
 def _tensor_bytes(tensor: Any) -> int:
@@ -80,7 +81,9 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
     sizes = {**held, **_resident(after_decode)}
     decode_need = sum(b for m, b in sizes.items() if m in params["decode_modules"])
     latent_bytes = _tensor_bytes(latents.video) + _tensor_bytes(latents.audio)
-    reloaded = sorted(set(_resident(after_decode)) - set(held))
+    # a module freed by release() that decode brought back (a first load is not a reload)
+    released = {p["module"] for p in after_release if p["device"] == RELEASED}
+    reloaded = sorted(released & set(_resident(after_decode)))
     metrics: dict[str, Any] = {
         "video_latent_shape": list(latents.video.shape),
         "audio_latent_length": int(latents.audio.shape[0]),
