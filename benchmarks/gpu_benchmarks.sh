@@ -14,8 +14,8 @@ step() { local name=$1 limit=$2; shift 2; echo "== $name"; timeout "$limit" "$@"
 
 step fusion 240 python3 benchmarks/bench_fusion.py --compile --out "$R/fusion.json"
 if [ -d "${OVI_UPSTREAM_DIR:-}" ]; then
-  step upstream_dit 150 bash -c 'cd "$1" && python3 upstream_probe.py dit > "$2"' _ "$OVI_UPSTREAM_DIR" \
-    "$(realpath "$R")/upstream_dit.json"
+  step upstream_dit 150 bash -c 'cd "$1" && OVI_UPSTREAM_DIR=. python3 upstream_probe.py dit > "$2"' _ \
+    "$OVI_UPSTREAM_DIR" "$(realpath "$R")/upstream_dit.json"
 fi
 step video_vae 150 python3 benchmarks/bench_video_vae.py --out "$R/video_vae.json"
 step text_encoder 60 python3 benchmarks/bench_text_encoder.py --out "$R/text_encoder.json"
