@@ -335,7 +335,7 @@ def doctor_facts(device: str | None = None) -> list[list[str]]:
 
     import torch
 
-    from ovi_bench.hardware import detect_profile
+    from ovi_bench.hardware import detect_profile, device_architecture
     from ovi_bench.units import format_size
 
     device = device or _default_device()
@@ -347,7 +347,7 @@ def doctor_facts(device: str | None = None) -> list[list[str]]:
         props = torch.cuda.get_device_properties(index)
         free, total = torch.cuda.mem_get_info(index)
         facts += [["device name", props.name],
-                  ["architecture", getattr(props, "gcnArchName", None) or f"sm_{props.major}{props.minor}"],
+                  ["architecture", device_architecture(props)],
                   ["memory total", format_size(total)], ["memory free", format_size(free)],
                   ["unified memory", "yes" if getattr(props, "is_integrated", False) else "no"]]
     else:

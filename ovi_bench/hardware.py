@@ -14,6 +14,15 @@ GB = 10**9
 GiB = 2**30
 
 
+
+def device_architecture(props: Any) -> str:
+    """gfx1151-style on ROCm (gcnArchName), sm_90-style on CUDA (whose builds fill gcnArchName with the name)."""
+    import torch
+
+    if torch.version.hip is not None:
+        return str(getattr(props, "gcnArchName", "") or "")
+    return f"sm_{props.major}{props.minor}"
+
 @dataclass
 class HardwareProfile:
     name: str
@@ -77,7 +86,7 @@ def detect_profile(device: str) -> HardwareProfile:
         return PROFILES["cpu-tiny"]
     index = torch.device(device).index or 0
     props = torch.cuda.get_device_properties(index)
-    arch = getattr(props, "gcnArchName", "") or ""
+    arch = device_architecture(props)
     if arch.startswith("gfx1151"):
         return PROFILES["gfx1151-128gb"]
     if "H100" in props.name:

@@ -232,7 +232,9 @@ class Environment:
         if torch.cuda.is_available():
             props = torch.cuda.get_device_properties(device_index)
             env.device_name = props.name
-            env.device_arch = getattr(props, "gcnArchName", None) or f"sm_{props.major}{props.minor}"
+            from ovi_bench.hardware import device_architecture
+
+            env.device_arch = device_architecture(props)
             env.device_total_bytes = props.total_memory
             env.unified_memory = bool(getattr(props, "is_integrated", False))
             env.driver = _driver_version()

@@ -16,9 +16,9 @@ _DURATION_UNITS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 _NUMBER_UNIT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z%]*)\s*$")
 
 
-def _split(text: str | int | float, what: str) -> tuple[float, str]:
+def _split(text: str | float, what: str) -> tuple[float, str]:
     if isinstance(text, bool):
-        raise ValueError(f"expected a {what}, got {text!r}")
+        raise ValueError(f"expected a {what}, got {text!r}")  # noqa: TRY004 - a user's value: one error type
     if isinstance(text, (int, float)):
         return float(text), ""
     match = _NUMBER_UNIT.match(str(text))
@@ -27,7 +27,7 @@ def _split(text: str | int | float, what: str) -> tuple[float, str]:
     return float(match.group(1)), match.group(2)
 
 
-def parse_size(text: str | int | float) -> int:
+def parse_size(text: str | float) -> int:
     """'100 GB' -> 100_000_000_000, '256 MiB' -> 268435456; a bare number is bytes."""
     value, unit = _split(text, "size such as '64 GiB'")
     if unit.lower() not in _SIZE_UNITS and unit:
@@ -35,7 +35,7 @@ def parse_size(text: str | int | float) -> int:
     return int(value * _SIZE_UNITS[unit.lower() or "b"])
 
 
-def parse_fraction(text: str | int | float) -> float:
+def parse_fraction(text: str | float) -> float:
     """'2%' -> 0.02; a bare number is already a fraction."""
     value, unit = _split(text, "fraction such as '2%'")
     if unit not in ("", "%"):
@@ -43,7 +43,7 @@ def parse_fraction(text: str | int | float) -> float:
     return value / 100 if unit == "%" else value
 
 
-def parse_duration(text: str | int | float) -> float:
+def parse_duration(text: str | float) -> float:
     """'90s', '5m', '250ms' -> seconds; a bare number is seconds."""
     value, unit = _split(text, "duration such as '90s'")
     if unit and unit.lower() not in _DURATION_UNITS:
@@ -51,7 +51,7 @@ def parse_duration(text: str | int | float) -> float:
     return value * _DURATION_UNITS[unit.lower() or "s"]
 
 
-def format_size(n_bytes: int | float | None) -> str:
+def format_size(n_bytes: float | None) -> str:
     if n_bytes is None:
         return "-"
     for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):

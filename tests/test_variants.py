@@ -10,7 +10,12 @@ import torch
 
 from ovi_engine import prompts
 from ovi_engine.variants import (
-    FINGERPRINTS_ENV, METADATA_KEY, VARIANTS, FingerprintRegistry, UnknownVariantError, detect_variant,
+    FINGERPRINTS_ENV,
+    METADATA_KEY,
+    VARIANTS,
+    FingerprintRegistry,
+    UnknownVariantError,
+    detect_variant,
 )
 from ovi_engine.weights import save_checkpoint
 

@@ -88,9 +88,9 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
         metrics["prompt.in_variant_format"] = _prompt_in_format(converted, facts)
 
     latent_errors: list[str] = []
-    first = None
+    first: Any = None
     with tempfile.TemporaryDirectory(prefix="ovi-spec-") as tmp:
-        runs = [(f"t2v {h}x{w}", h, w, None) for h, w in params["sizes"]]
+        runs: list[tuple[str, int, int, Path | None]] = [(f"t2v {h}x{w}", h, w, None) for h, w in params["sizes"]]
         ih, iw = params["image_size"]
         runs.append((f"i2v {ih}x{iw}", ih, iw, _write_image(Path(tmp) / "first_frame.ppm", ih, iw)))
         for label, h, w, image in runs:
