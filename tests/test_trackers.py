@@ -108,7 +108,8 @@ def test_hardware_profiles():
     assert (gfx.limit("total_peak"), gfx.limit("after_release"), gfx.limit("decode")) == (100e9, 5e9, 30e9)
     assert all(p.usable_bytes <= p.total_bytes for p in PROFILES.values())
     assert detect_profile("cpu").name == "cpu-tiny"
-    with pytest.raises(KeyError, match="no limit 'decode'"):
-        get_profile("h100-80gb").limit("decode")
+    assert get_profile("h100-80gb").limit("decode") == 30e9  # the seed's decode target applies everywhere
+    with pytest.raises(KeyError, match="no limit 'encode'"):
+        get_profile("h100-80gb").limit("encode")
     with pytest.raises(KeyError, match="unknown hardware profile"):
         get_profile("tpu-v9")
