@@ -40,6 +40,7 @@ from ovi_engine.weights import (
     load_into,
     materialize_computed_buffers,
     read_state,
+    resolve_preset,
     synthesize,
 )
 
@@ -593,8 +594,8 @@ class AudioCodec(nn.Module):
         self.mel_converter = build_on_meta(lambda: MelConverter(cfg))
         if self.device.type != "meta":
             materialize_computed_buffers(self.mel_converter, self.device)
-        self.vae = cast(VAE, build_on_meta(lambda: VAE(cfg))).remove_weight_norm()
-        self.vocoder = cast(Vocoder, build_on_meta(lambda: Vocoder(cfg))).remove_weight_norm()
+        self.vae = build_on_meta(lambda: VAE(cfg)).remove_weight_norm()
+        self.vocoder = build_on_meta(lambda: Vocoder(cfg)).remove_weight_norm()
 
     def _materialize(
         self, factory: Callable[[], CodecPart], fill: Callable[[nn.Module], object]
@@ -667,7 +668,7 @@ def build_audio_codec(
 
     On ``meta`` nothing is allocated (layouts and output shapes only).
     """
-    codec = AudioCodec(AUDIO_CODEC_PRESETS[preset], device=device, dtype=dtype)
+    codec = AudioCodec(resolve_preset(preset, AUDIO_CODEC_PRESETS, "audio codec"), device=device, dtype=dtype)
     if seed is not None and codec.device.type != "meta":
         codec.synthesize(seed)
     return codec

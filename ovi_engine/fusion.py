@@ -8,7 +8,6 @@ from before audio's cross-attention), video FFN. Skip-layer guidance drops one w
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, cast
@@ -18,7 +17,7 @@ from torch import Tensor, nn
 
 from ovi_engine import dit
 from ovi_engine.dit import DiTTower, TowerConfig, TowerState
-from ovi_engine.weights import Rule, build_on_meta, load_into, read_state, synthesize
+from ovi_engine.weights import Rule, build_module, load_into, normal, read_state, resolve_preset
 
 if TYPE_CHECKING:
     from ovi_engine.parallel import SequenceParallel
@@ -73,18 +72,7 @@ FUSION_PRESETS: dict[str, FusionConfig] = {
 
 
 def get_fusion_config(preset: str | FusionConfig) -> FusionConfig:
-    if isinstance(preset, FusionConfig):
-        return preset
-    if preset not in FUSION_PRESETS:
-        raise ValueError(f"unknown fusion preset {preset!r}; known: {', '.join(FUSION_PRESETS)}")
-    return FUSION_PRESETS[preset]
-
-
-def _normal(std: Callable[[torch.Size], float]) -> Callable[[torch.Size, torch.Generator], Tensor]:
-    def draw(shape: torch.Size, gen: torch.Generator) -> Tensor:
-        return torch.randn(shape, generator=gen, device=gen.device) * std(shape)
-
-    return draw
+    return resolve_preset(preset, FUSION_PRESETS, "fusion")
 
 
 class BlockPair(nn.Module):
@@ -117,8 +105,8 @@ class FusionModel(nn.Module):
     # Synthetic weights that keep bf16 activations finite and O(1) through 30 pairs and 50 CFG steps:
     # upstream's modulation init and damped residual-branch outputs; everything else weights.py's default.
     SYNTHETIC_RULES: ClassVar[tuple[Rule, ...]] = (
-        (r"modulation(\.modulation)?$", _normal(lambda shape: 1 / math.sqrt(shape[-1]))),
-        (r"(attn\.o|ffn\.2)\.weight$", _normal(lambda shape: 0.25 / math.sqrt(shape[1]))),
+        (r"modulation(\.modulation)?$", normal(lambda shape: 1 / math.sqrt(shape[-1]))),
+        (r"(attn\.o|ffn\.2)\.weight$", normal(lambda shape: 0.25 / math.sqrt(shape[1]))),
     )
 
     def __init__(self, config: FusionConfig):
@@ -175,13 +163,10 @@ def build_fusion_model(
     """On `meta` (or with seed None): an unmaterialized model to load a checkpoint into. Otherwise
     deterministic synthetic weights from `seed`. `compile` torch.compiles the small elementwise helpers."""
     config = get_fusion_config(preset)
-    model = cast(FusionModel, build_on_meta(lambda: FusionModel(config)).to(dtype))
     if compile:
         dit.compile_helpers()
-    if torch.device(device).type == "meta" or seed is None:
-        return model
-    synthesize(model, seed=seed, device=device, dtype=dtype, rules=FusionModel.SYNTHETIC_RULES)
-    return model
+    return build_module(lambda: FusionModel(config), device=device, dtype=dtype, seed=seed,
+                        rules=FusionModel.SYNTHETIC_RULES)
 
 
 def load_fusion_model(

@@ -16,16 +16,15 @@ from __future__ import annotations
 import html
 import math
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol, cast
+from typing import Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ovi_engine.weights import Rule, build_on_meta, load_into, read_state, synthesize
+from ovi_engine.weights import Rule, build_module, load_into, normal, read_state, resolve_preset
 
 
 @dataclass(frozen=True)
@@ -162,25 +161,13 @@ class UMT5Encoder(nn.Module):
         return self.norm(x)
 
 
-def _resolve(preset: str | TextEncoderConfig) -> TextEncoderConfig:
-    if isinstance(preset, TextEncoderConfig):
-        return preset
-    if preset not in TEXT_ENCODER_PRESETS:
-        raise ValueError(f"unknown text encoder preset {preset!r}; known: {', '.join(TEXT_ENCODER_PRESETS)}")
-    return TEXT_ENCODER_PRESETS[preset]
-
-
-def _normal(std: float) -> Callable[[torch.Size, torch.Generator], Tensor]:
-    return lambda shape, gen: torch.randn(shape, generator=gen, device=gen.device) * std
-
-
 def _synthetic_rules(c: TextEncoderConfig) -> tuple[Rule, ...]:
     """Upstream's init scales: q absorbs T5's missing 1/sqrt(d); small o keeps 24 residual adds in range."""
     return (
-        (r"^token_embedding\.weight$", _normal(1.0)),
-        (r"\.attn\.q\.weight$", _normal((c.dim * c.dim_attn) ** -0.5)),
-        (r"\.attn\.o\.weight$", _normal((c.num_heads * c.dim_attn) ** -0.5)),
-        (r"\.pos_embedding\.embedding\.weight$", _normal((2 * c.num_buckets * c.num_heads) ** -0.5)),
+        (r"^token_embedding\.weight$", normal(1.0)),
+        (r"\.attn\.q\.weight$", normal((c.dim * c.dim_attn) ** -0.5)),
+        (r"\.attn\.o\.weight$", normal((c.num_heads * c.dim_attn) ** -0.5)),
+        (r"\.pos_embedding\.embedding\.weight$", normal((2 * c.num_buckets * c.num_heads) ** -0.5)),
     )  # k, v, gate, fc1, fc2: the default normal(0, 1/sqrt(fan_in)); norms: 1
 
 
@@ -193,13 +180,9 @@ def build_text_encoder(
 ) -> UMT5Encoder:
     """The encoder with synthetic weights from ``seed``; on ``meta`` (or with ``seed=None``) it stays empty,
     ready for ``load_text_encoder``/``weights.load_into``."""
-    config = _resolve(preset)
-    model = cast(UMT5Encoder, build_on_meta(lambda: UMT5Encoder(config)))
-    model = model.to(dtype).eval().requires_grad_(False)
-    if seed is None or torch.device(device).type == "meta":
-        return model
-    synthesize(model, seed=seed, device=device, dtype=dtype, rules=_synthetic_rules(config))
-    return model
+    config = resolve_preset(preset, TEXT_ENCODER_PRESETS, "text encoder")
+    return build_module(lambda: UMT5Encoder(config), device=device, dtype=dtype, seed=seed,
+                        rules=_synthetic_rules(config))
 
 
 def load_text_encoder(

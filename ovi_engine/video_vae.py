@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ovi_engine.weights import build_on_meta, load_into, read_state, synthesize
+from ovi_engine.weights import build_module, fan_in_normal, load_into, normal, read_state, resolve_preset
 
 PATCH = 2  # (un)patchify factor; the encoder sees 3*2*2 = 12 channels
 SPATIAL_STRIDE = 16
@@ -535,33 +535,16 @@ class WanVideoVAE(nn.Module):
 # ---------------------------------------------------------------------------------------------- building
 
 
-def _resolve(preset: str | VideoVAEConfig) -> VideoVAEConfig:
-    if isinstance(preset, VideoVAEConfig):
-        return preset
-    if preset not in VIDEO_VAE_PRESETS:
-        raise ValueError(f"unknown video VAE preset {preset!r}; known: {', '.join(VIDEO_VAE_PRESETS)}")
-    return VIDEO_VAE_PRESETS[preset]
-
-
-def _normal(std: float):
-    return lambda shape, gen: torch.randn(shape, generator=gen, device=gen.device) * std
-
-
-def _fan_in_normal(gain: float):
-    return lambda shape, gen: (
-        torch.randn(shape, generator=gen, device=gen.device) * (gain / math.sqrt(math.prod(shape[1:])))
-    )
-
 
 SYNTHETIC_RULES = (
     # norm scales near one (not exactly, so a misplaced gamma shows up in tests)
     (r"\.gamma$", lambda shape, gen: 1.0 + 0.1 * torch.randn(shape, generator=gen, device=gen.device)),
     # residual branches enter the stream at half scale, so 3+ blocks per level keep activations O(1)
-    (r"\.residual\.6\.weight$", _fan_in_normal(0.5)),
-    (r"\.proj\.weight$", _fan_in_normal(0.5)),
+    (r"\.residual\.6\.weight$", fan_in_normal(0.5)),
+    (r"\.proj\.weight$", fan_in_normal(0.5)),
     # the decoder head maps unit-RMS features to pixels: keep most of them inside [-1, 1]
-    (r"^decoder\.head\.2\.weight$", _fan_in_normal(0.6)),
-    (r"bias$", _normal(0.01)),
+    (r"^decoder\.head\.2\.weight$", fan_in_normal(0.6)),
+    (r"bias$", normal(0.01)),
 )
 
 
@@ -574,13 +557,8 @@ def build_video_vae(
 ) -> WanVideoVAE:
     """The VAE with synthetic weights from ``seed``; on ``meta`` (or with ``seed=None``) it stays empty,
     ready for ``load_video_vae``/``weights.load_into``."""
-    config = _resolve(preset)
-    model = cast(WanVideoVAE, build_on_meta(lambda: WanVideoVAE(config)))
-    model = model.to(dtype).eval().requires_grad_(False)
-    if seed is None or torch.device(device).type == "meta":
-        return model
-    synthesize(model, seed=seed, device=device, dtype=dtype, rules=SYNTHETIC_RULES)
-    return model
+    config = resolve_preset(preset, VIDEO_VAE_PRESETS, "video VAE")
+    return build_module(lambda: WanVideoVAE(config), device=device, dtype=dtype, seed=seed, rules=SYNTHETIC_RULES)
 
 
 def load_video_vae(

@@ -14,12 +14,15 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 from torch import nn
 
-Rule = tuple[str, Callable[[torch.Size, torch.Generator], torch.Tensor]]
+Draw = Callable[[torch.Size, torch.Generator], torch.Tensor]
+Rule = tuple[str, Draw]
+M = TypeVar("M", bound=nn.Module)
+C = TypeVar("C")
 
 # Dtypes a checkpoint may store; anything else (e.g. int8 from a quantizer) cannot run in this engine.
 LOADABLE_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2}
@@ -217,10 +220,48 @@ def save_checkpoint(
     return path
 
 
-def build_on_meta(factory: Callable[[], nn.Module]) -> nn.Module:
+def build_on_meta(factory: Callable[[], M]) -> M:
     """Construct a module without allocating its weights."""
     with torch.device("meta"):
         return factory()
+
+
+def normal(std: float | Callable[[torch.Size], float]) -> Draw:
+    """A synthetic-weight rule: normal(0, std), std a number or a function of the tensor's shape."""
+    return lambda shape, gen: torch.randn(shape, generator=gen, device=gen.device) * (
+        std(shape) if callable(std) else std
+    )
+
+
+def fan_in_normal(gain: float) -> Draw:
+    """normal(0, gain / sqrt(fan_in)): the default init scaled by ``gain``."""
+    return normal(lambda shape: gain / math.sqrt(math.prod(shape[1:])))
+
+
+def resolve_preset(preset: str | C, presets: Mapping[str, C], what: str) -> C:
+    """A config given by name (one of ``presets``) or directly; an unknown name lists the known ones."""
+    if not isinstance(preset, str):
+        return preset
+    if preset not in presets:
+        raise ValueError(f"unknown {what} preset {preset!r}; known: {', '.join(presets)}")
+    return presets[preset]
+
+
+def build_module(
+    factory: Callable[[], M],
+    *,
+    device: str | torch.device,
+    dtype: torch.dtype,
+    seed: int | None,
+    rules: Sequence[Rule] = (),
+) -> M:
+    """Every builder's shape: on ``meta`` (or with ``seed=None``) an empty module to load a checkpoint into,
+    else deterministic synthetic weights from ``seed`` on ``device``."""
+    model = build_on_meta(factory).to(dtype).eval().requires_grad_(False)
+    if seed is None or torch.device(device).type == "meta":
+        return model
+    synthesize(model, seed=seed, device=device, dtype=dtype, rules=rules)
+    return model
 
 
 def module_bytes(module: nn.Module) -> int:
