@@ -96,16 +96,20 @@ def main(debug: bool) -> None:
 @click.option("--timeout", help="Per-case time limit, e.g. '600 s' (default: the suite's, else 1 h).")
 @click.option("--resume", type=click.Path(path_type=Path), help="Finish an interrupted run directory.")
 @click.option("--budget", help="Memory budget per case: a size such as '64 GiB', or 'profile'.")
+@click.option("--nproc", "nproc", type=int, multiple=True,
+              help="Ranks per case (torchrun, one per GPU) instead of the suite's nproc axis.")
 @debug_option
 @command_status
 def run(suites: tuple[str, ...], engine: str, checkpoint_dir: Path | None, preset: str,
         variants: tuple[str, ...], policy: str | None, attention: tuple[str, ...], device: str, dtype: str,
         seed: int, hardware: str | None, baselines: Path, report_dir: Path | None, repeat: int,
-        timeout: str | None, resume: Path | None, budget: str | None) -> int:
+        timeout: str | None, resume: Path | None, budget: str | None, nproc: tuple[int, ...]) -> int:
     """Run SUITE... (names from suites/ or YAML paths) and judge the results."""
     from ovi_bench.runner import JOURNAL_NAME, RunOptions, read_journal
     from ovi_bench.units import parse_duration, parse_size
 
+    if any(n < 1 for n in nproc):
+        raise UsageError(f"--nproc must be >= 1 (ranks per case), got {min(nproc)}")
     timeout_s = _parse(parse_duration, timeout, "--timeout")
     if budget is not None and budget != "profile":
         _parse(parse_size, budget, "--budget")
@@ -123,7 +127,7 @@ def run(suites: tuple[str, ...], engine: str, checkpoint_dir: Path | None, prese
         suites=list(suites), engine=engine, checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
         preset=preset, variants=list(variants), policy=policy, attention=list(attention), device=device,
         dtype=dtype, seed=seed, hardware=hardware, baselines=str(baselines), repeat=repeat, timeout_s=timeout_s,
-        budget=budget,
+        budget=budget, nproc=list(nproc),
     )
     return run_suites(options, report_dir)
 
@@ -146,6 +150,7 @@ def run_suites(options: Any, run_dir: Path | None, *, header: dict[str, Any] | N
     from ovi_bench.records import Environment, OutputError
     from ovi_bench.report import write_all
     from ovi_bench.runner import JOURNAL_NAME, build_report, new_run_id, run_cases, write_header
+    from ovi_bench.scenarios import get_scenario
     from ovi_bench.suites import load_suites, validate_axis
 
     backends = attention_backends()
@@ -154,6 +159,8 @@ def run_suites(options: Any, run_dir: Path | None, *, header: dict[str, Any] | N
     if len(set(names)) != len(names):
         raise UsageError(f"two suites share a name: {names}")
     engine_factory(options.engine)
+    if options.nproc and not any("nproc" in get_scenario(s.scenario).axes for s in suites):
+        raise UsageError(f"--nproc: no suite of {options.suites} has an nproc axis (sequence_parallel has)")
     for axis, values in options.overrides().items():
         try:
             validate_axis(axis, values, backends)

@@ -27,7 +27,7 @@ TOP_KEYS = ("schema_version", "name", "description", "scenario", "matrix", "para
             "timeout", "checks")
 INCLUDE_TOP_KEYS = ("schema_version", "name", "description", "include", "timeout")
 INCLUDE_KEYS = ("suite", "matrix", "params", "budget", "timeout")
-PRESET_KEYS = ("params", "budget")
+PRESET_KEYS = ("params", "budget", "matrix")
 
 
 class SuiteError(ValueError):
@@ -67,6 +67,7 @@ class Suite:
         scenario = get_scenario(self.scenario)
         matrix = {axis: [scenario.axis_defaults[axis]] for axis in scenario.axes}
         matrix.update(self.matrix)
+        matrix.update(self.presets.get(preset, {}).get("matrix", {}))
         matrix.update({axis: values for axis, values in (overrides or {}).items() if values and axis in matrix})
         params = {**scenario.params, **self.params, **self.presets.get(preset, {}).get("params", {})}
         cases = []
@@ -192,8 +193,9 @@ def _parse_include(path: Path, data: _Mapping, known_backends: tuple[str, ...] |
         budget = _parse_budget(entry.get("budget"), lambda msg, entry=entry: fail(entry.lines["budget"], msg))
         timeout_s = _parse_timeout(entry.get("timeout", data.get("timeout")),
                                    entry.lines.get("timeout", data.lines.get("timeout", line)), fail)
-        # The include's params and budget win over the included suite's, at every preset.
+        # The include's params, budget and matrix axes win over the included suite's, at every preset.
         presets = {p: {"params": {**v["params"], **params},
+                       "matrix": {axis: vs for axis, vs in v.get("matrix", {}).items() if axis not in matrix},
                        **({"budget": v["budget"]} if "budget" in v and budget is None else {})}
                    for p, v in included.presets.items()}
         suites.append(replace(
@@ -230,7 +232,7 @@ def _parse_suite(path: Path, data: Any, known_backends: tuple[str, ...] | None) 
     matrix = _parse_matrix(data.get("matrix"), lines.get("matrix", data.line), scenario, known_backends, fail)
     params = _parse_params(data.get("params"), lines.get("params", data.line), scenario, fail)
     budget = _parse_budget(data.get("budget"), lambda msg: fail(lines["budget"], msg))
-    presets = _parse_presets(data.get("presets"), lines.get("presets", data.line), scenario, fail)
+    presets = _parse_presets(data.get("presets"), lines.get("presets", data.line), scenario, known_backends, fail)
     timeout_s = _parse_timeout(data.get("timeout"), lines.get("timeout", data.line), fail)
 
     checks_data = data.get("checks") or []
@@ -294,12 +296,13 @@ def _parse_budget(value: Any, fail: Any) -> int | str | None:
         raise fail(f"budget: {exc} (or 'profile')") from None
 
 
-def _parse_presets(data: Any, line: int, scenario: Any, fail: Any) -> dict[str, dict[str, Any]]:
-    """`presets: {tiny: {params: {...}, budget: ...}}`: what changes with the weight preset."""
+def _parse_presets(data: Any, line: int, scenario: Any, known_backends: tuple[str, ...] | None,
+                   fail: Any) -> dict[str, dict[str, Any]]:
+    """`presets: {tiny: {params: {...}, budget: ..., matrix: {...}}}`: what changes with the weight preset."""
     if data is None:
         return {}
     if not isinstance(data, _Mapping):
-        raise fail(line, "presets must map a preset name (tiny, full) to {params, budget}")
+        raise fail(line, "presets must map a preset name (tiny, full) to {params, budget, matrix}")
     presets: dict[str, dict[str, Any]] = {}
     for preset, entry in data.items():
         where = data.lines[preset]
@@ -307,7 +310,9 @@ def _parse_presets(data: Any, line: int, scenario: Any, fail: Any) -> dict[str, 
             raise fail(where, f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
         if not isinstance(entry, _Mapping) or any(k not in PRESET_KEYS for k in entry):
             raise fail(where, f"preset {preset!r} must be a mapping with {', '.join(PRESET_KEYS)}")
-        presets[preset] = {"params": _parse_params(entry.get("params"), where, scenario, fail)}
+        presets[preset] = {"params": _parse_params(entry.get("params"), where, scenario, fail),
+                           "matrix": _parse_matrix(entry.get("matrix"), entry.lines.get("matrix", where), scenario,
+                                                   known_backends, fail)}
         if "budget" in entry:
             presets[preset]["budget"] = _parse_budget(entry["budget"], lambda msg, entry=entry: fail(entry.lines["budget"], msg))
     return presets
@@ -320,6 +325,8 @@ def validate_axis(axis: str, values: list[Any], known_backends: tuple[str, ...] 
     for value in values:
         if known is not None and value not in known:
             raise ValueError(f"unknown {axis} {value!r} (known: {', '.join(known)})")
+        if axis == "nproc" and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            raise ValueError(f"nproc must be a whole number of ranks >= 1, got {value!r}")
 
 
 def _parse_check(item: Any, fail: Any, axes: set[str]) -> Check:

@@ -39,6 +39,7 @@ class EngineConfig:
     dtype: str = "auto"  # auto: bfloat16 on an accelerator, float32 on the CPU (bf16 convs are slow there)
     seed: int = 0
     area: int | None = None  # frame area override (cheap CPU decodes); None: the variant's own. Lengths stay.
+    sequence_parallel: bool = False  # split denoise over the ranks torchrun started (WORLD_SIZE > 1)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

@@ -2,8 +2,9 @@
 
 Faults come from the environment (inherited by the worker processes):
 `OVI_FAKE_FAULTS="960x960_5s:denoise:sigkill,720x720_5s_fp8:decode_video:oom"`, each entry
-`variant:stage:kind` with kind one of sigkill, oom (torch.OutOfMemoryError), memory (MemoryError),
-hang, error, or alloc=SIZE (allocate SIZE bytes of host memory and keep it).
+`variant:stage:kind[@rank]` with kind one of sigkill, oom (torch.OutOfMemoryError), memory (MemoryError),
+hang, error, or alloc=SIZE (allocate SIZE bytes of host memory and keep it); `@rank` limits the fault to
+that torchrun rank (RANK) of a multi-rank case.
 """
 
 from __future__ import annotations
@@ -76,7 +77,8 @@ class FakeEngine:
         self.config = config
         for entry in filter(None, os.environ.get(FAULTS_ENV, "").split(",")):
             variant, stage, kind = entry.split(":", 2)
-            if variant == config.variant:
+            kind, _, rank = kind.partition("@")
+            if variant == config.variant and rank in ("", os.environ.get("RANK", "0")):
                 self.faults[stage] = kind
         self._maybe_fail("load")
 

@@ -35,7 +35,7 @@ class ReferenceEngine:
             checkpoint_dir=config.checkpoint_dir,
             policy=config.policy, attention=config.attention, device=config.device,
             dtype=None if config.dtype == "auto" else getattr(torch, config.dtype), seed=config.seed,
-            area=config.area,
+            area=config.area, sequence_parallel=config.sequence_parallel,
         ))
         self.pipeline.add_listener(self._forward)
         self.pipeline.load()

@@ -12,12 +12,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ovi_bench.engines.base import Engine, EngineConfig
+from ovi_bench.records import CaseResult
 from ovi_bench.trackers import StageMeter
 
 SCENARIO_MODULES = {
     "pipeline": "ovi_bench.scenarios.pipeline",
     "spec": "ovi_bench.scenarios.spec",
     "attention": "ovi_bench.scenarios.attention",
+    "sequence_parallel": "ovi_bench.scenarios.sequence_parallel",
 }
 
 
@@ -28,13 +30,15 @@ class CaseSkipped(Exception):
 
 @dataclass
 class ScenarioContext:
-    """What a scenario gets inside the worker: a built (not yet loaded) engine and the meter."""
+    """What a scenario gets inside the worker: a built (not yet loaded) engine and the meter; `new_engine`
+    builds another engine of the same kind (a reference run beside the measured one)."""
 
     engine: Engine
     config: EngineConfig
     params: dict[str, Any]
     meter: StageMeter
     repeat: int = 1
+    new_engine: Callable[[], Engine] | None = None
 
 
 @dataclass(frozen=True)
@@ -45,6 +49,9 @@ class Scenario:
     axis_defaults: dict[str, Any]  # value of an axis the matrix leaves out
     run: Callable[[ScenarioContext], dict[str, Any]]
     params: dict[str, Any] = field(default_factory=dict)  # accepted params and their defaults
+    # Metrics that need several cases of a suite (e.g. scaling vs the 1-rank case), added in the parent
+    # process to the suite's finished cases before they are judged.
+    derive: Callable[[list[CaseResult]], None] | None = None
 
 
 def get_scenario(name: str) -> Scenario:
