@@ -10,24 +10,16 @@ comparable with the upstream anchor (shared/anchors/codecs_h100_2026-11-23.json,
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import torch
+from bench_common import DTYPES, GIB, codec_parser, parse_codec_args, synchronize, write_report
 
-from ovi_bench.records import SCHEMA_VERSION, Environment, Samples, canonical_json, write_atomic
+from ovi_bench.records import Samples
 from ovi_engine.audio_vae import AUDIO_CODEC_PRESETS, AudioCodec, build_audio_codec
 from ovi_engine.weights import module_bytes
 
 LATENT_LENGTHS = (157, 314)  # 5 s and 10 s variants (shared/reference/VARIANTS.md)
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-GIB = 2**30
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def bench_length(codec: AudioCodec, length: int, warmup: int, reps: int) -> dict:
@@ -82,28 +74,9 @@ def run(preset: str, device: torch.device, dtype: torch.dtype, warmup: int, reps
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--preset", choices=sorted(AUDIO_CODEC_PRESETS), default="full")
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--reps", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error(
-            "--device cuda but no CUDA device is visible (use --preset tiny --device cpu to smoke-test)"
-        )
-    if args.warmup < 0 or args.reps < 1:
-        parser.error("--warmup must be >= 0 and --reps >= 1")
-
+    args, device = parse_codec_args(codec_parser(__doc__, AUDIO_CODEC_PRESETS, reps=10, warmup=3))
     result = run(args.preset, device, DTYPES[args.dtype], args.warmup, args.reps, args.seed)
-    report = {"schema_version": SCHEMA_VERSION, "environment": Environment.capture().to_dict(), **result}
-    write_atomic(args.out, canonical_json(report))
+    write_report(result, args.out)
     for name, row in result["decode"].items():
         peak = row.get("peak_over_resident_gib")
         print(

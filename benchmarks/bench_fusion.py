@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
+from bench_common import GIB, synchronize
 
 from ovi_bench.records import SCHEMA_VERSION, Environment
 from ovi_engine.attention import resolve
@@ -29,7 +30,6 @@ from ovi_engine.weights import module_bytes
 DEFAULT_VARIANTS = ("720x720_5s", "960x960_5s", "960x960_10s")
 SLG_LAYER = 11  # Ovi's default; clamped to the last pair at presets with fewer blocks
 TINY_LATENTS = ((48, 3, 4, 6), (10, 20))  # --preset tiny runs these small latents for every variant
-GIB = 2**30
 
 
 @dataclass
@@ -50,11 +50,6 @@ def latent_shapes(variant: str, preset: str) -> tuple[tuple[int, ...], tuple[int
         return TINY_LATENTS
     spec = VARIANTS[variant]
     return spec.video_latent_shape(), spec.audio_latent_shape()
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 @torch.inference_mode()

@@ -14,7 +14,6 @@ t1 / (N * tN). With --check it also compares one forward against the same model 
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import statistics
 import sys
@@ -25,15 +24,16 @@ from typing import Any
 
 import torch
 import torch.distributed as dist
-from bench_fusion import GIB, bench_variant, device_name, git_commit, latent_shapes, synchronize
+from bench_common import GIB, synchronize
+from bench_fusion import bench_variant, latent_shapes
 
+from ovi_bench.records import SCHEMA_VERSION, Environment
 from ovi_engine.attention import resolve
 from ovi_engine.fusion import FUSION_PRESETS, FusionModel, build_fusion_model
 from ovi_engine.parallel import SequenceParallel, enable_sequence_parallel, init_sequence_parallel
 from ovi_engine.variants import VARIANTS
 from ovi_engine.weights import module_bytes
 
-SCHEMA_VERSION = 1
 CHECK_TOLERANCE = 0.02  # relative L2 of a bf16 forward split over ranks vs the same forward on one
 
 
@@ -119,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
             variants[variant]["check_rel_error"] = gathered[0]["check_rel_error"]
             variants[variant]["check_tolerance"] = CHECK_TOLERANCE
     devices: list[Any] = [None] * sp.world_size
-    dist.all_gather_object(devices, device_name(sp.device), group=sp.group)
+    name = torch.cuda.get_device_name(sp.device) if sp.device.type == "cuda" else "cpu"
+    dist.all_gather_object(devices, name, group=sp.group)
 
     if sp.rank == 0:
         reference = json.loads(args.reference.read_text())["variants"] if args.reference else {}
@@ -135,8 +136,7 @@ def main(argv: list[str] | None = None) -> int:
         report = {
             "schema_version": SCHEMA_VERSION,
             "kind": "bench_sequence_parallel",
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-            "git_commit": git_commit(),
+            "environment": Environment.capture().to_dict(),
             "world_size": sp.world_size,
             "backend": dist.get_backend(sp.group),
             "devices": devices,

@@ -12,20 +12,16 @@ was resident before the call (weights + latents), comparable with the upstream a
 
 from __future__ import annotations
 
-import argparse
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
-from pathlib import Path
 
 import torch
+from bench_common import DTYPES, GIB, codec_parser, parse_codec_args, synchronize, write_report
 
-from ovi_bench.records import SCHEMA_VERSION, Environment, Samples, canonical_json, write_atomic
+from ovi_bench.records import Samples
 from ovi_engine.video_vae import VIDEO_VAE_PRESETS, Tiling, WanVideoVAE, build_video_vae
-
-DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-GIB = 2**30
 
 
 @dataclass(frozen=True)
@@ -43,11 +39,6 @@ WORK = {
     ),
     "tiny": Work(decodes={"tiny_3f": (3, 8, 8)}, tiling=Tiling(64, 32), encode_px=64),
 }
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def measure(call: Callable[[], torch.Tensor], device: torch.device, reps: int) -> dict:
@@ -109,29 +100,13 @@ def run(preset: str, device: torch.device, dtype: torch.dtype, reps: int, seed: 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--preset", choices=sorted(VIDEO_VAE_PRESETS), default="full")
-    parser.add_argument("--device", default="cuda")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
-    parser.add_argument("--reps", type=int, default=2)
-    parser.add_argument("--seed", type=int, default=0)
+    parser = codec_parser(__doc__, VIDEO_VAE_PRESETS, reps=2, warmup=None)
     parser.add_argument("--cudnn-benchmark", action="store_true", help="let cuDNN autotune conv algorithms")
-    parser.add_argument("--out", type=Path, required=True)
-    args = parser.parse_args()
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error(
-            "--device cuda but no CUDA device is visible (use --preset tiny --device cpu to smoke-test)"
-        )
-    if args.reps < 1:
-        parser.error("--reps must be >= 1")
+    args, device = parse_codec_args(parser)
     torch.backends.cudnn.benchmark = args.cudnn_benchmark
 
     result = run(args.preset, device, DTYPES[args.dtype], args.reps, args.seed)
-    report = {"schema_version": SCHEMA_VERSION, "environment": Environment.capture().to_dict(), **result}
-    write_atomic(args.out, canonical_json(report))
+    write_report(result, args.out)
     for key, case in result["cases"].items():
         peak = case.get("peak_over_resident_gib")
         print(

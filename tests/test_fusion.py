@@ -170,6 +170,7 @@ def test_synthetic_weights_stay_finite_through_30_pairs() -> None:
 
 def test_benchmark_runs_at_tiny_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     path = Path(__file__).parents[1] / "benchmarks" / "bench_fusion.py"
+    monkeypatch.syspath_prepend(str(path.parent))  # as when run as a script: its siblings import
     spec = importlib.util.spec_from_file_location("bench_fusion", path)
     bench = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "bench_fusion", bench)  # dataclasses look their module up there

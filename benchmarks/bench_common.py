@@ -1,0 +1,50 @@
+"""What the codec and fusion benchmark scripts share: the device sync, the common command line, the report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ovi_bench.records import SCHEMA_VERSION, Environment, canonical_json, write_atomic
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+GIB = 2**30
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def codec_parser(doc: str | None, presets: dict[str, Any], *, reps: int, warmup: int | None) -> argparse.ArgumentParser:
+    """--preset --device --dtype [--warmup] --reps --seed --out, as every codec benchmark takes them."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--preset", choices=sorted(presets), default="full")
+    parser.add_argument("--device", default="cuda")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="bf16")
+    if warmup is not None:
+        parser.add_argument("--warmup", type=int, default=warmup)
+    parser.add_argument("--reps", type=int, default=reps)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, required=True)
+    return parser
+
+
+def parse_codec_args(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, torch.device]:
+    """Parse and validate before anything is built: a bad value fails in one line."""
+    args = parser.parse_args()
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda but no CUDA device is visible (use --preset tiny --device cpu to smoke-test)")
+    if getattr(args, "warmup", 0) < 0 or args.reps < 1:
+        parser.error("--warmup must be >= 0 and --reps >= 1")
+    return args, device
+
+
+def write_report(result: dict[str, Any], out: Path) -> None:
+    """The result with the schema version and the run's environment, written atomically."""
+    report = {"schema_version": SCHEMA_VERSION, "environment": Environment.capture().to_dict(), **result}
+    write_atomic(out, canonical_json(report))
