@@ -1,4 +1,4 @@
-"""The shipped suites load and expand at both presets, smoke includes all four, and the gate fails on planted
+"""The shipped suites load and expand at both presets, smoke includes all five, and the gate fails on planted
 regressions (tests/planted_engines.py) with a message naming the check."""
 
 from __future__ import annotations
@@ -24,10 +24,11 @@ def test_every_suite_loads_and_expands(name):
             assert suite.expand(preset=preset)
 
 
-def test_smoke_includes_the_four_suites_at_tiny_sizes():
+def test_smoke_includes_the_five_suites_at_tiny_sizes():
     suites = {s.name: s for s in load_suites("smoke")}
     assert set(suites) == {f"smoke.{n}" for n in ("variant_latents", "oom_regression", "attention_backends",
-                                                   "peak_memory_10s")}
+                                                   "peak_memory_10s", "sequence_parallel")}
+    assert [c.axes["nproc"] for c in suites["smoke.sequence_parallel"].expand(preset="tiny")] == [2]
     for suite in suites.values():
         for case in suite.expand(preset="tiny"):
             assert case.params["area"] == 1024  # small CPU frames; full-scale runs use the variant's area
