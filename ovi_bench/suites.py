@@ -2,8 +2,8 @@
 
 Sizes, percentages and durations are parsed here (checks by `baselines.parse_check`), so a bad value fails
 before anything runs. A suite expands into cases: the cartesian product of its matrix, with the command
-line's overrides applied. `presets:` gives params and a budget per weight preset (tiny CPU runs decode small
-frames, full-scale runs the variant's own). A file with `include:` instead of a scenario runs other suites
+line's overrides applied. `presets:` gives params, a budget and matrix axes per weight preset (tiny CPU runs
+decode small frames and run fewer ranks, full-scale runs the variant's own). A file with `include:` instead of a scenario runs other suites
 with overrides (the smoke suite): each included suite keeps its own checks and is named `<file>.<suite>`.
 """
 
