@@ -99,7 +99,7 @@ def test_scaling_efficiency_is_t1_over_n_tn():
 
 @pytest.mark.parametrize(("args", "message"), [
     (["run", "sequence_parallel", "--nproc", "0"], "--nproc must be >= 1"),
-    (["run", "smoke", "--nproc", "2"], "has an nproc axis"),
+    (["run", "variant_latents", "--nproc", "2"], "has an nproc axis"),
 ])
 def test_bad_nproc_is_one_line_and_exit_2(args, message):
     result = invoke(*args)
