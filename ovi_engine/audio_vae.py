@@ -133,7 +133,8 @@ class MPConv1D(nn.Module):
 
     @torch.no_grad()
     def remove_weight_norm(self) -> None:
-        self.weight.copy_(self.normalized_weight())
+        if not self.weight.is_meta:  # a meta layout has no values to fold (and meta math is slow to set up)
+            self.weight.copy_(self.normalized_weight())
         self.weight_folded = True
 
 

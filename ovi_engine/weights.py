@@ -220,9 +220,27 @@ def save_checkpoint(
     return path
 
 
+_INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_", "zeros_", "xavier_uniform_",
+                   "xavier_normal_", "kaiming_uniform_", "kaiming_normal_")
+
+
+@contextmanager
+def _no_init() -> Iterator[None]:
+    """torch.nn's default initialisers are pointless on meta tensors (every weight is loaded or synthesized
+    later), and their first call there costs ~1.5 s of one-time dispatch set-up in every fresh process."""
+    saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS}
+    for name in _INIT_FUNCTIONS:
+        setattr(nn.init, name, lambda tensor, *args, **kwargs: tensor)
+    try:
+        yield
+    finally:
+        for name, fn in saved.items():
+            setattr(nn.init, name, fn)
+
+
 def build_on_meta(factory: Callable[[], M]) -> M:
-    """Construct a module without allocating its weights."""
-    with torch.device("meta"):
+    """Construct a module without allocating (or initialising) its weights."""
+    with torch.device("meta"), _no_init():
         return factory()
 
 
