@@ -39,6 +39,7 @@ from ovi_engine.weights import (
     build_on_meta,
     load_into,
     materialize_computed_buffers,
+    no_init,
     read_state,
     resolve_preset,
     synthesize,
@@ -595,13 +596,20 @@ class AudioCodec(nn.Module):
         self.mel_converter = build_on_meta(lambda: MelConverter(cfg))
         if self.device.type != "meta":
             materialize_computed_buffers(self.mel_converter, self.device)
-        self.vae = build_on_meta(lambda: VAE(cfg)).remove_weight_norm()
-        self.vocoder = build_on_meta(lambda: Vocoder(cfg)).remove_weight_norm()
+        # On a real device the parts exist once loaded or synthesized; on meta they are the layout.
+        self.vae: VAE | None = None
+        self.vocoder: Vocoder | None = None
+        if self.device.type == "meta":
+            self.vae = build_on_meta(lambda: VAE(cfg)).remove_weight_norm()
+            self.vocoder = build_on_meta(lambda: Vocoder(cfg)).remove_weight_norm()
 
     def _materialize(
         self, factory: Callable[[], CodecPart], fill: Callable[[nn.Module], object]
     ) -> CodecPart:
-        module = cast(CodecPart, build_on_meta(factory))
+        # Built where it will live, not on meta: weight norm's set-up math on meta tensors would import
+        # torch's decompositions (~1.5 s in every fresh process); the values are overwritten by `fill`.
+        with torch.device(self.device), no_init():
+            module = factory()
         fill(module)  # float32 on self.device; fold the weight norm at that precision, then cast
         return module.remove_weight_norm().to(self.dtype)
 
@@ -631,31 +639,33 @@ class AudioCodec(nn.Module):
         """Upstream ``FeaturesUtils`` layout: ``mel_converter.*``, ``tod.vae.*``, ``tod.vocoder.vocoder.*``."""
         parts = (
             ("mel_converter.", self.mel_converter),
-            ("tod.vae.", self.vae),
-            ("tod.vocoder.vocoder.", self.vocoder),
+            ("tod.vae.", self._require(self.vae, "load_vae")),
+            ("tod.vocoder.vocoder.", self._require(self.vocoder, "load_vocoder")),
         )
         return {prefix + k: v for prefix, module in parts for k, v in module.state_dict().items()}
 
-    def _require(self, module: nn.Module, loader: str) -> None:
-        if self.device.type != "meta" and next(module.parameters()).is_meta:  # all or none are materialized
+    @staticmethod
+    def _require(module: CodecPart | None, loader: str) -> CodecPart:
+        if module is None:
             raise RuntimeError(f"audio codec weights not loaded: call {loader}(path) or build with a seed")
+        return module
 
     @torch.inference_mode()
     def decode(self, latents: Tensor) -> Tensor:
         """``[B, L, latent_dim]`` -> float32 waveform ``[B, samples_per_latent * L]`` in [-1, 1]."""
-        self._require(self.vae, "load_vae")
-        self._require(self.vocoder, "load_vocoder")
+        vae = self._require(self.vae, "load_vae")
+        vocoder = self._require(self.vocoder, "load_vocoder")
         # where the weights are now (a placement policy may have moved the codec since it was built)
-        weights = next(self.vae.parameters())
-        mel = self.vae.decode(latents.to(weights.device, weights.dtype).transpose(1, 2))
-        return self.vocoder(mel).squeeze(1).float()
+        weights = next(vae.parameters())
+        mel = vae.decode(latents.to(weights.device, weights.dtype).transpose(1, 2))
+        return vocoder(mel).squeeze(1).float()
 
     @torch.inference_mode()
     def encode(self, wave: Tensor) -> Tensor:
         """Waveform ``[B, S]`` (S a multiple of samples_per_latent) -> latent means ``[B, S / 512, latent_dim]``."""
-        self._require(self.vae, "load_vae")
-        mel = self.mel_converter(wave.to(next(self.vae.parameters()).device))
-        return self.vae.encode(mel.to(self.dtype)).transpose(1, 2)
+        vae = self._require(self.vae, "load_vae")
+        mel = self.mel_converter(wave.to(next(vae.parameters()).device))
+        return vae.encode(mel.to(self.dtype)).transpose(1, 2)
 
 
 def build_audio_codec(

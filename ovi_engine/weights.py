@@ -225,7 +225,7 @@ _INIT_FUNCTIONS = ("uniform_", "normal_", "trunc_normal_", "constant_", "ones_",
 
 
 @contextmanager
-def _no_init() -> Iterator[None]:
+def no_init() -> Iterator[None]:
     """torch.nn's default initialisers are pointless on meta tensors (every weight is loaded or synthesized
     later), and their first call there costs ~1.5 s of one-time dispatch set-up in every fresh process."""
     saved = {name: getattr(nn.init, name) for name in _INIT_FUNCTIONS}
@@ -240,7 +240,7 @@ def _no_init() -> Iterator[None]:
 
 def build_on_meta(factory: Callable[[], M]) -> M:
     """Construct a module without allocating (or initialising) its weights."""
-    with torch.device("meta"), _no_init():
+    with torch.device("meta"), no_init():
         return factory()
 
 
