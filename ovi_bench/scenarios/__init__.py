@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ovi_bench.engines.base import Engine, EngineConfig
+from ovi_bench.engines.base import Engine, EngineConfig, stage_listener_hook
 from ovi_bench.records import CaseResult
 from ovi_bench.trackers import StageMeter
 
@@ -39,6 +39,17 @@ class ScenarioContext:
     meter: StageMeter
     repeat: int = 1
     new_engine: Callable[[], Engine] | None = None
+
+    def load_and_encode(self) -> Any:
+        """The stages every generation starts with, measured: load (with the engine's own stage events
+        forwarded to the meter, where it offers them), then encode_text of the case's prompts."""
+        add_listener = stage_listener_hook(self.engine)
+        if add_listener is not None:
+            add_listener(self.meter.listener)
+        with self.meter.stage("load"):
+            self.engine.load(self.config)
+        with self.meter.stage("encode_text"):
+            return self.engine.encode_text(self.params["prompt"], self.params["negative_prompt"])
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ovi_bench.engines.base import stage_listener_hook
 from ovi_bench.records import Samples
 from ovi_bench.scenarios import Scenario, ScenarioContext
 from ovi_bench.units import parse_size
@@ -41,14 +40,7 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
     image = Path(params["image"]) if params["mode"] == "i2v" else None
     if params["mode"] == "i2v" and not params["image"]:
         raise ValueError("mode i2v needs params.image (a path to the first frame)")
-    add_listener = stage_listener_hook(engine)
-    if add_listener is not None:
-        add_listener(meter.listener)
-
-    with meter.stage("load"):
-        engine.load(ctx.config)
-    with meter.stage("encode_text"):
-        text = engine.encode_text(params["prompt"], params["negative_prompt"])
+    text = ctx.load_and_encode()
     step_s: list[float] = []
     step_peaks: list[float] = []
     for _ in range(ctx.repeat):

@@ -18,7 +18,6 @@ import os
 from dataclasses import replace
 from typing import Any
 
-from ovi_bench.engines.base import stage_listener_hook
 from ovi_bench.records import CaseResult, Samples, numeric
 from ovi_bench.scenarios import CaseSkipped, Scenario, ScenarioContext
 
@@ -40,14 +39,7 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
         raise CaseSkipped(f"{world} ranks need {world} GPUs, this machine has {torch.cuda.device_count()}")
     # Join torchrun's group here (the engine reuses it), so the harness can gather whatever the engine is.
     sp = init_sequence_parallel(ctx.config.device) if world > 1 else None
-    add_listener = stage_listener_hook(engine)
-    if add_listener is not None:
-        add_listener(meter.listener)
-
-    with meter.stage("load"):
-        engine.load(ctx.config)
-    with meter.stage("encode_text"):
-        text = engine.encode_text(params["prompt"], params["negative_prompt"])
+    text = ctx.load_and_encode()
     with meter.stage("denoise"):
         timer = meter.step_timer()
         latents = engine.denoise(text, steps=params["steps"], seed=ctx.config.seed, solver=params["solver"],
