@@ -6,6 +6,7 @@ could not run. Errors are one line (`--debug` shows the traceback).
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import traceback
 from collections.abc import Callable
@@ -54,6 +55,9 @@ def command_status(func: Callable[..., int]) -> Callable[..., None]:
         except KeyboardInterrupt:
             _err("interrupted")
             sys.exit(EXIT_INTERRUPTED)
+        except BrokenPipeError:  # the reader went away (`ovi-bench doctor | head`): end as a shell would
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(128 + signal.SIGPIPE)
         except Exception as exc:  # noqa: BLE001 - the harness itself failed: one line, exit 3
             if debug:
                 traceback.print_exc()
