@@ -200,6 +200,14 @@ def run_suites(options: Any, run_dir: Path | None, *, header: dict[str, Any] | N
     report = build_report(run_id, suites, options, profile, environment, results)
     write_all(report, run_dir)
     summary = report.summary
+    # What went wrong, on the terminal: one line per case that did not pass, then per failed check.
+    for case in report.cases:
+        if report.outcomes[case.case_id] == "error":
+            first_line = next(iter((case.error or "").splitlines()), "")
+            _err(f"ERROR {case.case_id}: {case.status} in {case.stage or '-'}: {first_line}")
+    for verdict in report.verdicts:
+        if verdict.failed:
+            _err(f"{verdict.status.upper()} {verdict.case_id}: {verdict.message}")
     _err(f"{summary['cases']} case(s): {summary['pass']} pass, {summary['fail']} fail, {summary['error']} error, "
          f"{summary['skipped']} skipped; report in {run_dir}")
     return report.exit_status

@@ -69,6 +69,8 @@ def test_each_fault_becomes_a_result_and_the_run_goes_on(fault_run):
     assert cases["960x960_5s"].metrics["at_end.host_rss_bytes"] > 0
     assert report.outcomes == {c.case_id: o for c, o in zip(
         report.cases, ["pass", "pass", "error", "error"])}  # the OOM was expected by the suite
+    assert "ERROR faults[variant=960x960_5s" in result.output and ": crash in denoise:" in result.output
+    assert "ERROR faults[variant=960x960_10s" in result.output and ": timeout in encode_text:" in result.output
 
 
 def test_resume_runs_only_the_missing_cases(fault_run, tmp_path):

@@ -76,6 +76,7 @@ def test_fusion_kept_through_decode_fails_oom_regression(tmp_path):
     assert proc.returncode == 1, proc.stderr
     (message,) = _failed(report)
     assert message.startswith("release.held_bytes max:") and "modules decoding does not need" in message
+    assert f"FAIL oom_regression[variant=720x720_5s,policy=all_gpu,attention=auto]: {message}" in proc.stderr
 
 
 @pytest.mark.slow
