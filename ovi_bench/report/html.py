@@ -76,15 +76,22 @@ def bar_chart(chart_id: str, title: str, bars: list[Bar], *, legend: dict[str, s
     def x(value: float) -> float:
         return LABEL_W + PLOT_W * max(value, 0.0) / top
 
-    height = TOP + ROW_H * (len(bars) + groups) + 8
     width = LABEL_W + PLOT_W + VALUE_W
+    # Legend entries sized to their labels (about 7 px a character), wrapping onto further rows.
+    legend_items, lx, ly = [], 8, 6
+    for name, color in (legend or {}).items():
+        item_w = 30 + 7 * len(name)
+        if lx + item_w > width and lx > 8:
+            lx, ly = 8, ly + 18
+        legend_items.append(f'<rect x="{lx}" y="{ly}" width="12" height="12" fill="{color}"/>'
+                            f'<text x="{lx + 16}" y="{ly + 10}">{escape(name)}</text>')
+        lx += item_w
+    shift = ly - 6  # extra legend rows push the bars down
+    height = TOP + shift + ROW_H * (len(bars) + groups) + 8
     size = f'width="{width}" height="{height}" viewBox="0 0 {width} {height}"'
     svg = f'<svg xmlns="http://www.w3.org/2000/svg" role="img" {size}>'
-    parts = [svg]
-    for i, (name, color) in enumerate((legend or {}).items()):
-        parts.append(f'<rect x="{LABEL_W + i * 110}" y="6" width="12" height="12" fill="{color}"/>'
-                     f'<text x="{LABEL_W + i * 110 + 16}" y="16">{escape(name)}</text>')
-    y = TOP - ROW_H
+    parts = [svg, *legend_items]
+    y = TOP + shift - ROW_H
     for i, bar in enumerate(bars):
         y += ROW_H
         if _starts_group(bars, i):

@@ -16,7 +16,7 @@ def run_table(report: RunReport) -> Table:
     unified = " (unified with host)" if env.unified_memory else ""
     rows = [["run", report.run_id], ["suites", ", ".join(report.suites)], ["engine", report.engine],
             ["weights", report.weights], ["hardware", report.hardware],
-            ["device", f"{env.device_name or '-'} {env.device_arch or ''}".strip()],
+            ["device", " ".join(dict.fromkeys([env.device_name or "-", env.device_arch or ""])).strip()],
             ["memory", format_size(env.device_total_bytes) + unified],
             ["torch", f"{env.torch or '-'} (CUDA {env.cuda or '-'}, HIP {env.hip or '-'})"],
             ["driver", env.driver or "-"],
