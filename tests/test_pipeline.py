@@ -120,7 +120,10 @@ def test_saved_latents_decode_without_the_fusion_model(tmp_path: Path) -> None:
     latents = pipe.denoise(pipe.encode_text(PROMPT), steps=1)
     path = latents.save(tmp_path / "latents.safetensors")
     fresh = tiny("960x960_10s")  # a new pipeline that never builds the fusion model
+    events = []
+    fresh.add_listener(events.append)
     media = fresh.decode_latents(Latents.load(path))
+    assert not any("reload_s" in e.info for e in events)  # building the VAEs the first time is no reload
     assert media.video_frames == 241
     assert fresh.placement.slots["fusion"].module is None
     assert Latents.load(path).variant == "960x960_10s"
