@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 import torch
-from bench_common import DTYPES, GIB, codec_parser, parse_codec_args, synchronize, write_report
+from bench_common import DTYPES, GIB, codec_parser, parse_codec_args, start_peak, synchronize, write_report
 
 from ovi_bench.records import Samples
 from ovi_engine.audio_vae import AUDIO_CODEC_PRESETS, AudioCodec, build_audio_codec
@@ -32,12 +32,7 @@ def bench_length(codec: AudioCodec, length: int, warmup: int, reps: int) -> dict
     del wave
     for _ in range(warmup):
         codec.decode(latents)
-    synchronize(device)
-    resident = None
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        resident = torch.cuda.memory_allocated(device)
+    resident = start_peak(device)
     seconds = []
     for _ in range(reps):
         start = time.perf_counter()

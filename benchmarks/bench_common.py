@@ -19,6 +19,17 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def start_peak(device: torch.device) -> int | None:
+    """Return cached blocks, reset the allocator's peak and return what is allocated now (the resident
+    weights and inputs), so the peak read later counts only what the timed work adds. None off CUDA."""
+    synchronize(device)
+    if device.type != "cuda":
+        return None
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats(device)
+    return torch.cuda.memory_allocated(device)
+
+
 def codec_parser(doc: str | None, presets: dict[str, Any], *, reps: int, warmup: int | None) -> argparse.ArgumentParser:
     """--preset --device --dtype [--warmup] --reps --seed --out, as every codec benchmark takes them."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from bench_common import GIB, synchronize
+from bench_common import GIB, start_peak, synchronize
 
 from ovi_bench.records import SCHEMA_VERSION, Environment
 from ovi_engine.attention import resolve
@@ -71,12 +71,7 @@ def bench_variant(
         model(video, audio, t, neg, neg, skip_block=slg, attention=attention)
 
     step()  # warm-up: kernel selection, attention probes, compilation
-    synchronize(device)
-    resident = None
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-        resident = torch.cuda.memory_allocated(device)
+    resident = start_peak(device)
     samples = []
     for _ in range(steps_timed):
         synchronize(device)
@@ -109,7 +104,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--preset", default="full", choices=sorted(FUSION_PRESETS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights")
-    args = parser.parse_args(argv)
+    return check_args(parser, parser.parse_args(argv))
+
+
+def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """--variants as a list of known names and --steps-timed >= 1; a bad value fails in one line."""
     args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
     unknown = [v for v in args.variants if v not in VARIANTS]
     if unknown or not args.variants:

@@ -25,13 +25,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from bench_common import GIB, synchronize
-from bench_fusion import bench_variant, latent_shapes
+from bench_fusion import bench_variant, check_args, latent_shapes
 
 from ovi_bench.records import SCHEMA_VERSION, Environment
 from ovi_engine.attention import resolve
 from ovi_engine.fusion import FUSION_PRESETS, FusionModel, build_fusion_model
 from ovi_engine.parallel import SequenceParallel, enable_sequence_parallel, init_sequence_parallel
-from ovi_engine.variants import VARIANTS
 from ovi_engine.weights import module_bytes
 
 CHECK_TOLERANCE = 0.02  # relative L2 of a bf16 forward split over ranks vs the same forward on one
@@ -83,13 +82,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights")
     parser.add_argument("--check", action="store_true", help="compare one split forward with the unsplit one")
     parser.add_argument("--reference", type=Path, help="this benchmark's JSON from a 1-rank run: adds efficiency")
-    args = parser.parse_args(argv)
-    args.variants = [v.strip() for v in args.variants.split(",") if v.strip()]
-    unknown = [v for v in args.variants if v not in VARIANTS]
-    if unknown or not args.variants:
-        parser.error(f"unknown variants {unknown}; choose from {', '.join(VARIANTS)}")
-    if args.steps_timed < 1:
-        parser.error("--steps-timed must be >= 1")
+    args = check_args(parser, parser.parse_args(argv))
     if args.reference is not None and not args.reference.is_file():
         parser.error(f"--reference {args.reference} is not a file")
     return args

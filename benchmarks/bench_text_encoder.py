@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 
 import torch
-from bench_common import DTYPES, GIB, codec_parser, parse_codec_args, synchronize, write_report
+from bench_common import DTYPES, GIB, codec_parser, parse_codec_args, start_peak, synchronize, write_report
 
 from ovi_bench.records import Samples
 from ovi_engine.text_encoder import TEXT_ENCODER_PRESETS, ByteTokenizer, TextEncoder, build_text_encoder
@@ -34,15 +34,12 @@ def run(preset: str, device: torch.device, dtype: torch.dtype, warmup: int, reps
     model = build_text_encoder(preset, device=device, dtype=dtype, seed=seed)
     encoder = TextEncoder(model, ByteTokenizer(config.vocab_size), text_len=config.text_len)
     on_cuda = device.type == "cuda"
-    resident = torch.cuda.memory_allocated(device) if on_cuda else None
 
     # one untimed call also checks that the synthetic scales keep the activations finite at this depth
     finite = bool(torch.isfinite(encoder.encode(PROMPTS)[0]).all())
     for _ in range(warmup):
         encoder.encode(PROMPTS)
-    synchronize(device)
-    if on_cuda:
-        torch.cuda.reset_peak_memory_stats(device)
+    resident = start_peak(device)  # the warm-up's outputs are gone: this is the weights
 
     seconds = []
     for _ in range(reps):
