@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ovi_engine import dit
 from ovi_engine.dit import DiTTower, TowerConfig, TowerState
-from ovi_engine.weights import Rule, build_module, load_into, normal, read_state, resolve_preset
+from ovi_engine.weights import Rule, build_module, load_file, normal, resolve_preset
 
 if TYPE_CHECKING:
     from ovi_engine.parallel import SequenceParallel
@@ -178,5 +178,4 @@ def load_fusion_model(
 ) -> FusionModel:
     """Read an Ovi fusion checkpoint (bf16 or fp8 safetensors) strictly into a model computing in `dtype`."""
     model = build_fusion_model(preset, dtype=dtype)
-    load_into(model, read_state(path), device=device, dtype=dtype, source=str(path))
-    return model
+    return load_file(model, path, device=device, dtype=dtype)

@@ -34,7 +34,7 @@ from ovi_engine.text_encoder import (
 )
 from ovi_engine.variants import VariantSpec, detect_variant, get_variant
 from ovi_engine.video_vae import build_video_vae
-from ovi_engine.weights import draw_synthetic_on, load_into, read_state, save_checkpoint
+from ovi_engine.weights import draw_synthetic_on, load_file, read_state, save_checkpoint
 
 # Ovi's defaults (ovi/configs/inference/inference_fusion.yaml).
 DEFAULT_NEGATIVE_PROMPT = "jitter, bad hands, blur, distortion"
@@ -181,7 +181,7 @@ class OviPipeline:
         dtype = self.dtype
         if path is not None:
             model = builder(preset, device="meta", dtype=dtype, seed=None)
-            return load_into(model, read_state(path), device=device, dtype=dtype, source=str(path))
+            return load_file(model, path, device=device, dtype=dtype)
         with draw_synthetic_on(self.device):
             return builder(preset, device=device, dtype=dtype, seed=self.config.seed)
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ovi_engine.weights import Rule, build_module, load_into, normal, read_state, resolve_preset
+from ovi_engine.weights import Rule, build_module, load_file, normal, resolve_preset
 
 
 @dataclass(frozen=True)
@@ -194,8 +194,7 @@ def load_text_encoder(
 ) -> UMT5Encoder:
     """Load Wan's ``models_t5_umt5-xxl-enc-bf16.pth`` (or any file of the same layout), strictly."""
     model = build_text_encoder(preset, device="meta", dtype=dtype)
-    load_into(model, read_state(path), device=device, dtype=dtype, source=str(path))
-    return model
+    return load_file(model, path, device=device, dtype=dtype)
 
 
 class TokenizerError(ValueError):

@@ -35,7 +35,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ovi_engine.weights import build_module, fan_in_normal, load_into, normal, read_state, resolve_preset
+from ovi_engine.weights import build_module, fan_in_normal, load_file, normal, resolve_preset
 
 PATCH = 2  # (un)patchify factor; the encoder sees 3*2*2 = 12 channels
 SPATIAL_STRIDE = 16
@@ -570,5 +570,4 @@ def load_video_vae(
 ) -> WanVideoVAE:
     """Load ``Wan2.2_VAE.pth`` (or any file of the same layout), strictly."""
     model = build_video_vae(preset, device="meta", dtype=dtype)
-    load_into(model, read_state(path), device=device, dtype=dtype, source=str(path))
-    return model
+    return load_file(model, path, device=device, dtype=dtype)

@@ -133,6 +133,12 @@ def load_into(
     return module.eval().requires_grad_(False)
 
 
+def load_file(module: M, path: str | Path, *, device: str | torch.device, dtype: torch.dtype) -> M:
+    """Read a checkpoint file and load it strictly into ``module`` (errors name the file)."""
+    load_into(module, read_state(path), device=device, dtype=dtype, source=str(path))
+    return module
+
+
 def _generator(seed: int, name: str, device: torch.device) -> torch.Generator:
     digest = hashlib.sha256(f"{seed}:{name}".encode()).digest()
     gen = torch.Generator(device=device)
