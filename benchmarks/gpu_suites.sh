@@ -1,22 +1,30 @@
 #!/usr/bin/env bash
-# The four suites at full scale on one GPU (H100 80GB), reports under $OUT (default reports/gpu). About
-# 6 minutes of device time: few denoise steps, the variants that matter, --repeat only where times are gated.
+# The four suites at full scale on one GPU (H100 80GB), reports under $OUT (default reports/gpu).
+# Works without installing the package (python3 -m ovi_bench from the checkout). Pick parts with $PARTS
+# (default: all), each about the device time shown:
+#   attention  ~1 min   the kernels that matter on Hopper, 5 s and 10 s shapes (no model)
+#   oom        ~8 min   the seed's OOM gate under 37 GiB: every variant x policy, 2 steps
+#   peak       ~1 min   per-stage peaks of the 10 s generation, 2 denoise runs for step timings
+#   latents    ~4 min   variant_latents at full scale: real latent shapes, decoded frames and samples
 # Then, to store the baselines: for d in "$OUT"/*/; do ovi-bench baseline update "$d" --hardware h100-80gb; done
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-reports/gpu}
+PARTS=${PARTS:-attention oom peak latents}
 mkdir -p "$OUT"
-run() { ovi-bench run "$@" --device cuda --preset full --hardware "${HARDWARE:-h100-80gb}" \
-          --baselines baselines --timeout "5 min" || echo "exit $? from: $*"; }
-ovi-bench doctor --device cuda > "$OUT/doctor.txt" 2>&1
-# attention: the kernels that matter on Hopper, at the 5 s and 10 s shapes (no model: ~1 min)
-run attention_backends --variant 720x720_5s --variant 960x960_10s \
-    --attention auto --attention sdpa_cudnn --attention sdpa_flash --attention sdpa_efficient \
-    --attention flex --attention sage --attention flash_attn_3 --report-dir "$OUT/attention_backends"
-# the seed's OOM gate under a 40 GiB budget: each policy, 5 s and 10 s (2 steps: ~2 min)
-run oom_regression --variant 720x720_5s --variant 960x960_10s --report-dir "$OUT/oom_regression"
-# per-stage peaks of the 10 s generation, 3 steps, 2 denoise runs for step timings (~1 min)
-run peak_memory_10s --repeat 2 --report-dir "$OUT/peak_memory_10s"
-# shapes and durations need no GPU; run them on the host of the GPU machine at tiny (~30 s)
-ovi-bench run variant_latents --hardware cpu-tiny --baselines baselines --report-dir "$OUT/variant_latents" \
-    || echo "exit $? from variant_latents"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
+run() { python3 -m ovi_bench run "$@" --device cuda --preset full --hardware "${HARDWARE:-h100-80gb}" \
+          --baselines baselines --timeout "${CASE_TIMEOUT:-5 min}" || echo "exit $? from: $*"; }
+python3 -m ovi_bench doctor --device cuda > "$OUT/doctor.txt" 2>&1
+for part in $PARTS; do
+  case $part in
+    attention) run attention_backends --variant 720x720_5s --variant 960x960_10s \
+                 --attention auto --attention sdpa_cudnn --attention sdpa_flash --attention sdpa_efficient \
+                 --attention flex --attention sage --attention flash_attn_3 --report-dir "$OUT/attention_backends" ;;
+    oom) run oom_regression ${OOM_VARIANTS:+$(printf -- '--variant %s ' $OOM_VARIANTS)} \
+           --report-dir "$OUT/oom_regression" ;;
+    peak) run peak_memory_10s --repeat 2 --report-dir "$OUT/peak_memory_10s" ;;
+    latents) run variant_latents --report-dir "$OUT/variant_latents" ;;
+    *) echo "unknown part $part (attention, oom, peak, latents)"; exit 2 ;;
+  esac
+done
