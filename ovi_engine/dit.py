@@ -93,17 +93,28 @@ def rms_norm_rope(x: Tensor, weight: Tensor, eps: float, cos: Tensor, sin: Tenso
     return rotate_pairs(y, cos, sin)
 
 
+def rms_norm_with_rope(
+    x: Tensor, weight: Tensor, eps: float, cos: Tensor, sin: Tensor, heads: int
+) -> tuple[Tensor, Tensor]:
+    """The cross-attention query both ways, from one read of x: normed (for the text) and normed + RoPE
+    (for the other tower)."""
+    y = F.rms_norm(x, x.shape[-1:], weight, eps).unflatten(-1, (heads, -1))
+    return y, rotate_pairs(y, cos, sin)
+
+
 _modulate = modulate
 _compiled_rotate: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
 _compiled_norm_rope: Callable[..., Tensor] | None = None
+_compiled_norm_with_rope: Callable[..., tuple[Tensor, Tensor]] | None = None
 
 
 def compile_helpers() -> None:
     """torch.compile the elementwise helpers (one fused kernel each); process-wide, as in gpt-fast."""
-    global _modulate, _compiled_rotate, _compiled_norm_rope
+    global _modulate, _compiled_rotate, _compiled_norm_rope, _compiled_norm_with_rope
     _modulate = torch.compile(modulate)
     _compiled_rotate = torch.compile(rotate_pairs)
     _compiled_norm_rope = torch.compile(rms_norm_rope)
+    _compiled_norm_with_rope = torch.compile(rms_norm_with_rope)
 
 
 def norm_rope(norm: nn.RMSNorm, x: Tensor, cos: Tensor, sin: Tensor, heads: int) -> Tensor:
@@ -243,8 +254,13 @@ class CrossAttention(nn.Module):
         self.norm_k_fusion = nn.RMSNorm(dim, eps=eps)
 
     def forward(self, x: Tensor, own: TowerState, other: TowerState, other_x: Tensor, backend: str) -> Tensor:
-        b, n, h = x.shape[0], x.shape[1], self.num_heads
-        q = self.norm_q(self.q(x)).view(b, n, h, -1)
+        b, h = x.shape[0], self.num_heads
+        q_rope: Tensor | None = None
+        if _compiled_norm_with_rope is not None:
+            assert self.norm_q.eps is not None
+            q, q_rope = _compiled_norm_with_rope(self.q(x), self.norm_q.weight, self.norm_q.eps, own.cos, own.sin, h)
+        else:
+            q = self.norm_q(self.q(x)).unflatten(-1, (h, -1))
         k = self.norm_k(self.k(own.context)).view(b, -1, h, q.shape[-1])
         v = self.v(own.context).view(b, -1, h, q.shape[-1])
         out = attend(q, k, v, backend=backend)
@@ -253,7 +269,7 @@ class CrossAttention(nn.Module):
         k = norm_rope(self.norm_k_fusion, self.k_fusion(target), other.cos, other.sin, h)
         v = self.v_fusion(target).view(b, -1, h, q.shape[-1])
         del target
-        q = apply_rope(q, own.cos, own.sin)
+        q = apply_rope(q, own.cos, own.sin) if q_rope is None else q_rope
         if own.shard is None or other.shard is None:
             out += attend(q, k, v, backend=backend)
         else:

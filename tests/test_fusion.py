@@ -202,3 +202,35 @@ def test_fused_helpers_equal_their_eager_paths() -> None:
     layer = torch.nn.Linear(32, 48)
     h = torch.randn(3, 32)
     torch.testing.assert_close(dit.linear_gelu(layer, h), torch.nn.functional.gelu(layer(h), approximate="tanh"))
+
+
+def test_query_normed_both_ways_equals_the_eager_steps() -> None:
+    """The cross-attention query: normed for the text, normed + RoPE for the other tower, from one read."""
+    from ovi_engine import dit
+
+    torch.manual_seed(6)
+    x = torch.randn(1, 10, 3 * 32)
+    norm = torch.nn.RMSNorm(3 * 32, eps=1e-6)
+    norm.weight.data.uniform_(0.5, 1.5)
+    angles = torch.rand(10, 1, 16) * 6
+    plain, roped = dit.rms_norm_with_rope(x, norm.weight, 1e-6, angles.cos(), angles.sin(), heads=3)
+    torch.testing.assert_close(plain, norm(x).unflatten(-1, (3, -1)))
+    torch.testing.assert_close(roped, dit.apply_rope(norm(x).unflatten(-1, (3, -1)), angles.cos(), angles.sin()))
+    assert not torch.equal(plain, roped)
+
+
+def test_profile_sorts_kernels_into_families(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The step profile's families: FA3 (a CUTLASS kernel) and cuDNN's SDPA are attention, cuBLAS is GEMM."""
+    path = Path(__file__).parents[1] / "benchmarks" / "profile_fusion.py"
+    monkeypatch.syspath_prepend(str(path.parent))
+    spec = importlib.util.spec_from_file_location("profile_fusion", path)
+    profile = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(profile)
+    assert profile.family("void cutlass::device_kernel<flash::FlashAttnFwdSm90<...>>") == "attention"
+    assert profile.family("cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16") == "attention"
+    assert profile.family("nvjet_tst_256x128_64x4_1x2_h_bz_coopB_NNT") == "gemm"
+    assert profile.family("sm90_xmma_gemm_bf16bf16_bf16f32_f32_tn_n_tilesize128x256x64") == "gemm"
+    assert profile.family("triton_poi_fused_add_addcmul_native_layer_norm_0") == "other"
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit):
+            profile.main(["--out", "/dev/null"])

@@ -63,8 +63,8 @@ def auto_order(device: torch.device) -> list[str]:
     if torch.version.hip is not None:  # AOTriton kernels, when this GPU (or the experimental flag) allows
         return ["sdpa_flash", "sdpa_efficient", "flash_attn_2", "sdpa"]
     major, _ = torch.cuda.get_device_capability(device)
-    if major == 9:  # Hopper: cuDNN 568-587 TFLOP/s vs flash 348-363 on H100 (shared/anchors)
-        return ["sdpa_cudnn", "flash_attn_3", "sdpa_flash", "flash_attn_2", "sdpa_efficient", "sdpa"]
+    if major == 9:  # H100 at 54,900² tokens: FA3 703 TFLOP/s, cuDNN 558-583, flash 357 (benchmarks/results)
+        return ["flash_attn_3", "sdpa_cudnn", "sdpa_flash", "flash_attn_2", "sdpa_efficient", "sdpa"]
     if major >= 10:
         return ["sdpa_cudnn", "sdpa_flash", "flash_attn_2", "sdpa_efficient", "sdpa"]
     return ["sdpa_flash", "flash_attn_2", "sdpa_cudnn", "sdpa_efficient", "sdpa"]

@@ -1,0 +1,137 @@
+"""Where one denoising step of the fusion transformer spends its GPU time, by kernel family.
+
+Profiles one step (cond + uncond forward with SLG, after a warm-up step) with torch.profiler and sums the
+device time of its kernels into attention, GEMM and the rest (elementwise, norms, copies), next to the
+step's wall time: the difference is time the GPU sat idle. The SM clock and power are sampled through NVML
+during the timed steps, to tell a throttled card from a slow kernel.
+
+    python benchmarks/profile_fusion.py --variant 960x960_10s --attention flash_attn_3 --compile --out prof.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import torch
+from bench_fusion import SLG_LAYER, latent_shapes
+
+from ovi_bench.records import SCHEMA_VERSION, Environment
+from ovi_engine.attention import resolve
+from ovi_engine.fusion import build_fusion_model
+
+# Substrings of kernel names, checked in this order; the first match names the family.
+FAMILIES = (
+    ("attention", ("flash", "fmha", "attention", "attn", "sdpa", "cudnn_generated")),
+    ("gemm", ("gemm", "cutlass", "sm90_xmma", "nvjet", "cublas")),
+)
+
+
+def family(kernel: str) -> str:
+    name = kernel.lower()
+    return next((fam for fam, keys in FAMILIES if any(k in name for k in keys)), "other")
+
+
+class ClockSampler:
+    """SM clock (MHz) and board power (W) every 50 ms on a background thread, through torch's NVML calls."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.samples.append((torch.cuda.clock_rate(self.device), torch.cuda.power_draw(self.device) / 1000))
+
+    def __enter__(self) -> ClockSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def summary(self) -> dict[str, float]:
+        if not self.samples:
+            return {}
+        clocks, watts = zip(*self.samples)
+        return {"sm_clock_mhz_median": statistics.median(clocks), "sm_clock_mhz_min": min(clocks),
+                "power_w_median": statistics.median(watts), "power_w_max": max(watts)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--variant", default="960x960_10s")
+    parser.add_argument("--attention", default="auto")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the elementwise helpers")
+    parser.add_argument("--steps-timed", type=int, default=2, help="steps timed with the clock sampler")
+    parser.add_argument("--top", type=int, default=25, help="kernels listed by device time")
+    parser.add_argument("--out", type=Path, required=True)
+    args = parser.parse_args(argv)
+    if not torch.cuda.is_available():
+        parser.error("needs a CUDA GPU (the profile reads device kernel times)")
+    device = torch.device("cuda", torch.cuda.current_device())
+    model = build_fusion_model("full", device=device, dtype=torch.bfloat16, seed=0, compile=args.compile)
+    video_shape, audio_shape = latent_shapes(args.variant, "full")
+    video = torch.randn(1, *video_shape, device=device, dtype=torch.bfloat16)
+    audio = torch.randn(1, *audio_shape, device=device, dtype=torch.bfloat16)
+    pos, neg = (torch.randn(1, 512, 4096, device=device, dtype=torch.bfloat16) for _ in range(2))
+    t = torch.full((1,), 500.0, device=device)
+
+    @torch.inference_mode()
+    def step() -> None:
+        model(video, audio, t, pos, pos, attention=args.attention)
+        model(video, audio, t, neg, neg, skip_block=SLG_LAYER, attention=args.attention)
+
+    step()
+    torch.cuda.synchronize(device)
+    walls = []
+    with ClockSampler(device) as clocks:
+        for _ in range(args.steps_timed):
+            start = time.perf_counter()
+            step()
+            torch.cuda.synchronize(device)
+            walls.append(time.perf_counter() - start)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        step()
+        torch.cuda.synchronize(device)
+    kernels = [e for e in prof.key_averages() if e.device_type == torch.autograd.DeviceType.CUDA]
+    by_family: dict[str, float] = defaultdict(float)
+    for e in kernels:
+        by_family[family(e.key)] += e.device_time_total / 1e6
+    top = sorted(kernels, key=lambda e: e.device_time_total, reverse=True)[: args.top]
+    busy = sum(by_family.values())
+    result = {
+        "schema_version": SCHEMA_VERSION,
+        "environment": Environment.capture(device.index or 0).to_dict(),
+        "variant": args.variant,
+        "attention": resolve(args.attention, device, torch.bfloat16),
+        "compiled_helpers": args.compile,
+        "step_wall_s": walls,
+        "device_busy_s": busy,
+        "idle_s": statistics.median(walls) - busy,
+        "by_family_s": dict(sorted(by_family.items())),
+        "clocks": clocks.summary(),
+        "top_kernels": [{"name": e.key[:160], "calls": e.count, "total_s": e.device_time_total / 1e6}
+                        for e in top],
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: result[k] for k in ("step_wall_s", "device_busy_s", "by_family_s", "clocks")}))
+    for row in result["top_kernels"]:
+        print(f"{row['total_s'] * 1e3:9.1f} ms {row['calls']:5d}x  {row['name'][:110]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
