@@ -1,10 +1,13 @@
-"""What the codec and fusion benchmark scripts share: the device sync, the common command line, the report."""
+"""What the codec and fusion benchmark scripts share: the device sync and clocks, the common command line, the
+report."""
 
 from __future__ import annotations
 
 import argparse
+import statistics
+import threading
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import torch
 
@@ -28,6 +31,39 @@ def start_peak(device: torch.device) -> int | None:
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats(device)
     return torch.cuda.memory_allocated(device)
+
+
+class ClockSampler:
+    """SM clock (MHz) and board power (W) every 50 ms on a background thread, through torch's NVML calls:
+    a card held at its power limit runs below its top clock, which moves s/step from run to run.
+    Samples nothing off CUDA."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.samples: list[tuple[float, float]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.05):
+            self.samples.append((torch.cuda.clock_rate(self.device), torch.cuda.power_draw(self.device) / 1000))
+
+    def __enter__(self) -> Self:
+        if self.device.type == "cuda":
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def summary(self) -> dict[str, float]:
+        if not self.samples:
+            return {}
+        clocks, watts = zip(*self.samples)
+        return {"sm_clock_mhz_median": statistics.median(clocks), "sm_clock_mhz_min": min(clocks),
+                "power_w_median": statistics.median(watts), "power_w_max": max(watts)}
 
 
 def codec_parser(doc: str | None, presets: dict[str, Any], *, reps: int, warmup: int | None) -> argparse.ArgumentParser:

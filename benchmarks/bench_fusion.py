@@ -19,11 +19,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
-from bench_common import GIB, start_peak, synchronize
+from bench_common import GIB, ClockSampler, start_peak, synchronize
 
 from ovi_bench.records import SCHEMA_VERSION, Environment
 from ovi_engine.attention import resolve
-from ovi_engine.fusion import FUSION_PRESETS, FusionModel, build_fusion_model
+from ovi_engine.fusion import FUSION_PRESETS, FusionModel, Pass, build_fusion_model
 from ovi_engine.variants import VARIANTS
 from ovi_engine.weights import module_bytes
 
@@ -43,6 +43,7 @@ class VariantResult:
     median_s: float
     peak_allocated_gib: float | None  # device allocator peak during the timed steps (CUDA only)
     peak_above_resident_gib: float | None  # that peak minus what was allocated before (weights)
+    clocks: dict[str, float]  # SM clock and power during the timed steps (CUDA only)
 
 
 def latent_shapes(variant: str, preset: str) -> tuple[tuple[int, ...], tuple[int, ...]]:
@@ -67,18 +68,18 @@ def bench_variant(
     slg = min(SLG_LAYER, model.config.num_layers - 1)
 
     def step() -> None:
-        model(video, audio, t, pos, pos, attention=attention)
-        model(video, audio, t, neg, neg, skip_block=slg, attention=attention)
+        model.forward_passes(video, audio, t, [Pass(pos, pos), Pass(neg, neg, slg)], attention=attention)
 
     step()  # warm-up: kernel selection, attention probes, compilation
     resident = start_peak(device)
     samples = []
-    for _ in range(steps_timed):
-        synchronize(device)
-        start = time.perf_counter()
-        step()
-        synchronize(device)
-        samples.append(time.perf_counter() - start)
+    with ClockSampler(device) as clocks:
+        for _ in range(steps_timed):
+            synchronize(device)
+            start = time.perf_counter()
+            step()
+            synchronize(device)
+            samples.append(time.perf_counter() - start)
     peak = torch.cuda.max_memory_allocated(device) if resident is not None else None
     pf, ph, pw = model.config.video.patch_size
     return VariantResult(
@@ -91,6 +92,7 @@ def bench_variant(
         median_s=statistics.median(samples),
         peak_allocated_gib=None if peak is None else peak / GIB,
         peak_above_resident_gib=None if peak is None or resident is None else (peak - resident) / GIB,
+        clocks=clocks.summary(),
     )
 
 
@@ -136,8 +138,10 @@ def main(argv: list[str] | None = None) -> int:
         result = bench_variant(model, variant, args.preset, device, attention, args.steps_timed)
         results.append(result)
         peak = "" if result.peak_above_resident_gib is None else f", peak +{result.peak_above_resident_gib:.2f} GiB"
+        clock = "" if not result.clocks else (f", SM {result.clocks['sm_clock_mhz_median']:.0f} MHz at "
+                                              f"{result.clocks['power_w_median']:.0f} W")
         print(f"{variant}: {result.video_tokens}+{result.audio_tokens} tokens, "
-              f"{result.median_s:.3f} s/step (median of {len(result.samples_s)}){peak}", flush=True)
+              f"{result.median_s:.3f} s/step (median of {len(result.samples_s)}){peak}{clock}", flush=True)
 
     report = {
         "schema_version": SCHEMA_VERSION,
@@ -148,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         "attention": args.attention,
         "attention_resolved": attention,
         "compile": args.compile,
-        "step": "cond forward + uncond forward with skip_block",
+        "step": "cond + uncond (skip_block) forward passes, sharing what does not read the text",
         "slg_layer": min(SLG_LAYER, model.config.num_layers - 1),
         "steps_timed": args.steps_timed,
         "weights_gib": module_bytes(model) / GIB,

@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
             "attention": args.attention,
             "attention_resolved": attention,
             "compile": args.compile,
-            "step": "cond forward + uncond forward with skip_block; s/step = slowest rank",
+            "step": "cond + uncond (skip_block) forward passes; s/step = slowest rank",
             "steps_timed": args.steps_timed,
             "weights_gib_per_rank": module_bytes(model) / GIB,
             "build_s": build_s,

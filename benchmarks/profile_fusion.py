@@ -14,17 +14,17 @@ import argparse
 import json
 import statistics
 import sys
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
 
 import torch
+from bench_common import ClockSampler
 from bench_fusion import SLG_LAYER, latent_shapes
 
 from ovi_bench.records import SCHEMA_VERSION, Environment
 from ovi_engine.attention import resolve
-from ovi_engine.fusion import build_fusion_model
+from ovi_engine.fusion import Pass, build_fusion_model
 
 # Substrings of kernel names, checked in this order; the first match names the family.
 FAMILIES = (
@@ -36,35 +36,6 @@ FAMILIES = (
 def family(kernel: str) -> str:
     name = kernel.lower()
     return next((fam for fam, keys in FAMILIES if any(k in name for k in keys)), "other")
-
-
-class ClockSampler:
-    """SM clock (MHz) and board power (W) every 50 ms on a background thread, through torch's NVML calls."""
-
-    def __init__(self, device: torch.device) -> None:
-        self.device = device
-        self.samples: list[tuple[float, float]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            self.samples.append((torch.cuda.clock_rate(self.device), torch.cuda.power_draw(self.device) / 1000))
-
-    def __enter__(self) -> ClockSampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def summary(self) -> dict[str, float]:
-        if not self.samples:
-            return {}
-        clocks, watts = zip(*self.samples)
-        return {"sm_clock_mhz_median": statistics.median(clocks), "sm_clock_mhz_min": min(clocks),
-                "power_w_median": statistics.median(watts), "power_w_max": max(watts)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -88,8 +59,7 @@ def main(argv: list[str] | None = None) -> int:
 
     @torch.inference_mode()
     def step() -> None:
-        model(video, audio, t, pos, pos, attention=args.attention)
-        model(video, audio, t, neg, neg, skip_block=SLG_LAYER, attention=args.attention)
+        model.forward_passes(video, audio, t, [Pass(pos, pos), Pass(neg, neg, SLG_LAYER)], attention=args.attention)
 
     step()
     torch.cuda.synchronize(device)

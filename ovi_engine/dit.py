@@ -369,9 +369,14 @@ class DiTTower(nn.Module):
         x, grid = self._embed(latent.to(dtype))
         e = self.time_embedding(sinusoidal_embedding(t, cfg.freq_dim).to(dtype))
         e0 = self.time_projection(e).unflatten(-1, (6, cfg.dim))
-        context = F.pad(context.to(dtype), (0, 0, 0, max(0, cfg.text_len - context.shape[1])))
         angles = rope_angles(grid, cfg.head_dim, cfg.rope_scale, x.device)[:, None]
-        return TowerState(x, e, e0, self.text_embedding(context), angles.cos().float(), angles.sin().float(), grid)
+        return TowerState(x, e, e0, self.embed_context(context), angles.cos().float(), angles.sin().float(), grid)
+
+    def embed_context(self, context: Tensor) -> Tensor:
+        """Text features [B, Ltext, text_dim] -> [B, text_len, dim], zero-padded to text_len as upstream."""
+        dtype = self.head.head.weight.dtype
+        context = F.pad(context.to(dtype), (0, 0, 0, max(0, self.config.text_len - context.shape[1])))
+        return self.text_embedding(context)
 
     def _embed(self, latent: Tensor) -> tuple[Tensor, tuple[int, ...]]:
         conv = self.patch_embedding

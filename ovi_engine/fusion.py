@@ -8,7 +8,7 @@ from before audio's cross-attention), video FFN. Skip-layer guidance drops one w
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, cast
 
@@ -22,8 +22,8 @@ from ovi_engine.weights import Rule, build_module, load_file, normal, resolve_pr
 if TYPE_CHECKING:
     from ovi_engine.parallel import SequenceParallel
 
-__all__ = ["FUSION_PRESETS", "BlockPair", "FusionConfig", "FusionModel", "TowerConfig", "build_fusion_model",
-           "load_fusion_model"]
+__all__ = ["FUSION_PRESETS", "BlockPair", "FusionConfig", "FusionModel", "Pass", "TowerConfig",
+           "build_fusion_model", "load_fusion_model"]
 
 AUDIO_ROPE_SCALE = 0.19676  # upstream audio.json temporal_rope_scaling_factor
 
@@ -87,16 +87,29 @@ class BlockPair(nn.Module):
         self.video_block = video_block
         self.audio_block = audio_block
 
-    def forward(self, video: TowerState, audio: TowerState, backend: str) -> None:
+    def forward(self, video: TowerState, audio: TowerState, backend: str, part: str = "all") -> None:
+        """part: "all", or "self" (the self-attentions, which do not read the text) and then "rest"."""
         vb, ab = self.video_block, self.audio_block
         video_mod, audio_mod = vb.modulation_table(video.e0), ab.modulation_table(audio.e0)
-        ab.self_attention_(audio, audio_mod, backend)
-        vb.self_attention_(video, video_mod, backend)
+        if part != "rest":
+            ab.self_attention_(audio, audio_mod, backend)
+            vb.self_attention_(video, video_mod, backend)
+        if part == "self":
+            return
         audio_before = audio.x.clone()  # video's cross-attention reads audio from before audio's
         ab.cross_attention_(audio, video, video.x, backend)
         ab.ffn_(audio, audio_mod)
         vb.cross_attention_(video, audio, audio_before, backend)
         vb.ffn_(video, video_mod)
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One forward over shared latents (CFG runs two): its text contexts and the block pair it skips."""
+
+    video_context: Tensor
+    audio_context: Tensor
+    skip_block: int | None = None
 
 
 class FusionModel(nn.Module):
@@ -138,18 +151,47 @@ class FusionModel(nn.Module):
         skip_block: index of the block pair left out (skip-layer guidance in the unconditional pass); an
         index past the last pair skips nothing, as upstream.
         """
+        passes = [Pass(video_context, audio_context, skip_block)]
+        return self.forward_passes(video, audio, t, passes, first_frame_clean=first_frame_clean,
+                                   attention=attention)[0]
+
+    def forward_passes(
+        self,
+        video: Tensor,
+        audio: Tensor,
+        t: Tensor,
+        passes: list[Pass],
+        *,
+        first_frame_clean: bool = False,
+        attention: str = "auto",
+    ) -> list[tuple[Tensor, Tensor]]:
+        """One `forward` per pass over the same latents and timesteps, as CFG's conditional and unconditional
+        predictions. What does not read the text is computed once: the embeddings, the modulation and RoPE
+        tables, and pair 0's self-attentions when no pass skips pair 0 (their inputs are still identical).
+        """
         frames = video.shape[2] // self.config.video.patch_size[0]
         video_t = t[:, None].expand(-1, frames)  # one timestep per latent frame
         if first_frame_clean:
             video_t = torch.cat([torch.zeros_like(video_t[:, :1]), video_t[:, 1:]], dim=1)
-        v = self.video_model.prepare(video, video_t, video_context)
-        a = self.audio_model.prepare(audio, t[:, None], audio_context)
+        v = self.video_model.prepare(video, video_t, passes[0].video_context)
+        a = self.audio_model.prepare(audio, t[:, None], passes[0].audio_context)
         if self.sequence_parallel is not None:
             v, a = self.sequence_parallel.shard(v), self.sequence_parallel.shard(a)
-        for i, pair in enumerate(self.block_pairs):
-            if i != skip_block:
-                pair(v, a, attention)
-        return self.video_model.finish(v), self.audio_model.finish(a)
+        share_first = len(passes) > 1 and all(p.skip_block != 0 for p in passes)
+        if share_first:
+            self.block_pairs[0](v, a, attention, "self")
+        outputs = []
+        for n, p in enumerate(passes):
+            last = n == len(passes) - 1  # later passes need the shared state: earlier ones work on copies
+            pv = replace(v, x=v.x if last else v.x.clone(),
+                         context=v.context if n == 0 else self.video_model.embed_context(p.video_context))
+            pa = replace(a, x=a.x if last else a.x.clone(),
+                         context=a.context if n == 0 else self.audio_model.embed_context(p.audio_context))
+            for i, pair in enumerate(self.block_pairs):
+                if i != p.skip_block:
+                    pair(pv, pa, attention, "rest" if i == 0 and share_first else "all")
+            outputs.append((self.video_model.finish(pv), self.audio_model.finish(pa)))
+        return outputs
 
 
 def build_fusion_model(

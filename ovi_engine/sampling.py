@@ -10,8 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
+from ovi_engine.fusion import FusionModel, Pass
 from ovi_engine.solvers import make_solver
 
 Context = Tensor | tuple[Tensor, Tensor]  # one text embedding for both towers, or (video, audio)
@@ -46,7 +47,7 @@ def _guided(pos: Tensor, neg: Tensor, scale: float, step: int, tower: str) -> Te
 
 @torch.inference_mode()
 def sample(
-    model: nn.Module,
+    model: FusionModel,
     *,
     video_noise: Tensor,
     audio_noise: Tensor,
@@ -64,6 +65,7 @@ def sample(
 ) -> tuple[Tensor, Tensor]:
     """Denoise video [B,48,F,h,w] and audio [B,L,20] noise into latents of the same shapes and dtypes.
 
+    Both passes of a step go through `model.forward_passes`, which computes their shared part once.
     Contexts are [B, Ltext, text_dim]. first_frame_latent [B,48,1,h,w] makes it i2v: the first latent
     frame is held at the clean image and the model sees it at t = 0. on_step(i, steps) runs after each step.
     """
@@ -76,9 +78,9 @@ def sample(
         if first_frame_latent is not None:
             video[:, :, :1] = first_frame_latent
         t_batch = t.expand(video.shape[0])
-        video_pos, audio_pos = model(video, audio, t_batch, *pos, first_frame_clean=i2v, attention=attention)
-        video_neg, audio_neg = model(video, audio, t_batch, *neg, first_frame_clean=i2v, skip_block=slg_layer,
-                                     attention=attention)
+        (video_pos, audio_pos), (video_neg, audio_neg) = model.forward_passes(
+            video, audio, t_batch, [Pass(*pos), Pass(*neg, skip_block=slg_layer)], first_frame_clean=i2v,
+            attention=attention)
         video = video_solver.step(_guided(video_pos, video_neg, video_guidance, i, "video"), i, video)
         audio = audio_solver.step(_guided(audio_pos, audio_neg, audio_guidance, i, "audio"), i, audio)
         if on_step is not None:

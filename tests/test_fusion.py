@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from ovi_engine.dit import apply_rope, rope_angles, rotate_pairs
-from ovi_engine.fusion import FUSION_PRESETS, FusionConfig, build_fusion_model, load_fusion_model
+from ovi_engine.fusion import FUSION_PRESETS, FusionConfig, Pass, build_fusion_model, load_fusion_model
 from ovi_engine.weights import CheckpointError, save_checkpoint
 
 SCHEMA = Path(__file__).parent / "reference" / "ovi_fusion_11b.schema.json"
@@ -234,3 +234,23 @@ def test_profile_sorts_kernels_into_families(monkeypatch: pytest.MonkeyPatch) ->
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit):
             profile.main(["--out", "/dev/null"])
+
+
+@pytest.mark.parametrize("skips", [(None, 1), (None, 0), (2, None, 1)], ids=["cfg_slg", "skip_pair0", "three"])
+def test_passes_sharing_their_start_equal_separate_forwards(tiny, skips) -> None:
+    """forward_passes computes the text-free start once (pair 0's self-attentions unless a pass skips
+    pair 0); every prediction must still equal its own forward, with its own contexts."""
+    x = inputs()
+    t = torch.tensor([600.0])
+    gen = torch.Generator().manual_seed(9)
+    contexts = [(torch.randn(x["video_context"].shape, generator=gen), torch.randn(x["audio_context"].shape,
+                                                                                  generator=gen)) for _ in skips]
+    with torch.inference_mode():
+        shared = tiny.forward_passes(x["video"], x["audio"], t,
+                                     [Pass(v, a, skip) for (v, a), skip in zip(contexts, skips)])
+        separate = [tiny(x["video"], x["audio"], t, v, a, skip_block=skip) for (v, a), skip in zip(contexts, skips)]
+    assert len(shared) == len(skips)
+    for got, want in zip(shared, separate):
+        torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(got[1], want[1], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(shared[0][0], shared[1][0])  # the passes did differ

@@ -40,6 +40,10 @@ class Scripted(nn.Module):
             out[0 if self.nan_tower == "video" else 1][0, 0, 0] = float("nan")
         return tuple(out)
 
+    def forward_passes(self, video, audio, t, passes, **kw):
+        return [self(video, audio, t, p.video_context, p.audio_context, skip_block=p.skip_block, **kw)
+                for p in passes]
+
 
 def test_guidance_scales_slg_and_contexts_reach_the_model() -> None:
     model = Scripted()
