@@ -7,9 +7,12 @@ import argparse
 import statistics
 import threading
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from typing_extensions import Self  # typing.Self from Python 3.11
 
 from ovi_bench.records import SCHEMA_VERSION, Environment, canonical_json, write_atomic
 

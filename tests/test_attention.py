@@ -209,3 +209,29 @@ def test_bench_script_tiny_cpu(tmp_path, monkeypatch):
             assert row["rel_err"] < BF16_REL_TOL and row["tflops"] > 0 and row["share_of_matmul"] > 0
         else:
             assert "needs a CUDA GPU" in row["skipped"]
+
+
+def test_package_version_names_a_source_build() -> None:
+    from ovi_engine.attention.base import package_version
+
+    assert package_version("no-such-dist-xyz", module="json") == "json (source build, no package metadata)"
+    assert package_version("no-such-dist-xyz", module="no_such_module_xyz") == "no-such-dist-xyz (not installed)"
+    assert package_version("pytest").startswith("pytest ")
+
+
+@pytest.mark.parametrize("returns_lse", [False, True], ids=["tensor", "tuple"])
+def test_fa3_wrapper_passes_blhd_through(monkeypatch, returns_lse: bool) -> None:
+    """FlashAttention-3 takes [B, L, H, D] as we do; builds differ in returning out or (out, lse)."""
+    import types
+
+    from ovi_engine.attention.flash_attn import fa3
+    from ovi_engine.attention.reference import reference_attention
+
+    def flash_attn_func(q, k, v):
+        out = reference_attention(q, k, v, None)
+        return (out, torch.zeros(q.shape[0], q.shape[2], q.shape[1])) if returns_lse else out
+
+    monkeypatch.setitem(sys.modules, "flash_attn_interface", types.SimpleNamespace(flash_attn_func=flash_attn_func))
+    gen = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(1, n, 2, 16, generator=gen) for n in (5, 7, 7))
+    torch.testing.assert_close(fa3(q, k, v, None), reference_attention(q, k, v, None))

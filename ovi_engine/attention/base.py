@@ -62,12 +62,16 @@ def missing_package(module: str, install: str) -> str | None:
     return None
 
 
-def package_version(*dists: str) -> str:
+def package_version(*dists: str, module: str | None = None) -> str:
+    """The first installed distribution's name and version; a `module` importable without package metadata
+    (a source build on PYTHONPATH, as FlashAttention-3 usually is) is named as such."""
     for dist in dists:
         try:
             return f"{dist} {importlib.metadata.version(dist)}"
         except importlib.metadata.PackageNotFoundError:
             continue
+    if module is not None and importlib.util.find_spec(module) is not None:
+        return f"{module} (source build, no package metadata)"
     return f"{dists[0]} (not installed)"
 
 
