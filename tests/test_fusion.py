@@ -187,15 +187,20 @@ def test_benchmark_runs_at_tiny_on_cpu(tmp_path: Path, monkeypatch: pytest.Monke
         bench.main(["--variants", "1080p", "--out", str(out)])
 
 
+def query_inputs(tokens: int, heads: int, seed: int) -> tuple[torch.Tensor, torch.nn.RMSNorm, torch.Tensor]:
+    """Projected queries [1, tokens, heads*32], an RMSNorm with non-trivial weights, RoPE angles [tokens,1,16]."""
+    torch.manual_seed(seed)
+    x = torch.randn(1, tokens, heads * 32)
+    norm = torch.nn.RMSNorm(heads * 32, eps=1e-6)
+    norm.weight.data.uniform_(0.5, 1.5)
+    return x, norm, torch.rand(tokens, 1, 16) * 6
+
+
 def test_fused_helpers_equal_their_eager_paths() -> None:
     """What `compile_helpers` compiles must compute what the eager path computes."""
     from ovi_engine import dit
 
-    torch.manual_seed(5)
-    x = torch.randn(1, 12, 4 * 32)
-    norm = torch.nn.RMSNorm(4 * 32, eps=1e-6)
-    norm.weight.data.uniform_(0.5, 1.5)
-    angles = torch.rand(12, 1, 16) * 6
+    x, norm, angles = query_inputs(tokens=12, heads=4, seed=5)
     eager = dit.norm_rope(norm, x.clone(), angles.cos(), angles.sin(), heads=4)
     fused = dit.rms_norm_rope(x, norm.weight, 1e-6, angles.cos(), angles.sin(), heads=4)
     torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-5)
@@ -208,11 +213,7 @@ def test_query_normed_both_ways_equals_the_eager_steps() -> None:
     """The cross-attention query: normed for the text, normed + RoPE for the other tower, from one read."""
     from ovi_engine import dit
 
-    torch.manual_seed(6)
-    x = torch.randn(1, 10, 3 * 32)
-    norm = torch.nn.RMSNorm(3 * 32, eps=1e-6)
-    norm.weight.data.uniform_(0.5, 1.5)
-    angles = torch.rand(10, 1, 16) * 6
+    x, norm, angles = query_inputs(tokens=10, heads=3, seed=6)
     plain, roped = dit.rms_norm_with_rope(x, norm.weight, 1e-6, angles.cos(), angles.sin(), heads=3)
     torch.testing.assert_close(plain, norm(x).unflatten(-1, (3, -1)))
     torch.testing.assert_close(roped, dit.apply_rope(norm(x).unflatten(-1, (3, -1)), angles.cos(), angles.sin()))
