@@ -3,9 +3,11 @@
 # Works without installing the package (python3 -m ovi_bench from the checkout). Pick parts with $PARTS
 # (default: all), each about the device time shown:
 #   attention  ~1 min   the kernels that matter on Hopper, 5 s and 10 s shapes (no model)
-#   oom        ~8 min   the seed's OOM gate under 37 GiB: every variant x policy, 2 steps
+#   oom        ~3 min a variant   the seed's OOM gate under 37 GiB, each policy (cpu_offload's host build and
+#                       pinning is ~2 min of that); pick variants with OOM_VARIANTS="720x720_5s 960x960_10s"
 #   peak       ~1 min   per-stage peaks of the 10 s generation, 2 denoise runs for step timings
-#   latents    ~4 min   variant_latents at full scale: real latent shapes, decoded frames and samples
+#   latents    ~3 min   variant_latents at full scale: real latent shapes, decoded frames and samples
+#                       (needs PyAV, the video extra, to read its i2v image)
 # Then, to store the baselines: for d in "$OUT"/*/; do ovi-bench baseline update "$d" --hardware h100-80gb; done
 set -uo pipefail
 cd "$(dirname "$0")/.."
