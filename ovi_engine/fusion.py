@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar, Literal, cast
 
 import torch
 from torch import Tensor, nn
@@ -75,6 +75,9 @@ def get_fusion_config(preset: str | FusionConfig) -> FusionConfig:
     return resolve_preset(preset, FUSION_PRESETS, "fusion")
 
 
+PairPart = Literal["all", "self", "rest"]
+
+
 class BlockPair(nn.Module):
     """The audio and video block of one depth, run in Ovi's order.
 
@@ -87,8 +90,8 @@ class BlockPair(nn.Module):
         self.video_block = video_block
         self.audio_block = audio_block
 
-    def forward(self, video: TowerState, audio: TowerState, backend: str, part: str = "all") -> None:
-        """part: "all", or "self" (the self-attentions, which do not read the text) and then "rest"."""
+    def forward(self, video: TowerState, audio: TowerState, backend: str, part: PairPart = "all") -> None:
+        """part: "all", or "self" (the self-attentions, which do not read the text) and later "rest"."""
         vb, ab = self.video_block, self.audio_block
         video_mod, audio_mod = vb.modulation_table(video.e0), ab.modulation_table(audio.e0)
         if part != "rest":
