@@ -25,6 +25,7 @@ from bench_fusion import SLG_LAYER, latent_shapes
 from ovi_bench.records import SCHEMA_VERSION, Environment
 from ovi_engine.attention import resolve
 from ovi_engine.fusion import Pass, build_fusion_model
+from ovi_engine.variants import VARIANTS
 
 # Substrings of kernel names, checked in this order; the first match names the family.
 FAMILIES = (
@@ -40,13 +41,15 @@ def family(kernel: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--variant", default="960x960_10s")
+    parser.add_argument("--variant", default="960x960_10s", choices=sorted(VARIANTS))
     parser.add_argument("--attention", default="auto")
     parser.add_argument("--compile", action="store_true", help="torch.compile the elementwise helpers")
     parser.add_argument("--steps-timed", type=int, default=2, help="steps timed with the clock sampler")
     parser.add_argument("--top", type=int, default=25, help="kernels listed by device time")
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args(argv)
+    if args.steps_timed < 1 or args.top < 1:
+        parser.error("--steps-timed and --top must be >= 1")
     if not torch.cuda.is_available():
         parser.error("needs a CUDA GPU (the profile reads device kernel times)")
     device = torch.device("cuda", torch.cuda.current_device())
