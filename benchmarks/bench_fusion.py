@@ -99,14 +99,19 @@ def bench_variant(
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
-    parser.add_argument("--variants", default=",".join(DEFAULT_VARIANTS), help="comma-separated variant names")
+    add_step_arguments(parser, default_variants=",".join(DEFAULT_VARIANTS))
+    return check_args(parser, parser.parse_args(argv))
+
+
+def add_step_arguments(parser: argparse.ArgumentParser, default_variants: str) -> None:
+    """The options of every benchmark that times fusion steps (this one and the sequence-parallel one)."""
+    parser.add_argument("--variants", default=default_variants, help="comma-separated variant names")
     parser.add_argument("--attention", default="auto", help="attention backend (auto resolves per device)")
     parser.add_argument("--compile", action="store_true", help="torch.compile the elementwise helpers")
     parser.add_argument("--steps-timed", type=int, default=3)
     parser.add_argument("--preset", default="full", choices=sorted(FUSION_PRESETS))
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights")
-    return check_args(parser, parser.parse_args(argv))
 
 
 def check_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:

@@ -25,11 +25,11 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from bench_common import GIB, synchronize
-from bench_fusion import bench_variant, check_args, latent_shapes
+from bench_fusion import add_step_arguments, bench_variant, check_args, latent_shapes
 
 from ovi_bench.records import SCHEMA_VERSION, Environment
 from ovi_engine.attention import resolve
-from ovi_engine.fusion import FUSION_PRESETS, FusionModel, build_fusion_model
+from ovi_engine.fusion import FusionModel, build_fusion_model
 from ovi_engine.parallel import SequenceParallel, enable_sequence_parallel, init_sequence_parallel
 from ovi_engine.weights import module_bytes
 
@@ -73,13 +73,7 @@ def summarize(per_rank: list[dict[str, Any]]) -> dict[str, Any]:
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write (rank 0)")
-    parser.add_argument("--variants", default="720x720_5s", help="comma-separated variant names")
-    parser.add_argument("--attention", default="auto", help="attention backend (auto resolves per device)")
-    parser.add_argument("--compile", action="store_true", help="torch.compile the elementwise helpers")
-    parser.add_argument("--steps-timed", type=int, default=3)
-    parser.add_argument("--preset", default="full", choices=sorted(FUSION_PRESETS))
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the synthetic weights")
+    add_step_arguments(parser, default_variants="720x720_5s")
     parser.add_argument("--check", action="store_true", help="compare one split forward with the unsplit one")
     parser.add_argument("--reference", type=Path, help="this benchmark's JSON from a 1-rank run: adds efficiency")
     args = check_args(parser, parser.parse_args(argv))

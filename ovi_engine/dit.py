@@ -211,7 +211,9 @@ class ConvSwiGLU(nn.Module):
         return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
-class SelfAttention(nn.Module):
+class AttentionProjections(nn.Module):
+    """The q/k/v/o projections and q/k RMSNorms every Wan attention layer has (upstream's key names)."""
+
     def __init__(self, dim: int, num_heads: int, eps: float):
         super().__init__()
         self.num_heads = num_heads
@@ -222,6 +224,8 @@ class SelfAttention(nn.Module):
         self.norm_q = nn.RMSNorm(dim, eps=eps)
         self.norm_k = nn.RMSNorm(dim, eps=eps)
 
+
+class SelfAttention(AttentionProjections):
     def forward(self, x: Tensor, cos: Tensor, sin: Tensor, backend: str, shard: SequenceShard | None) -> Tensor:
         q = norm_rope(self.norm_q, self.q(x), cos, sin, self.num_heads)
         k = norm_rope(self.norm_k, self.k(x), cos, sin, self.num_heads)
@@ -231,7 +235,7 @@ class SelfAttention(nn.Module):
         return self.o(out.flatten(2))
 
 
-class CrossAttention(nn.Module):
+class CrossAttention(AttentionProjections):
     """Text cross-attention plus Ovi's fusion attention to the other tower's tokens.
 
     One query serves both: without RoPE against the text, with this tower's RoPE against the other tower's
@@ -240,14 +244,7 @@ class CrossAttention(nn.Module):
     """
 
     def __init__(self, dim: int, num_heads: int, eps: float):
-        super().__init__()
-        self.num_heads = num_heads
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.o = nn.Linear(dim, dim)
-        self.norm_q = nn.RMSNorm(dim, eps=eps)
-        self.norm_k = nn.RMSNorm(dim, eps=eps)
+        super().__init__(dim, num_heads, eps)
         self.k_fusion = nn.Linear(dim, dim)
         self.v_fusion = nn.Linear(dim, dim)
         self.pre_attn_norm_fusion = nn.LayerNorm(dim, eps=eps)
