@@ -183,13 +183,17 @@ class FusionModel(nn.Module):
         share_first = len(passes) > 1 and all(p.skip_block != 0 for p in passes)
         if share_first:
             self.block_pairs[0](v, a, attention, "self")
+        def start(tower: DiTTower, shared: TowerState, context: Tensor, n: int) -> TowerState:
+            """Pass n's state: its own text (pass 0's is embedded already); earlier passes work on copies of
+            the shared tokens, which the last pass may then update in place."""
+            last = n == len(passes) - 1
+            return replace(shared, x=shared.x if last else shared.x.clone(),
+                           context=shared.context if n == 0 else tower.embed_context(context))
+
         outputs = []
         for n, p in enumerate(passes):
-            last = n == len(passes) - 1  # later passes need the shared state: earlier ones work on copies
-            pv = replace(v, x=v.x if last else v.x.clone(),
-                         context=v.context if n == 0 else self.video_model.embed_context(p.video_context))
-            pa = replace(a, x=a.x if last else a.x.clone(),
-                         context=a.context if n == 0 else self.audio_model.embed_context(p.audio_context))
+            pv = start(self.video_model, v, p.video_context, n)
+            pa = start(self.audio_model, a, p.audio_context, n)
             for i, pair in enumerate(self.block_pairs):
                 if i != p.skip_block:
                     pair(pv, pa, attention, "rest" if i == 0 and share_first else "all")
