@@ -15,6 +15,7 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -53,11 +54,11 @@ def latent_shapes(variant: str, preset: str) -> tuple[tuple[int, ...], tuple[int
     return spec.video_latent_shape(), spec.audio_latent_shape()
 
 
-@torch.inference_mode()
-def bench_variant(
-    model: FusionModel, variant: str, preset: str, device: torch.device, attention: str, steps_timed: int
-) -> VariantResult:
-    video_shape, audio_shape = latent_shapes(variant, preset)
+def make_step(
+    model: FusionModel, video_shape: tuple[int, ...], audio_shape: tuple[int, ...], device: torch.device,
+    attention: str,
+) -> Callable[[], None]:
+    """One denoising step on random latents and prompts: the cond and the uncond (SLG) pass, as Ovi samples."""
     dtype = model.video_model.head.head.weight.dtype
     gen = torch.Generator(device).manual_seed(0)
     video = torch.randn(1, *video_shape, generator=gen, device=device).to(dtype)
@@ -67,9 +68,18 @@ def bench_variant(
     t = torch.full((1,), 500.0, device=device)
     slg = min(SLG_LAYER, model.config.num_layers - 1)
 
+    @torch.inference_mode()
     def step() -> None:
         model.forward_passes(video, audio, t, [Pass(pos, pos), Pass(neg, neg, slg)], attention=attention)
 
+    return step
+
+
+def bench_variant(
+    model: FusionModel, variant: str, preset: str, device: torch.device, attention: str, steps_timed: int
+) -> VariantResult:
+    video_shape, audio_shape = latent_shapes(variant, preset)
+    step = make_step(model, video_shape, audio_shape, device, attention)
     step()  # warm-up: kernel selection, attention probes, compilation
     resident = start_peak(device)
     samples = []

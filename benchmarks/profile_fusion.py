@@ -20,11 +20,11 @@ from pathlib import Path
 
 import torch
 from bench_common import ClockSampler
-from bench_fusion import SLG_LAYER, latent_shapes
+from bench_fusion import latent_shapes, make_step
 
 from ovi_bench.records import SCHEMA_VERSION, Environment
 from ovi_engine.attention import resolve
-from ovi_engine.fusion import Pass, build_fusion_model
+from ovi_engine.fusion import build_fusion_model
 from ovi_engine.variants import VARIANTS
 
 # Substrings of kernel names, checked in this order; the first match names the family.
@@ -54,16 +54,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("needs a CUDA GPU (the profile reads device kernel times)")
     device = torch.device("cuda", torch.cuda.current_device())
     model = build_fusion_model("full", device=device, dtype=torch.bfloat16, seed=0, compile=args.compile)
-    video_shape, audio_shape = latent_shapes(args.variant, "full")
-    video = torch.randn(1, *video_shape, device=device, dtype=torch.bfloat16)
-    audio = torch.randn(1, *audio_shape, device=device, dtype=torch.bfloat16)
-    pos, neg = (torch.randn(1, 512, 4096, device=device, dtype=torch.bfloat16) for _ in range(2))
-    t = torch.full((1,), 500.0, device=device)
-
-    @torch.inference_mode()
-    def step() -> None:
-        model.forward_passes(video, audio, t, [Pass(pos, pos), Pass(neg, neg, SLG_LAYER)], attention=args.attention)
-
+    step = make_step(model, *latent_shapes(args.variant, "full"), device, args.attention)
     step()
     torch.cuda.synchronize(device)
     walls = []
