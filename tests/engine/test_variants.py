@@ -19,7 +19,7 @@ from ovi_engine.variants import (
 )
 from ovi_engine.weights import save_checkpoint
 
-REFERENCE = json.loads((Path(__file__).parent / "reference" / "ovi_variants.json").read_text())
+REFERENCE = json.loads((Path(__file__).parents[1] / "reference" / "ovi_variants.json").read_text())
 
 
 @pytest.mark.parametrize("name", ["720x720_5s", "960x960_5s", "960x960_10s"])

@@ -210,7 +210,7 @@ def test_pipeline_benchmark_script_runs_on_the_cpu(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     subprocess.run([sys.executable, "benchmarks/bench_pipeline.py", "--preset", "tiny", "--device", "cpu",
                     "--area", str(AREA), "--variant", "960x960_10s", "--steps", "1", "--out", str(out)],
-                   check=True, cwd=Path(__file__).parents[1], capture_output=True)
+                   check=True, cwd=Path(__file__).parents[2], capture_output=True)
     result = json.loads(out.read_text())
     assert [s["stage"] for s in result["stages"]] == [
         "load", "encode_text", "denoise", "release", "decode_video", "decode_audio"]

@@ -26,7 +26,7 @@ from ovi_engine.video_vae import (
 )
 from ovi_engine.weights import CheckpointError
 
-SCHEMA = json.loads((Path(__file__).parent / "reference" / "wan22_vae.schema.json").read_text())
+SCHEMA = json.loads((Path(__file__).parents[1] / "reference" / "wan22_vae.schema.json").read_text())
 
 
 @pytest.fixture(scope="module")

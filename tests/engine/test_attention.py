@@ -192,7 +192,7 @@ def test_measure_reports_consistent_figures():
 
 
 def test_bench_script_tiny_cpu(tmp_path, monkeypatch):
-    path = Path(__file__).parents[1] / "benchmarks" / "bench_attention.py"
+    path = Path(__file__).parents[2] / "benchmarks" / "bench_attention.py"
     spec = importlib.util.spec_from_file_location("bench_attention", path)
     bench = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "bench_attention", bench)  # dataclasses look their module up

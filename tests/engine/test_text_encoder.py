@@ -24,7 +24,7 @@ from ovi_engine.text_encoder import (
 )
 from ovi_engine.weights import CheckpointError, load_into, read_state
 
-SCHEMA = json.loads((Path(__file__).parent / "reference" / "umt5_xxl_encoder.schema.json").read_text())
+SCHEMA = json.loads((Path(__file__).parents[1] / "reference" / "umt5_xxl_encoder.schema.json").read_text())
 TINY = TEXT_ENCODER_PRESETS["tiny"]
 
 

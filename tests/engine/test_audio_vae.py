@@ -27,7 +27,7 @@ from ovi_engine.audio_vae import (
 )
 from ovi_engine.weights import CheckpointError, build_on_meta, synthesize
 
-REFERENCE = Path(__file__).parent / "reference"
+REFERENCE = Path(__file__).parents[1] / "reference"
 FULL, TINY = AUDIO_CODEC_PRESETS["full"], AUDIO_CODEC_PRESETS["tiny"]
 
 

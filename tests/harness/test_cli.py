@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from ovi_bench.cli import main
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = Path(sys.executable).parent / "ovi-bench"
 
 
@@ -26,7 +26,7 @@ def example_run(tmp_path_factory):
     """The example engine of docs/engines.md, run by the real console script through MODULE:FACTORY."""
     root = tmp_path_factory.mktemp("example")
     proc = subprocess.run(
-        [str(SCRIPT), "run", "tests/suites/shapes.yaml", "--engine", "docs.example_engine:make_engine",
+        [str(SCRIPT), "run", "tests/harness/suites/shapes.yaml", "--engine", "docs.example_engine:make_engine",
          "--variant", "960x960_10s",
          "--hardware", "cpu-tiny", "--baselines", str(root / "baselines"), "--report-dir", str(root / "run")],
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False)

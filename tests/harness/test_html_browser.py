@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from ovi_bench.report import write_all
-from tests.test_reports import EVIL_ID, make_report
+from tests.harness.test_reports import EVIL_ID, make_report
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")

@@ -96,5 +96,5 @@ def test_unknown_attention_backend_is_rejected(tmp_path):
 
 
 def test_the_shipped_suites_load():
-    for path in sorted((Path(__file__).resolve().parent.parent / "suites").glob("*.yaml")):
+    for path in sorted((Path(__file__).resolve().parents[2] / "suites").glob("*.yaml")):
         assert all(suite.expand() for suite in load_suites(str(path)))

@@ -14,7 +14,7 @@ from ovi_engine.dit import apply_rope, rope_angles, rotate_pairs
 from ovi_engine.fusion import FUSION_PRESETS, FusionConfig, Pass, build_fusion_model, load_fusion_model
 from ovi_engine.weights import CheckpointError, save_checkpoint
 
-SCHEMA = Path(__file__).parent / "reference" / "ovi_fusion_11b.schema.json"
+SCHEMA = Path(__file__).parents[1] / "reference" / "ovi_fusion_11b.schema.json"
 TINY = FUSION_PRESETS["tiny"]
 
 
@@ -169,7 +169,7 @@ def test_synthetic_weights_stay_finite_through_30_pairs() -> None:
 
 
 def test_benchmark_runs_at_tiny_on_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    path = Path(__file__).parents[1] / "benchmarks" / "bench_fusion.py"
+    path = Path(__file__).parents[2] / "benchmarks" / "bench_fusion.py"
     monkeypatch.syspath_prepend(str(path.parent))  # as when run as a script: its siblings import
     spec = importlib.util.spec_from_file_location("bench_fusion", path)
     bench = importlib.util.module_from_spec(spec)
@@ -222,7 +222,7 @@ def test_query_normed_both_ways_equals_the_eager_steps() -> None:
 
 def test_profile_sorts_kernels_into_families(monkeypatch: pytest.MonkeyPatch) -> None:
     """The step profile's families: FA3 (a CUTLASS kernel) and cuDNN's SDPA are attention, cuBLAS is GEMM."""
-    path = Path(__file__).parents[1] / "benchmarks" / "profile_fusion.py"
+    path = Path(__file__).parents[2] / "benchmarks" / "profile_fusion.py"
     monkeypatch.syspath_prepend(str(path.parent))
     spec = importlib.util.spec_from_file_location("profile_fusion", path)
     profile = importlib.util.module_from_spec(spec)

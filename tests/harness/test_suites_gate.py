@@ -1,5 +1,5 @@
 """The shipped suites load and expand at both presets, smoke includes all five, and the gate fails on planted
-regressions (tests/planted_engines.py) with a message naming the check."""
+regressions (tests/harness/planted_engines.py) with a message naming the check."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from ovi_bench.suites import available_suites, load_suites
 from ovi_bench.variant_facts import variant_facts
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 SCRIPT = Path(sys.executable).parent / "ovi-bench"
 
 
@@ -72,7 +72,7 @@ def test_fusion_kept_through_decode_fails_oom_regression(tmp_path):
     text = (REPO / "suites" / "oom_regression.yaml").read_text()
     text = text.replace("  variant: [720x720_5s, 720x720_5s_fp8, 960x960_5s, 960x960_10s]\n", "  variant: [720x720_5s]\n")
     text = text.replace("  policy: [all_gpu, cpu_offload, keep_resident]\n", "  policy: [all_gpu]\n")
-    proc, report = _run(tmp_path, text, "tests.planted_engines:fusion_kept")
+    proc, report = _run(tmp_path, text, "tests.harness.planted_engines:fusion_kept")
     assert proc.returncode == 1, proc.stderr
     (message,) = _failed(report)
     assert message.startswith("release.held_bytes max:") and "modules decoding does not need" in message
@@ -85,7 +85,7 @@ def test_10s_with_5s_lengths_fails_variant_latents(tmp_path):
     text = text.replace("  variant: [720x720_5s, 720x720_5s_fp8, 960x960_5s, 960x960_10s]\n", "  variant: [960x960_10s]\n")
     text = text.replace("  tiny: {params: {area: 1024, image_size: [720, 720]}}",
                         "  tiny: {params: {area: 1024, image_size: [720, 720], sizes: [[960, 960]], decode: false}}")
-    proc, report = _run(tmp_path, text, "tests.planted_engines:short_10s")
+    proc, report = _run(tmp_path, text, "tests.harness.planted_engines:short_10s")
     assert proc.returncode == 1, proc.stderr
     failed = _failed(report)
     assert any(m.startswith("latents.mismatches exact:") and "[48, 31, 2, 2]" in m for m in failed), failed
