@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from ovi_engine.variants import get_variant
+from ovi_bench.engines.base import Capabilities, EngineConfig
+from ovi_bench.variant_facts import variant_facts
 
 
 @dataclass
@@ -33,8 +34,13 @@ class ExampleMedia:
 
 
 class ExampleEngine:
-    def load(self, config: Any) -> None:  # config: ovi_bench.engines.base.EngineConfig
-        self.spec = get_variant(config.variant)
+    def capabilities(self, device: str, dtype: str) -> Capabilities:
+        # Every variant, policy and backend name is accepted (nothing here depends on them) but one feature.
+        return Capabilities.everything(features={"sequence_parallel": "the example engine has no model to split"})
+
+    def load(self, config: EngineConfig) -> None:
+        self.spec = variant_facts(config.variant)
+        self.area = config.area
         self.device = torch.device(config.device)
 
     def encode_text(self, prompt: str, negative_prompt: str | None = None) -> Any:
@@ -44,7 +50,7 @@ class ExampleEngine:
                 height: int | None = None, width: int | None = None,
                 on_step: Callable[[int, int], None] | None = None) -> ExampleLatents:
         generator = torch.Generator().manual_seed(seed)
-        video = torch.randn(self.spec.video_latent_shape(height, width), generator=generator)
+        video = torch.randn(self.spec.video_latent_shape(height, width, self.area), generator=generator)
         audio = torch.randn(self.spec.audio_latent_shape(), generator=generator)
         for step in range(steps):
             video = video * 0.9  # one "step" of work
@@ -59,7 +65,7 @@ class ExampleEngine:
         return ExampleMedia(self.spec.video_frames, self.spec.audio_samples, self.spec.fps, self.spec.sample_rate)
 
     def describe(self) -> dict:
-        return {"variant": self.spec.describe(), "placement": [], "attention": "none", "weights": "none"}
+        return {"variant": self.spec.summary(), "placement": [], "attention": "none", "weights": "none"}
 
 
 def make_engine() -> ExampleEngine:

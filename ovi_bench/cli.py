@@ -149,7 +149,6 @@ def run_suites(options: Any, run_dir: Path | None, *, header: dict[str, Any] | N
                done: list[Any] | None = None) -> int:
     """Validate everything, then run the cases missing from the journal and write the reports."""
     from ovi_bench.engines import engine_factory
-    from ovi_bench.engines.base import attention_backends
     from ovi_bench.hardware import detect_profile, get_profile
     from ovi_bench.records import Environment, OutputError
     from ovi_bench.report import write_all
@@ -157,8 +156,7 @@ def run_suites(options: Any, run_dir: Path | None, *, header: dict[str, Any] | N
     from ovi_bench.scenarios import get_scenario
     from ovi_bench.suites import load_suites, validate_axis
 
-    backends = attention_backends()
-    suites = [suite for name in options.suites for suite in load_suites(name, known_backends=backends)]
+    suites = [suite for name in options.suites for suite in load_suites(name)]
     names = [s.name for s in suites]
     if len(set(names)) != len(names):
         raise UsageError(f"two suites share a name: {names}")
@@ -167,7 +165,7 @@ def run_suites(options: Any, run_dir: Path | None, *, header: dict[str, Any] | N
         raise UsageError(f"--nproc: no suite of {options.suites} has an nproc axis (sequence_parallel has)")
     for axis, values in options.overrides().items():
         try:
-            validate_axis(axis, values, backends)
+            validate_axis(axis, values)
         except ValueError as exc:
             raise UsageError(str(exc)) from None
     if options.checkpoint_dir and not Path(options.checkpoint_dir).is_dir():

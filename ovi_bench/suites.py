@@ -17,9 +17,10 @@ from typing import Any
 import yaml
 
 from ovi_bench.baselines import Check, CheckError, parse_check
-from ovi_bench.engines.base import POLICIES, PRESETS, VARIANTS
+from ovi_bench.engines.base import ATTENTION_BACKENDS, POLICIES, PRESETS
 from ovi_bench.scenarios import SCENARIO_MODULES, get_scenario
 from ovi_bench.units import parse_duration, parse_size
+from ovi_bench.variant_facts import VARIANTS
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 SUITE_SCHEMA_VERSION = 1
@@ -124,22 +125,22 @@ def available_suites() -> list[str]:
     return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
 
 
-def load_suite(name_or_path: str, *, known_backends: tuple[str, ...] | None = None) -> Suite:
+def load_suite(name_or_path: str) -> Suite:
     """One suite file with a scenario (a file with `include:` stands for several: use `load_suites`)."""
     path = suite_path(name_or_path)
     data = _read(path)
     if isinstance(data, _Mapping) and "include" in data:
         raise SuiteError(f"{path}: includes other suites; load it with load_suites")
-    return _parse_suite(path, data, known_backends)
+    return _parse_suite(path, data)
 
 
-def load_suites(name_or_path: str, *, known_backends: tuple[str, ...] | None = None) -> list[Suite]:
+def load_suites(name_or_path: str) -> list[Suite]:
     """The suites a file stands for: itself, or each suite it includes, with the include's overrides."""
     path = suite_path(name_or_path)
     data = _read(path)
     if isinstance(data, _Mapping) and "include" in data:
-        return _parse_include(path, data, known_backends)
-    return [_parse_suite(path, data, known_backends)]
+        return _parse_include(path, data)
+    return [_parse_suite(path, data)]
 
 
 def _read(path: Path) -> Any:
@@ -154,7 +155,7 @@ def _read(path: Path) -> Any:
     return data
 
 
-def _parse_include(path: Path, data: _Mapping, known_backends: tuple[str, ...] | None) -> list[Suite]:
+def _parse_include(path: Path, data: _Mapping) -> list[Suite]:
     def fail(line: int, message: str) -> SuiteError:
         return SuiteError(f"{path}:{line}: {message}")
 
@@ -181,14 +182,14 @@ def _parse_include(path: Path, data: _Mapping, known_backends: tuple[str, ...] |
             raise fail(entry.lines[unknown[0]], f"unknown key {unknown[0]!r} in include "
                                                 f"(allowed: {', '.join(INCLUDE_KEYS)})")
         try:
-            base = load_suites(entry["suite"], known_backends=known_backends)
+            base = load_suites(entry["suite"])
         except SuiteError as exc:
             raise fail(entry.lines["suite"], f"include {entry['suite']!r}: {exc}") from None
         if len(base) != 1:
             raise fail(entry.lines["suite"], f"{entry['suite']!r} includes other suites; include a plain suite")
         included = base[0]
         scenario = get_scenario(included.scenario)
-        matrix = _parse_matrix(entry.get("matrix"), entry.lines.get("matrix", line), scenario, known_backends, fail)
+        matrix = _parse_matrix(entry.get("matrix"), entry.lines.get("matrix", line), scenario, fail)
         params = _parse_params(entry.get("params"), entry.lines.get("params", line), scenario, fail)
         budget = _parse_budget(entry.get("budget"), lambda msg, entry=entry: fail(entry.lines["budget"], msg))
         timeout_s = _parse_timeout(entry.get("timeout", data.get("timeout")),
@@ -206,7 +207,7 @@ def _parse_include(path: Path, data: _Mapping, known_backends: tuple[str, ...] |
     return suites
 
 
-def _parse_suite(path: Path, data: Any, known_backends: tuple[str, ...] | None) -> Suite:
+def _parse_suite(path: Path, data: Any) -> Suite:
     def fail(line: int, message: str) -> SuiteError:
         return SuiteError(f"{path}:{line}: {message}")
 
@@ -229,10 +230,10 @@ def _parse_suite(path: Path, data: Any, known_backends: tuple[str, ...] | None) 
                                       f"(known: {', '.join(SCENARIO_MODULES)})")
     scenario = get_scenario(data["scenario"])
 
-    matrix = _parse_matrix(data.get("matrix"), lines.get("matrix", data.line), scenario, known_backends, fail)
+    matrix = _parse_matrix(data.get("matrix"), lines.get("matrix", data.line), scenario, fail)
     params = _parse_params(data.get("params"), lines.get("params", data.line), scenario, fail)
     budget = _parse_budget(data.get("budget"), lambda msg: fail(lines["budget"], msg))
-    presets = _parse_presets(data.get("presets"), lines.get("presets", data.line), scenario, known_backends, fail)
+    presets = _parse_presets(data.get("presets"), lines.get("presets", data.line), scenario, fail)
     timeout_s = _parse_timeout(data.get("timeout"), lines.get("timeout", data.line), fail)
 
     checks_data = data.get("checks") or []
@@ -244,7 +245,7 @@ def _parse_suite(path: Path, data: Any, known_backends: tuple[str, ...] | None) 
                  path=path, presets=presets)
 
 
-def _parse_matrix(data: Any, line: int, scenario: Any, known_backends: tuple[str, ...] | None,
+def _parse_matrix(data: Any, line: int, scenario: Any,
                   fail: Any) -> dict[str, list[Any]]:
     if data is None:
         return {}
@@ -259,7 +260,7 @@ def _parse_matrix(data: Any, line: int, scenario: Any, known_backends: tuple[str
         if not values:
             raise fail(where, f"axis {axis!r} has no values")
         try:
-            validate_axis(axis, values, known_backends)
+            validate_axis(axis, values)
         except ValueError as exc:
             raise fail(where, str(exc)) from None
         matrix[axis] = values
@@ -296,7 +297,7 @@ def _parse_budget(value: Any, fail: Any) -> int | str | None:
         raise fail(f"budget: {exc} (or 'profile')") from None
 
 
-def _parse_presets(data: Any, line: int, scenario: Any, known_backends: tuple[str, ...] | None,
+def _parse_presets(data: Any, line: int, scenario: Any,
                    fail: Any) -> dict[str, dict[str, Any]]:
     """`presets: {tiny: {params: {...}, budget: ..., matrix: {...}}}`: what changes with the weight preset."""
     if data is None:
@@ -312,16 +313,16 @@ def _parse_presets(data: Any, line: int, scenario: Any, known_backends: tuple[st
             raise fail(where, f"preset {preset!r} must be a mapping with {', '.join(PRESET_KEYS)}")
         presets[preset] = {"params": _parse_params(entry.get("params"), where, scenario, fail),
                            "matrix": _parse_matrix(entry.get("matrix"), entry.lines.get("matrix", where), scenario,
-                                                   known_backends, fail)}
+                                                   fail)}
         if "budget" in entry:
             presets[preset]["budget"] = _parse_budget(entry["budget"], lambda msg, entry=entry: fail(entry.lines["budget"], msg))
     return presets
 
 
-def validate_axis(axis: str, values: list[Any], known_backends: tuple[str, ...] | None = None) -> None:
-    known: tuple[str, ...] | None = {"variant": VARIANTS, "policy": POLICIES}.get(axis)
-    if axis == "attention":
-        known = known_backends
+def validate_axis(axis: str, values: list[Any]) -> None:
+    """Axis values must be words of the harness's vocabulary; whether an engine supports them is the
+    engine's to declare (checked per case)."""
+    known = {"variant": VARIANTS, "policy": tuple(POLICIES), "attention": ATTENTION_BACKENDS}.get(axis)
     for value in values:
         if known is not None and value not in known:
             raise ValueError(f"unknown {axis} {value!r} (known: {', '.join(known)})")

@@ -25,6 +25,7 @@ AUDIO_SEGMENT_S = 5
 SNAP = 32
 VIDEO_CHANNELS, AUDIO_CHANNELS = 48, 20
 TEXT_TOKENS = 512
+VARIANTS = ("720x720_5s", "720x720_5s_fp8", "960x960_5s", "960x960_10s")  # the names suites may use
 _NAME = re.compile(r"^(\d+)x(\d+)_(\d+)s(_fp8)?$")
 
 

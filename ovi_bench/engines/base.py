@@ -1,35 +1,81 @@
 """The engine interface: everything a suite needs from an engine, and nothing more.
 
-The reference engine (`ovi_engine.pipeline.OviPipeline`) and any plugin given as `MODULE:FACTORY` have
-this shape. The engine does not know it is measured: the harness wraps each call in trackers. An engine
-that also announces its inner stages (e.g. decode_video, decode_audio) offers `add_stage_listener`.
+The harness owns its vocabulary: the variants (`ovi_bench.variant_facts`), the placement policies and the
+attention backend names below mean the same thing for every engine. An engine declares which of them it
+supports, and why not for each it does not (`capabilities`); the harness checks that before a case runs,
+and a case the engine cannot run is reported `unsupported` with the engine's reason, never run and never a
+pass. The reference engine (`ovi_bench.engines.reference`), upstream checkouts and any plugin given as
+`MODULE:FACTORY` all have this shape. The engine does not know it is measured: the harness wraps each call
+in trackers. An engine that also announces its inner stages (e.g. decode_video, decode_audio) offers
+`add_stage_listener`; one that lets the attention suites time its own kernels offers `attention_kernel`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from ovi_engine.placement import POLICIES as PLACEMENT_POLICIES
-from ovi_engine.variants import VARIANTS as VARIANT_SPECS
+from ovi_bench.variant_facts import VARIANTS
 
-VARIANTS = tuple(VARIANT_SPECS)
-POLICIES = tuple(PLACEMENT_POLICIES)
+# What each policy means, whoever implements it (the suites' `policy` axis).
+POLICIES: dict[str, str] = {
+    "all_gpu": "every module on the device; the text encoder freed after encoding, the fusion model before "
+               "decode",
+    "cpu_offload": "modules on the host, each on the device only for its stage (fusion blocks streamed)",
+    "keep_resident": "nothing released (the behaviour before the seed's OOM fix; the negative control)",
+    "sequential": "prompts encoded, the text encoder released, then the fusion model loaded: the text encoder "
+                  "and the fusion model are never resident together (the text encoder reloads per prompt)",
+}
+# Attention backend names the `attention` axis may take; `auto` is the engine's own choice.
+ATTENTION_BACKENDS = ("auto", "sdpa", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "sdpa_math", "flex", "sage",
+                      "flash_attn_2", "flash_attn_3", "flash_attn_4", "xformers", "reference")
+# Optional things an engine may or may not do; a scenario that needs one says so.
+FEATURES = ("sequence_parallel", "i2v", "detect_variant")
 PRESETS = ("tiny", "full")
-STAGES = ("load", "encode_text", "denoise", "release", "decode")
+DTYPES = ("auto", "bfloat16", "float16", "float32")
 
 
-def attention_backends() -> tuple[str, ...]:
-    """Names --attention accepts: auto and every backend registered in ovi_engine.attention."""
-    from ovi_engine.attention import BACKENDS
+@dataclass(frozen=True)
+class Capabilities:
+    """What an engine can run on a device: for each name of the harness's vocabulary, None when it is
+    supported, else the reason it is not. Names an engine leaves out are unsupported ("not declared")."""
 
-    return ("auto", *BACKENDS)
+    variants: Mapping[str, str | None]
+    policies: Mapping[str, str | None]
+    attention: Mapping[str, str | None]  # None: available on this device (the engine's own probe passed)
+    features: Mapping[str, str | None] = field(default_factory=dict)
+
+    def why_not(self, kind: str, name: str) -> str | None:
+        """None when `name` of `kind` (variants, policies, attention, features) is supported, else why not."""
+        table: Mapping[str, str | None] = getattr(self, kind)
+        if name not in table:
+            return f"the engine does not declare {kind[:-1] if kind != 'attention' else 'attention backend'} {name!r}"
+        return table[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: dict(v) for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Capabilities:
+        return cls(**{k: dict(data.get(k, {})) for k in ("variants", "policies", "attention", "features")})
+
+    @classmethod
+    def everything(cls, **reasons: Mapping[str, str | None]) -> Capabilities:
+        """Every name of the vocabulary supported, except those `reasons` sets (e.g. attention={...})."""
+        tables: dict[str, dict[str, str | None]] = {
+            "variants": dict.fromkeys(VARIANTS), "policies": dict.fromkeys(POLICIES),
+            "attention": dict.fromkeys(ATTENTION_BACKENDS), "features": dict.fromkeys(FEATURES)}
+        for kind, overrides in reasons.items():
+            tables[kind].update(overrides)
+        return cls(**tables)
 
 
-@dataclass
+@dataclass(frozen=True)
 class EngineConfig:
+    """What an engine is built with: the part of a case's Job the engine sees."""
+
     variant: str
     preset: str = "tiny"  # synthetic weights at this preset, unless checkpoint_dir is given
     checkpoint_dir: Path | None = None  # upstream ckpts/ layout or a ComfyUI models folder
@@ -47,7 +93,7 @@ class EngineConfig:
         return data
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> EngineConfig:
+    def from_dict(cls, data: Mapping[str, Any]) -> EngineConfig:
         ckpt = data.get("checkpoint_dir")
         return cls(**{**data, "checkpoint_dir": Path(ckpt) if ckpt else None})
 
@@ -67,8 +113,22 @@ class Media(Protocol):
 StageListener = Callable[[str, str, dict[str, Any]], None]  # (stage name, "start" | "end", engine's info)
 
 
+@dataclass(frozen=True)
+class AttentionKernel:
+    """An engine's own attention entry point, for the attention suites to time at Ovi's shapes.
+
+    `fn(q, k, v)` takes [B, L, H, D] tensors and returns [B, Lq, H, D]; `resolved` names the backend that
+    runs (what `auto` stands for on this device)."""
+
+    requested: str
+    resolved: str
+    fn: Callable[[Any, Any, Any], Any]
+
+
 @runtime_checkable
 class Engine(Protocol):
+    def capabilities(self, device: str, dtype: str) -> Capabilities: ...
+
     def load(self, config: EngineConfig) -> None: ...
 
     def encode_text(self, prompt: str, negative_prompt: str | None = None) -> Any: ...
@@ -96,3 +156,9 @@ class Engine(Protocol):
 def stage_listener_hook(engine: Engine) -> Callable[[StageListener], None] | None:
     """The engine's optional `add_stage_listener(fn)`, through which it announces its inner stages."""
     return getattr(engine, "add_stage_listener", None)
+
+
+def attention_kernel_hook(engine: Engine) -> Callable[[str, str, str], AttentionKernel] | None:
+    """The engine's optional `attention_kernel(backend, device, dtype)`; it raises for a backend that
+    cannot run there, with the reason."""
+    return getattr(engine, "attention_kernel", None)

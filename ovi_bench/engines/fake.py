@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 
-from ovi_bench.engines.base import EngineConfig, StageListener
+from ovi_bench.engines.base import Capabilities, EngineConfig, StageListener
 from ovi_bench.units import parse_size
-from ovi_engine.variants import get_variant
+from ovi_bench.variant_facts import variant_facts
 
 FAULTS_ENV = "OVI_FAKE_FAULTS"
 
@@ -46,6 +46,9 @@ class FakeEngine:
         self.listeners: list[StageListener] = []
         self.held: list[torch.Tensor] = []
         self.faults: dict[str, str] = {}
+
+    def capabilities(self, device: str, dtype: str) -> Capabilities:
+        return Capabilities.everything(features={"sequence_parallel": "the fake engine has no model to split"})
 
     def add_stage_listener(self, listener: StageListener) -> None:
         self.listeners.append(listener)
@@ -90,9 +93,9 @@ class FakeEngine:
                 height: int | None = None, width: int | None = None,
                 on_step: Callable[[int, int], None] | None = None) -> FakeLatents:
         assert self.config is not None, "load() first"
-        spec = get_variant(self.config.variant)
+        spec = variant_facts(self.config.variant)
         generator = torch.Generator().manual_seed(seed)
-        video = torch.randn(spec.video_latent_shape(height, width), generator=generator, dtype=torch.bfloat16)
+        video = torch.randn(spec.video_latent_shape(height, width, self.config.area), generator=generator, dtype=torch.bfloat16)
         audio = torch.randn(spec.audio_latent_shape(), generator=generator, dtype=torch.bfloat16)
         for step in range(steps):
             self._maybe_fail("denoise")
@@ -106,7 +109,7 @@ class FakeEngine:
 
     def decode_latents(self, latents: FakeLatents) -> FakeMedia:
         assert self.config is not None, "load() first"
-        spec = get_variant(self.config.variant)
+        spec = variant_facts(self.config.variant)
         self._stage("decode_video", "start")
         self._maybe_fail("decode_video")
         frames = 1 + 4 * (latents.video.shape[1] - 1)
@@ -119,7 +122,7 @@ class FakeEngine:
 
     def describe(self) -> dict:
         assert self.config is not None, "load() first"
-        return {"variant": get_variant(self.config.variant).describe(),
+        return {"variant": variant_facts(self.config.variant).summary(),
                 "placement": [{"module": "fake", "device": self.config.device, "bytes": 0}],
                 "attention": self.config.attention, "weights": "synthetic:fake"}
 

@@ -1,7 +1,10 @@
-"""The reference engine (`ovi_engine.OviPipeline`) behind the Engine interface.
+"""The reference engine (`ovi_engine.OviPipeline`) behind the Engine interface: the only part of the harness
+that imports `ovi_engine`.
 
 The pipeline takes its configuration when built and emits StageEvent objects; this adapter builds it in
-`load` and forwards its events to the harness as (stage, phase, info).
+`load` and forwards its events to the harness as (stage, phase, info). It declares what the engine supports
+from the engine's own tables (variants, placement policies, the attention registry's probes) and exposes
+the attention registry to the attention suites.
 """
 
 from __future__ import annotations
@@ -12,13 +15,43 @@ from typing import Any
 
 import torch
 
-from ovi_bench.engines.base import EngineConfig, StageListener
+from ovi_bench.engines.base import (
+    ATTENTION_BACKENDS,
+    FEATURES,
+    POLICIES,
+    AttentionKernel,
+    Capabilities,
+    EngineConfig,
+    StageListener,
+)
+from ovi_bench.variant_facts import VARIANTS
 
 
 class ReferenceEngine:
     def __init__(self) -> None:
         self.pipeline: Any = None
         self.listeners: list[StageListener] = []
+
+    def capabilities(self, device: str, dtype: str) -> Capabilities:
+        from ovi_engine.attention import available_backends
+        from ovi_engine.placement import POLICIES as ENGINE_POLICIES
+        from ovi_engine.variants import VARIANTS as ENGINE_VARIANTS
+
+        statuses = available_backends(device, _attention_dtype(dtype))
+        return Capabilities(
+            variants={v: None if v in ENGINE_VARIANTS else "not in ovi_engine.variants" for v in VARIANTS},
+            policies={p: None if p in ENGINE_POLICIES else "not in ovi_engine.placement" for p in POLICIES},
+            attention={b: ("not registered in ovi_engine.attention" if b not in statuses
+                           else None if statuses[b].available else statuses[b].reason)
+                       for b in ATTENTION_BACKENDS},
+            features=dict.fromkeys(FEATURES),
+        )
+
+    def attention_kernel(self, backend: str, device: str, dtype: str) -> AttentionKernel:
+        from ovi_engine.attention import attend, resolve
+
+        resolved = resolve(backend, device, _attention_dtype(dtype))  # raises AttentionUnavailable with the reason
+        return AttentionKernel(backend, resolved, lambda q, k, v: attend(q, k, v, backend=resolved))
 
     def add_stage_listener(self, listener: StageListener) -> None:
         self.listeners.append(listener)
@@ -63,6 +96,11 @@ class ReferenceEngine:
         from ovi_engine.variants import detect_variant
 
         return detect_variant(path).variant.name
+
+
+def _attention_dtype(dtype: str) -> torch.dtype:
+    """Ovi attends in bf16; "auto" (the engine's choice of weight dtype) means that for attention."""
+    return torch.bfloat16 if dtype == "auto" else getattr(torch, dtype)
 
 
 def make_engine() -> ReferenceEngine:
