@@ -36,7 +36,8 @@ class ExampleMedia:
 class ExampleEngine:
     def capabilities(self, device: str, dtype: str) -> Capabilities:
         # Every variant, policy and backend name is accepted (nothing here depends on them) but one feature.
-        return Capabilities.everything(features={"sequence_parallel": "the example engine has no model to split"})
+        return Capabilities.everything(features={"sequence_parallel": "the example engine has no model to split",
+                                                  "attention_kernel": "the example engine has no attention"})
 
     def load(self, config: EngineConfig) -> None:
         self.spec = variant_facts(config.variant)

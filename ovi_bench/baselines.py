@@ -13,7 +13,8 @@ factors), `judge` turns the cases of a run into verdicts. Rules:
 - expect_status  the case ended with the expected status (ok, oom, ...)
 
 Samples are compared through their median. A missing baseline gives `no_baseline`, never a pass.
-Baselines live in `<dir>/<hardware>/<suite>.json` and change only through `update_baseline`.
+Baselines live in `<dir>/<hardware>/<suite>.json`, keep only the metrics their suite's baseline checks read,
+and change only through `update_baseline`; an older file is brought forward by `upgrade_file`.
 """
 
 from __future__ import annotations
@@ -29,20 +30,18 @@ from tabulate import tabulate
 
 from ovi_bench.records import (
     CASE_STATUSES,
-    SCHEMA_VERSION,
     CaseResult,
     RunReport,
     Samples,
-    SchemaError,
     Verdict,
     canonical_json,
-    check_schema,
     metric_from_json,
     metric_to_json,
     numeric,
     render_metric,
     write_atomic,
 )
+from ovi_bench.schema import BASELINE, SchemaError
 from ovi_bench.units import parse_fraction, parse_quantity
 
 RULES = ("exact", "max", "min", "relative", "time", "expect_status")
@@ -75,6 +74,7 @@ class Check:
     alpha: float = 0.05  # time: significance level of the one-sided Mann-Whitney U test
     when: dict[str, Any] = field(default_factory=dict)  # applies only to cases whose params match
     note: str = ""  # what a failure means, appended to a failing verdict's message
+    scale: str | None = None  # the check only holds at this scale ("full"): not judged at another
 
     def applies_to(self, case: CaseResult) -> bool:
         return all(case.params.get(k) == v for k, v in self.when.items())
@@ -93,7 +93,7 @@ def parse_check(raw: Mapping[str, Any]) -> Check:
         raise CheckError(f"check {dict(raw)!r}: 'metric' must be a non-empty string")
     if rule not in RULES:
         raise CheckError(f"check on {metric!r}: rule {rule!r} is not one of {', '.join(RULES)}")
-    allowed = {"metric", "rule", "when", "note", *{
+    allowed = {"metric", "rule", "when", "note", "scale", *{
         "exact": ("expected",), "expect_status": ("expected",), "max": ("limit",), "min": ("limit",),
         "relative": ("tolerance", "floor"), "time": ("min_factor", "alpha"),
     }[rule]}
@@ -111,7 +111,10 @@ def parse_check(raw: Mapping[str, Any]) -> Check:
     note = raw.get("note", "")
     if not isinstance(note, str):
         raise CheckError(f"check {metric} {rule}: 'note' must be a string")
-    return Check(metric=metric, rule=rule, when=dict(when), note=note.strip(), **fields)
+    scale = raw.get("scale")
+    if scale not in (None, "tiny", "full"):
+        raise CheckError(f"check {metric} {rule}: 'scale' must be tiny or full, got {scale!r}")
+    return Check(metric=metric, rule=rule, when=dict(when), note=note.strip(), scale=scale, **fields)
 
 
 def _parse_rule_fields(metric: str, rule: str, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -151,14 +154,14 @@ class Baseline:
     cases: dict[str, dict[str, Any]]  # case_id -> metric name -> value
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, "suite": self.suite, "hardware": self.hardware,
+        return {"schema_version": BASELINE.version, "suite": self.suite, "hardware": self.hardware,
                 "provenance": self.provenance,
                 "cases": {cid: {k: metric_to_json(v) for k, v in metrics.items()}
                           for cid, metrics in self.cases.items()}}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str) -> Baseline:
-        check_schema(data, source=source)
+        BASELINE.check(data, source=source)
         try:
             return cls(suite=data["suite"], hardware=data["hardware"], provenance=dict(data["provenance"]),
                        cases={cid: {k: metric_from_json(v) for k, v in metrics.items()}
@@ -176,11 +179,48 @@ def load_baseline(directory: Path, hardware: str, suite: str) -> Baseline | None
     path = baseline_path(directory, hardware, suite)
     if not path.exists():
         return None
+    return Baseline.from_dict(_read(path), source=str(path))
+
+
+def _read(path: Path) -> Any:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise SchemaError(f"{path}: cannot read baseline ({exc})") from None
-    return Baseline.from_dict(data, source=str(path))
+
+
+def baseline_metrics(checks: Sequence[Check]) -> list[str]:
+    """The metrics a suite's baseline checks read: all its baseline file needs to keep."""
+    return sorted({c.metric for c in checks if c.rule in BASELINE_RULES})
+
+
+def _upgrade_1_to_2(data: dict[str, Any], checks: Sequence[Check]) -> dict[str, Any]:
+    """v1 stored every metric of a case; v2 keeps only what the suite's baseline checks read."""
+    keep = set(baseline_metrics(checks))
+    cases = {cid: {k: v for k, v in metrics.items() if k in keep} for cid, metrics in data["cases"].items()}
+    return {**data, "schema_version": 2, "cases": cases}
+
+
+# version found -> the step to the next one (asv's update_to_N); upgrade_file applies them in turn.
+UPGRADES = {1: _upgrade_1_to_2}
+
+
+def upgrade_file(path: Path, checks: Sequence[Check], *, write: bool = True) -> int | None:
+    """Bring a baseline file to this ovi-bench's version; the version it had, or None when it was current.
+    A file newer than this ovi-bench, or not a baseline, raises SchemaError."""
+    data = _read(path)
+    found = data.get("schema_version") if isinstance(data, dict) else None
+    if found == BASELINE.version:
+        return None
+    if found not in UPGRADES:
+        BASELINE.check(data, source=str(path))  # says newer, or not a baseline
+    version = found
+    while data["schema_version"] in UPGRADES:
+        data = UPGRADES[data["schema_version"]](data, checks)
+    Baseline.from_dict(data, source=str(path))  # the result must read back
+    if write:
+        write_atomic(path, canonical_json(data))
+    return version
 
 
 @dataclass
@@ -213,7 +253,8 @@ class BaselineDiff:
 
 def update_baseline(report: RunReport, directory: Path, hardware: str | None = None, *,
                     write: bool = True) -> BaselineDiff:
-    """Store the metrics of every successful case of `report` as the baseline of its suite.
+    """Store, for every successful case of `report`, the metrics its suite's baseline checks read
+    (`report.baseline_metrics`) as the baseline of its suite.
 
     Cases that did not end `ok` keep their stored values; cases the report did not run stay as they were.
     Each file is replaced atomically, so a failure leaves the previous baseline intact.
@@ -226,16 +267,18 @@ def update_baseline(report: RunReport, directory: Path, hardware: str | None = N
     for suite in report.suites:
         old = load_baseline(directory, hardware, suite)
         cases = dict(old.cases) if old else {}
+        keep = set(report.baseline_metrics.get(suite, ()))
         for case in report.cases:
             if case.suite != suite or case.status != "ok":
                 continue
             before = cases.get(case.case_id, {})
-            for metric, value in case.metrics.items():
+            kept = {k: v for k, v in case.metrics.items() if k in keep}
+            for metric, value in kept.items():
                 if metric in before and metric_to_json(before[metric]) == metric_to_json(value):
                     diff.unchanged += 1
                 else:
                     diff.changes.append(MetricChange(suite, case.case_id, metric, before.get(metric), value))
-            cases[case.case_id] = dict(case.metrics)
+            cases[case.case_id] = kept
         rerun = {c.case_id for c in report.cases if c.suite == suite and c.status == "ok"}
         diff.kept += sorted(set(old.cases if old else ()) - rerun)
         path = baseline_path(directory, hardware, suite)
@@ -399,4 +442,5 @@ def judge_run(report: RunReport, checks: Mapping[str, Sequence[Check]], baseline
             "path": str(baseline_path(baseline_dir, report.hardware, suite))}
         verdicts += judge([c for c in report.cases if c.suite == suite], checks.get(suite, ()), baseline,
                           profile=profile)
-    return replace(report, verdicts=verdicts, baselines=used)
+    return replace(report, verdicts=verdicts, baselines=used,
+                   baseline_metrics={suite: baseline_metrics(checks.get(suite, ())) for suite in report.suites})

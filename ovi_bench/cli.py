@@ -24,15 +24,19 @@ ENV_FLAGS = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_HIP_ALLOC_CONF", "TORCH_ROCM_AO
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from ovi_bench.engines import EngineSpecError
-    from ovi_bench.records import OutputError, SchemaError
-    from ovi_bench.runner import JournalError
+    from ovi_bench.journal import JournalError
+    from ovi_bench.records import OutputError
+    from ovi_bench.run import UsageError
+    from ovi_bench.schema import SchemaError
     from ovi_bench.suites import SuiteError
 
     return (SuiteError, EngineSpecError, JournalError, SchemaError, OutputError, UsageError)
 
 
-class UsageError(ValueError):
-    """A bad option value found after click's own parsing (unknown variant, backend, profile ...)."""
+def _usage(message: str) -> Exception:
+    from ovi_bench.run import UsageError
+
+    return UsageError(message)
 
 
 def _err(message: str) -> None:
@@ -81,7 +85,8 @@ def main(debug: bool) -> None:
 
 @main.command()
 @click.argument("suites", nargs=-1)
-@click.option("--engine", default="reference", show_default=True, help="reference, fake, or MODULE:FACTORY.")
+@click.option("--engine", default="reference", show_default=True,
+              help="reference, fake, checkout:PATH or MODULE:FACTORY.")
 @click.option("--checkpoint-dir", type=click.Path(path_type=Path), help="Real weights (upstream ckpts/ layout).")
 @click.option("--preset", type=click.Choice(["tiny", "full"]), default="tiny", show_default=True,
               help="Size of the synthetic weights when no --checkpoint-dir is given.")
@@ -93,7 +98,10 @@ def main(debug: bool) -> None:
               help="auto: bfloat16 on an accelerator, float32 on the CPU")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic weights.")
 @click.option("--hardware", help="Hardware profile (default: detected from --device).")
-@click.option("--baselines", type=click.Path(path_type=Path), default=Path("baselines"), show_default=True)
+@click.option("--baselines", type=click.Path(path_type=Path),
+              help="Baselines directory (default: the project's baselines/, found like its suites/).")
+@click.option("--allow-missing-baseline", is_flag=True,
+              help="First run on new hardware: a suite with no baseline here does not fail the run.")
 @click.option("--report-dir", type=click.Path(path_type=Path), help="Run directory (default reports/<run id>).")
 @click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
               help="Denoise runs per case (more timing samples).")
@@ -106,34 +114,31 @@ def main(debug: bool) -> None:
 @command_status
 def run(suites: tuple[str, ...], engine: str, checkpoint_dir: Path | None, preset: str,
         variants: tuple[str, ...], policy: str | None, attention: tuple[str, ...], device: str, dtype: str,
-        seed: int, hardware: str | None, baselines: Path, report_dir: Path | None, repeat: int,
-        timeout: str | None, resume: Path | None, budget: str | None, nproc: tuple[int, ...]) -> int:
+        seed: int, hardware: str | None, baselines: Path | None, allow_missing_baseline: bool,
+        report_dir: Path | None, repeat: int, timeout: str | None, resume: Path | None, budget: str | None,
+        nproc: tuple[int, ...]) -> int:
     """Run SUITE... (names from suites/ or YAML paths) and judge the results."""
-    from ovi_bench.runner import JOURNAL_NAME, RunOptions, read_journal
+    from ovi_bench.job import RunOptions
+    from ovi_bench.run import Run
     from ovi_bench.units import parse_duration, parse_size
 
     if any(n < 1 for n in nproc):
-        raise UsageError(f"--nproc must be >= 1 (ranks per case), got {min(nproc)}")
+        raise _usage(f"--nproc must be >= 1 (ranks per case), got {min(nproc)}")
     timeout_s = _parse(parse_duration, timeout, "--timeout")
     if budget is not None and budget != "profile":
         _parse(parse_size, budget, "--budget")
     if resume is not None:
-        header, done = read_journal(resume / JOURNAL_NAME)
-        if suites and list(suites) != header["suites"]:
-            raise UsageError(f"--resume {resume}: that run is of {header['suites']}, not {list(suites)}")
-        options = RunOptions.from_dict(header["options"])
-        if timeout_s is not None:
-            options.timeout_s = timeout_s
-        return run_suites(options, resume, header=header, done=done)
+        return execute(Run.resume(resume, _err, suites=list(suites), timeout_s=timeout_s))
     if not suites:
-        raise UsageError("give at least one SUITE (see `ovi-bench list suites`) or --resume RUN_DIR")
+        raise _usage("give at least one SUITE (see `ovi-bench list suites`) or --resume RUN_DIR")
     options = RunOptions(
         suites=list(suites), engine=engine, checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None,
         preset=preset, variants=list(variants), policy=policy, attention=list(attention), device=device,
-        dtype=dtype, seed=seed, hardware=hardware, baselines=str(baselines), repeat=repeat, timeout_s=timeout_s,
-        budget=budget, nproc=list(nproc),
+        dtype=dtype, seed=seed, hardware=hardware, baselines=str(baselines) if baselines else None,
+        allow_missing_baseline=allow_missing_baseline, repeat=repeat, timeout_s=timeout_s, budget=budget,
+        nproc=list(nproc),
     )
-    return run_suites(options, report_dir)
+    return execute(Run.start(options, report_dir, _err))
 
 
 def _parse(parser: Callable[[Any], Any], value: str | None, option: str) -> Any:
@@ -142,61 +147,18 @@ def _parse(parser: Callable[[Any], Any], value: str | None, option: str) -> Any:
     try:
         return parser(value)
     except ValueError as exc:
-        raise UsageError(f"{option}: {exc}") from None
+        raise _usage(f"{option}: {exc}") from None
 
 
-def run_suites(options: Any, run_dir: Path | None, *, header: dict[str, Any] | None = None,
-               done: list[Any] | None = None) -> int:
-    """Validate everything, then run the cases missing from the journal and write the reports."""
-    from ovi_bench.engines import engine_factory
-    from ovi_bench.hardware import detect_profile, get_profile
-    from ovi_bench.records import Environment, OutputError
-    from ovi_bench.report import write_all
-    from ovi_bench.runner import JOURNAL_NAME, build_report, new_run_id, run_cases, write_header
-    from ovi_bench.scenarios import get_scenario
-    from ovi_bench.suites import load_suites, validate_axis
-
-    suites = [suite for name in options.suites for suite in load_suites(name)]
-    names = [s.name for s in suites]
-    if len(set(names)) != len(names):
-        raise UsageError(f"two suites share a name: {names}")
-    engine_factory(options.engine)
-    if options.nproc and not any("nproc" in get_scenario(s.scenario).axes for s in suites):
-        raise UsageError(f"--nproc: no suite of {options.suites} has an nproc axis (sequence_parallel has)")
-    for axis, values in options.overrides().items():
-        try:
-            validate_axis(axis, values)
-        except ValueError as exc:
-            raise UsageError(str(exc)) from None
-    if options.checkpoint_dir and not Path(options.checkpoint_dir).is_dir():
-        raise UsageError(f"--checkpoint-dir {options.checkpoint_dir}: no such directory")
+def execute(run: Any) -> int:
+    """Run the cases missing from the journal, write the reports and print what went wrong."""
+    _err(f"baselines: {run.baselines_dir}")
     try:
-        profile = get_profile(options.hardware) if options.hardware else detect_profile(options.device)
-    except KeyError as exc:
-        raise UsageError(str(exc.args[0])) from None
-
-    if header is not None:
-        run_id, environment = header["run_id"], Environment.from_dict(header["environment"])
-    else:
-        run_id, environment = new_run_id(), Environment.capture()
-    run_dir = run_dir or Path("reports") / run_id
-    journal = run_dir / JOURNAL_NAME
-    if header is None:
-        try:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_header(journal, run_id, options, environment)
-        except FileExistsError:
-            raise UsageError(f"{journal} exists: use --resume {run_dir} or another --report-dir") from None
-        except OSError as exc:
-            raise OutputError(f"cannot write report directory {run_dir}: {exc.strerror or exc}") from None
-
-    try:
-        results = run_cases(suites, options, profile, journal, done or [], _err)
+        results = run.execute()
     except KeyboardInterrupt:
-        _err(f"interrupted: finished cases are in {journal}; finish with `ovi-bench run --resume {run_dir}`")
+        _err(f"interrupted: finished cases are in {run.journal}; finish with `ovi-bench run --resume {run.run_dir}`")
         return EXIT_INTERRUPTED
-    report = build_report(run_id, suites, options, profile, environment, results)
-    write_all(report, run_dir)
+    report = run.report(results)
     summary = report.summary
     # What went wrong, on the terminal: one line per case that did not pass, then per failed check.
     for case in report.cases:
@@ -206,8 +168,10 @@ def run_suites(options: Any, run_dir: Path | None, *, header: dict[str, Any] | N
     for verdict in report.verdicts:
         if verdict.failed:
             _err(f"{verdict.status.upper()} {verdict.case_id}: {verdict.message}")
+    for problem in report.problems:
+        _err(f"FAIL {problem}")
     _err(f"{summary['cases']} case(s): {summary['pass']} pass, {summary['fail']} fail, {summary['error']} error, "
-         f"{summary['skipped']} skipped; report in {run_dir}")
+         f"{summary['skipped']} skipped, {summary['unsupported']} unsupported; report in {run.run_dir}")
     return report.exit_status
 
 
@@ -245,13 +209,24 @@ def baseline() -> None:
     """Show or update the stored baselines (baselines/<hardware>/<suite>.json)."""
 
 
+baselines_option = click.option("--baselines", type=click.Path(path_type=Path),
+                                help="Baselines directory (default: the project's baselines/).")
+
+
+def _baselines_dir(baselines: Path | None) -> Path:
+    from ovi_bench.run import PROJECT_BASELINES
+
+    return baselines or PROJECT_BASELINES
+
+
 @baseline.command("show")
 @click.option("--hardware", help="Only this hardware profile.")
-@click.option("--baselines", type=click.Path(path_type=Path), default=Path("baselines"), show_default=True)
+@baselines_option
 @command_status
-def baseline_show(hardware: str | None, baselines: Path) -> int:
+def baseline_show(hardware: str | None, baselines: Path | None) -> int:
     from ovi_bench.baselines import load_baseline
 
+    baselines = _baselines_dir(baselines)
     rows = []
     for path in sorted(baselines.glob(f"{hardware or '*'}/*.json")):
         stored = load_baseline(baselines, path.parent.name, path.stem)
@@ -269,18 +244,42 @@ def baseline_show(hardware: str | None, baselines: Path) -> int:
 @baseline.command("update")
 @click.argument("result", type=click.Path(path_type=Path))
 @click.option("--hardware", help="Store under this profile (default: the run's).")
-@click.option("--baselines", type=click.Path(path_type=Path), default=Path("baselines"), show_default=True)
+@baselines_option
 @click.option("--dry-run", is_flag=True, help="Only show what would change.")
 @command_status
-def baseline_update(result: Path, hardware: str | None, baselines: Path, dry_run: bool) -> int:
+def baseline_update(result: Path, hardware: str | None, baselines: Path | None, dry_run: bool) -> int:
     """Store RESULT's successful cases as the baseline, showing every value that changes."""
     from ovi_bench.baselines import update_baseline
     from ovi_bench.report import load_report
 
-    diff = update_baseline(load_report(result), baselines, hardware, write=not dry_run)
+    diff = update_baseline(load_report(result), _baselines_dir(baselines), hardware, write=not dry_run)
     click.echo(diff.render())
     for suite, path in diff.paths.items():
         click.echo(f"{'would write' if dry_run else 'wrote'} {path} ({suite})")
+    return EXIT_OK
+
+
+@baseline.command("upgrade")
+@baselines_option
+@click.option("--dry-run", is_flag=True, help="Only say which files would be upgraded.")
+@command_status
+def baseline_upgrade(baselines: Path | None, dry_run: bool) -> int:
+    """Rewrite baseline files of older schema versions in this ovi-bench's format (each suite's checks say
+    which metrics a baseline keeps)."""
+    from ovi_bench.baselines import upgrade_file
+    from ovi_bench.schema import BASELINE
+    from ovi_bench.suites import find_suite
+
+    directory = _baselines_dir(baselines)
+    paths = sorted(directory.glob("*/*.json"))
+    if not paths:
+        raise _usage(f"no baseline files in {directory}")
+    for path in paths:
+        version = upgrade_file(path, find_suite(path.stem).checks, write=not dry_run)
+        if version is None:
+            click.echo(f"{path}: already schema_version {BASELINE.version}")
+        else:
+            click.echo(f"{path}: schema_version {version} -> {BASELINE.version}{' (dry run)' if dry_run else ''}")
     return EXIT_OK
 
 
@@ -289,14 +288,15 @@ def baseline_update(result: Path, hardware: str | None, baselines: Path, dry_run
 @main.command("list")
 @click.argument("what", type=click.Choice(["suites", "engines", "backends", "variants", "policies", "hardware"]))
 @click.option("--device", default="cpu", show_default=True, help="Device whose backends to probe.")
+@click.option("--engine", default="reference", show_default=True, help="Engine whose backends to list.")
 @command_status
-def list_command(what: str, device: str) -> int:
+def list_command(what: str, device: str, engine: str) -> int:
     """List what a run can be given."""
-    click.echo(tabulate(*_listing(what, device)))
+    click.echo(tabulate(*_listing(what, device, engine)))
     return EXIT_OK
 
 
-def _listing(what: str, device: str) -> tuple[list[list[Any]], list[str]]:
+def _listing(what: str, device: str, engine: str = "reference") -> tuple[list[list[Any]], list[str]]:
     if what == "suites":
         from ovi_bench.suites import available_suites, load_suites
 
@@ -307,21 +307,22 @@ def _listing(what: str, device: str) -> tuple[list[list[Any]], list[str]]:
 
         return [[name, target] for name, target in ENGINES.items()], ["engine", "factory (or pass MODULE:FACTORY)"]
     if what == "backends":
-        from ovi_engine.attention import available_backends
+        from ovi_bench.run import probe_capabilities
 
-        statuses = available_backends(device)
-        return ([[s.name, "yes" if s.available else "no", s.kernel or "", s.reason or ""] for s in statuses.values()],
-                ["backend", "available", "kernel", "reason"])
+        attention = probe_capabilities(engine, device, "auto").attention
+        return ([[name, "yes" if reason is None else "no", reason or ""] for name, reason in attention.items()],
+                ["backend", "available", f"reason ({engine} on {device})"])
     if what == "variants":
-        from ovi_engine.variants import VARIANTS
+        from ovi_bench.variant_facts import VARIANTS, variant_facts
 
-        return ([[s.name, s.video_latent_frames, s.audio_latent_length, "x".join(map(str, s.video_latent_shape())),
-                  s.checkpoint_dtype] for s in VARIANTS.values()],
-                ["variant", "latent frames", "audio latents", "video latent", "checkpoint dtype"])
+        facts = [variant_facts(name) for name in VARIANTS]
+        return ([[f.name, f.video_latent_frames, f.audio_latent_length, "x".join(map(str, f.video_latent_shape())),
+                  f.prompt_format] for f in facts],
+                ["variant", "latent frames", "audio latents", "video latent", "prompt format"])
     if what == "policies":
-        from ovi_engine.placement import POLICIES
+        from ovi_bench.engines.base import POLICIES
 
-        return [[p.name, p.description] for p in POLICIES.values()], ["policy", "description"]
+        return [[name, description] for name, description in POLICIES.items()], ["policy", "description"]
     from ovi_bench.hardware import PROFILES
     from ovi_bench.units import format_size
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from tabulate import tabulate
 
-from ovi_bench.records import SCHEMA_VERSION, RunReport, Samples, metric_to_json, numeric, render_metric
+from ovi_bench.records import RunReport, Samples, metric_to_json, numeric, render_metric
 
 ALPHA = 0.05
 
@@ -28,11 +28,6 @@ class Comparison:
     a_label: str
     b_label: str
     rows: list[ComparisonRow]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, "a": self.a_label, "b": self.b_label,
-                "rows": [{"case_id": r.case_id, "metric": r.metric, "a": metric_to_json(r.a),
-                          "b": metric_to_json(r.b), "ratio": r.ratio, "note": r.note} for r in self.rows]}
 
     def render(self, tablefmt: str = "github") -> str:
         rows = [[r.case_id, r.metric, render_metric(r.metric, r.a), render_metric(r.metric, r.b),

@@ -1,8 +1,8 @@
 """Plain-data records the harness produces: samples, stages, case results, environment, verdicts, run report.
 
-Workers return these as JSON-able dicts (`to_dict`), the runner journals them, the comparator adds verdicts
-and the report writers render them. Every serialized form carries `schema_version`; reading another version
-raises `SchemaError` with one clear line.
+Workers return these as JSON-able dicts (`to_dict`), the journal keeps them, the comparator adds verdicts
+and the report writers render them. A run report carries the report format's `schema_version`
+(`ovi_bench.schema.REPORT`); reading another version raises `SchemaError` with one clear line.
 """
 
 from __future__ import annotations
@@ -22,30 +22,20 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+from ovi_bench.schema import REPORT, SchemaError
 
-CASE_STATUSES = ("ok", "oom", "crash", "timeout", "error", "skipped")
+# skipped: cannot run on this machine (a backend not installed, too few GPUs); unsupported: the engine
+# declares it does not implement what the case needs (a variant, a policy, a feature). Neither is a pass.
+CASE_STATUSES = ("ok", "oom", "crash", "timeout", "error", "skipped", "unsupported")
+NOT_RUN_STATUSES = ("skipped", "unsupported")
 ABNORMAL_STATUSES = ("oom", "crash", "timeout", "error")
 VERDICT_STATUSES = ("pass", "fail", "regression", "improved", "no_baseline", "error")
 FAILED_VERDICTS = ("fail", "regression", "error")
 # Per-case outcome, derived from its status and verdicts; what every report format and the exit code use.
-OUTCOMES = ("pass", "fail", "error", "skipped")
+OUTCOMES = ("pass", "fail", "error", "skipped", "unsupported")
 
 # Environment variables that change what a measurement means; recorded with every run.
 FLAG_PREFIXES = ("PYTORCH_", "TORCH_", "HSA_", "HIP_", "ROCR_", "CUDA_", "NCCL_", "OMP_", "OVI_")
-
-
-class SchemaError(ValueError):
-    """A file or record of another schema version, or one that is not a record at all."""
-
-
-def check_schema(data: Mapping[str, Any], *, source: str) -> None:
-    if not isinstance(data, Mapping):
-        raise SchemaError(f"{source}: expected a JSON object, found {type(data).__name__}")
-    found = data.get("schema_version")
-    if found != SCHEMA_VERSION:
-        raise SchemaError(
-            f"{source}: schema_version {found!r}, this ovi-bench reads schema_version {SCHEMA_VERSION}")
 
 
 @dataclass
@@ -184,15 +174,14 @@ class CaseResult:
             raise ValueError(f"case {self.case_id!r}: status {self.status!r} is not one of {CASE_STATUSES}")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, "case_id": self.case_id, "suite": self.suite,
+        return {"case_id": self.case_id, "suite": self.suite,
                 "params": self.params, "status": self.status, "stage": self.stage, "error": self.error,
                 "stages": [s.to_dict() for s in self.stages],
                 "metrics": {k: metric_to_json(v) for k, v in self.metrics.items()},
                 "started_at": self.started_at, "duration_s": self.duration_s}
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any], *, source: str = "case result") -> CaseResult:
-        check_schema(data, source=source)
+    def from_dict(cls, data: Mapping[str, Any]) -> CaseResult:
         return cls(case_id=data["case_id"], suite=data["suite"], params=dict(data["params"]),
                    status=data["status"], stage=data.get("stage"), error=data.get("error"),
                    stages=[StageRecord.from_dict(s) for s in data.get("stages", [])],
@@ -318,14 +307,18 @@ class RunReport:
     verdicts: list[Verdict] = field(default_factory=list)
     # suite -> provenance of the baseline the verdicts were judged against (None: no baseline found)
     baselines: dict[str, dict[str, Any] | None] = field(default_factory=dict)
-    schema_version: int = SCHEMA_VERSION
+    # suite -> the metrics its baseline checks read: what `baseline update` stores of each case
+    baseline_metrics: dict[str, list[str]] = field(default_factory=dict)
+    # The run said --allow-missing-baseline (first run on new hardware): a suite with baseline checks and no
+    # baseline here does not fail the run; its verdicts still say no_baseline.
+    allow_missing_baseline: bool = False
 
     def verdicts_for(self, case_id: str) -> list[Verdict]:
         return [v for v in self.verdicts if v.case_id == case_id]
 
     @cached_property
     def outcomes(self) -> dict[str, str]:
-        """case_id -> pass | fail | error | skipped.
+        """case_id -> pass | fail | error | skipped | unsupported.
 
         error: the case ended abnormally (oom, crash, ...) and no expect_status check passed for it;
         fail: a verdict failed or flagged a regression; no_baseline and improved do not fail a case.
@@ -334,8 +327,8 @@ class RunReport:
         for case in self.cases:
             verdicts = self.verdicts_for(case.case_id)
             expected = any(v.rule == "expect_status" and v.status == "pass" for v in verdicts)
-            if case.status == "skipped":
-                result[case.case_id] = "skipped"
+            if case.status in NOT_RUN_STATUSES:
+                result[case.case_id] = case.status
             elif case.status in ABNORMAL_STATUSES and not expected:
                 result[case.case_id] = "error"
             elif any(v.failed for v in verdicts):
@@ -355,30 +348,50 @@ class RunReport:
         return counts
 
     @cached_property
+    def missing_baselines(self) -> list[str]:
+        """Suites whose checks compare with a baseline and found none for this hardware."""
+        return [suite for suite in self.suites if self.baseline_metrics.get(suite) and self.baselines.get(suite) is None]
+
+    @cached_property
+    def problems(self) -> list[str]:
+        """Why the run as a whole is not a pass, beyond its cases' outcomes."""
+        problems = []
+        if self.missing_baselines and not self.allow_missing_baseline:
+            problems.append(f"no baseline for {self.hardware} of {', '.join(self.missing_baselines)} "
+                            "(first run on this hardware: --allow-missing-baseline, then `ovi-bench baseline update`)")
+        if self.cases and all(o in NOT_RUN_STATUSES for o in self.outcomes.values()):
+            problems.append("no case ran (every case was skipped or unsupported)")
+        if not self.cases:
+            problems.append("the suites have no cases")
+        return problems
+
+    @cached_property
     def exit_status(self) -> int:
-        """0 when every case passed (or was skipped); 1 on a failed check, a regression or an error."""
-        return 1 if any(o in ("fail", "error") for o in self.outcomes.values()) else 0
+        """0 when every case passed (or could not run here, with its reason) and the run has no problem; 1 on
+        a failed check, a regression, an error, a missing baseline or a run where nothing ran."""
+        return 1 if self.problems or any(o in ("fail", "error") for o in self.outcomes.values()) else 0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"schema_version": SCHEMA_VERSION, "run_id": self.run_id, "suites": self.suites,
+        return {"schema_version": REPORT.version, "run_id": self.run_id, "suites": self.suites,
                 "engine": self.engine, "weights": self.weights, "hardware": self.hardware,
                 "environment": self.environment.to_dict(), "summary": self.summary,
                 "exit_status": self.exit_status, "baselines": self.baselines,
+                "baseline_metrics": self.baseline_metrics, "allow_missing_baseline": self.allow_missing_baseline,
+                "problems": self.problems,
                 "cases": [c.to_dict() for c in self.cases], "verdicts": [v.to_dict() for v in self.verdicts]}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str = "run report") -> RunReport:
-        check_schema(data, source=source)
+        REPORT.check(data, source=source)
         try:
             return cls(run_id=data["run_id"], suites=list(data["suites"]), engine=data["engine"],
                        weights=data["weights"], hardware=data["hardware"],
                        environment=Environment.from_dict(data["environment"]),
-                       cases=[CaseResult.from_dict(c, source=source) for c in data["cases"]],
+                       cases=[CaseResult.from_dict(c) for c in data["cases"]],
                        verdicts=[Verdict.from_dict(v) for v in data["verdicts"]],
-                       baselines=dict(data.get("baselines", {})))
+                       baselines=dict(data["baselines"]), baseline_metrics=dict(data["baseline_metrics"]),
+                       allow_missing_baseline=bool(data["allow_missing_baseline"]))
         except (KeyError, TypeError, ValueError) as exc:
-            if isinstance(exc, SchemaError):
-                raise
             raise SchemaError(f"{source}: not a valid run report ({type(exc).__name__}: {exc})") from None
 
 

@@ -9,6 +9,7 @@ with overrides (the smoke suite): each included suite keeps its own checks and i
 
 from __future__ import annotations
 
+import difflib
 import itertools
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -16,9 +17,12 @@ from typing import Any
 
 import yaml
 
-from ovi_bench.baselines import Check, CheckError, parse_check
-from ovi_bench.engines.base import ATTENTION_BACKENDS, POLICIES, PRESETS
-from ovi_bench.scenarios import SCENARIO_MODULES, get_scenario
+from ovi_bench.baselines import REFERENCE, Check, CheckError, parse_check
+from ovi_bench.engines.base import ATTENTION_BACKENDS, POLICIES, PRESETS, EngineConfig
+from ovi_bench.hardware import HardwareProfile
+from ovi_bench.job import DEFAULT_TIMEOUT_S, Job, RunOptions
+from ovi_bench.metrics import STAGE_METRICS, find
+from ovi_bench.scenarios import SCENARIO_MODULES, Scenario, get_scenario
 from ovi_bench.units import parse_duration, parse_size
 from ovi_bench.variant_facts import VARIANTS
 
@@ -36,18 +40,6 @@ class SuiteError(ValueError):
 
 
 @dataclass(frozen=True)
-class Case:
-    case_id: str
-    suite: str
-    scenario: str
-    axes: dict[str, Any]  # one point of the matrix, e.g. {"variant": "720x720_5s", "policy": "all_gpu"}
-    params: dict[str, Any]
-
-    def to_params(self) -> dict[str, Any]:
-        return {**self.axes, **self.params}
-
-
-@dataclass(frozen=True)
 class Suite:
     name: str
     description: str
@@ -60,23 +52,49 @@ class Suite:
     path: Path | None = None
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)  # preset -> {params, budget}
 
+    def checks_at(self, scale: str) -> list[Check]:
+        """The checks that hold at this scale (a check may say it holds only at full scale)."""
+        return [c for c in self.checks if c.scale in (None, scale)]
+
     def budget_for(self, preset: str) -> int | str | None:
         return self.presets.get(preset, {}).get("budget", self.budget)
 
-    def expand(self, overrides: dict[str, list[Any]] | None = None, preset: str = "tiny") -> list[Case]:
-        """The cases of this suite at a weight preset; an override replaces the matrix's values for that axis."""
+    def expand(self, options: RunOptions | None = None, profile: HardwareProfile | None = None) -> list[Job]:
+        """One Job per point of the matrix at the options' preset, every axis and default resolved; the
+        options' axes replace the matrix's values for that axis."""
+        options = options or RunOptions()
         scenario = get_scenario(self.scenario)
+        preset = self.presets.get(options.preset, {})
         matrix = {axis: [scenario.axis_defaults[axis]] for axis in scenario.axes}
         matrix.update(self.matrix)
-        matrix.update(self.presets.get(preset, {}).get("matrix", {}))
-        matrix.update({axis: values for axis, values in (overrides or {}).items() if values and axis in matrix})
-        params = {**scenario.params, **self.params, **self.presets.get(preset, {}).get("params", {})}
-        cases = []
+        matrix.update(preset.get("matrix", {}))
+        matrix.update({axis: values for axis, values in options.overrides().items() if values and axis in matrix})
+        params = {**scenario.params, **self.params, **preset.get("params", {})}
+        budget = options.budget if options.budget is not None else self.budget_for(options.preset)
+        if budget == "profile":
+            if profile is None:
+                raise ValueError(f"suite {self.name}: budget 'profile' needs a hardware profile")
+            budget = profile.usable_bytes
+        jobs = []
         for values in itertools.product(*matrix.values()):
             axes = dict(zip(matrix, values))
+            config = EngineConfig(
+                variant=axes["variant"], preset=options.preset, checkpoint_dir=_path(options.checkpoint_dir),
+                policy=axes.get("policy", "all_gpu"), attention=axes.get("attention", "auto"),
+                device=options.device, dtype=options.dtype, seed=options.seed, area=params.get("area"),
+                sequence_parallel=int(axes.get("nproc", 1)) > 1)
             label = ",".join(f"{k}={v}" for k, v in axes.items())
-            cases.append(Case(f"{self.name}[{label}]", self.name, self.scenario, axes, params))
-        return cases
+            jobs.append(Job(
+                case_id=f"{self.name}[{label}]", suite=self.name, scenario=self.scenario, engine=options.engine,
+                config=config, axes=axes, params=params, repeat=options.repeat,
+                budget_bytes=parse_size(budget) if isinstance(budget, str) else budget,
+                unified_memory=bool(profile and profile.unified_memory),
+                timeout_s=options.timeout_s or self.timeout_s or DEFAULT_TIMEOUT_S))
+        return jobs
+
+
+def _path(value: str | None) -> Path | None:
+    return Path(value) if value else None
 
 
 class _Mapping(dict):
@@ -123,6 +141,16 @@ def suite_path(name_or_path: str) -> Path:
 
 def available_suites() -> list[str]:
     return sorted(p.stem for p in SUITES_DIR.glob("*.yaml"))
+
+
+def find_suite(name: str) -> Suite:
+    """The suite a baseline or report names: `<suite>` from suites/, or `<file>.<suite>` included by a file
+    of suites/ (smoke.attention_backends)."""
+    file, _, _ = name.partition(".")
+    for suite in load_suites(file if (SUITES_DIR / f"{file}.yaml").is_file() else name):
+        if suite.name == name:
+            return suite
+    raise SuiteError(f"no suite named {name!r} in {SUITES_DIR}")
 
 
 def load_suite(name_or_path: str) -> Suite:
@@ -239,7 +267,10 @@ def _parse_suite(path: Path, data: Any) -> Suite:
     checks_data = data.get("checks") or []
     if not isinstance(checks_data, list):
         raise fail(lines.get("checks", data.line), "checks must be a list of {metric, rule, ...}")
-    checks = [_parse_check(item, fail, set(scenario.axes)) for item in checks_data]
+    if not checks_data:
+        raise fail(lines.get("checks", data.line), "the suite has no checks: a suite that checks nothing can "
+                                                    "neither pass nor fail (add checks: [...])")
+    checks = [_parse_check(item, fail, scenario) for item in checks_data]
     return Suite(name=data["name"], description=str(data["description"]).strip(), scenario=scenario.name,
                  matrix=matrix, params=params, checks=checks, budget=budget, timeout_s=timeout_s,
                  path=path, presets=presets)
@@ -330,12 +361,32 @@ def validate_axis(axis: str, values: list[Any]) -> None:
             raise ValueError(f"nproc must be a whole number of ranks >= 1, got {value!r}")
 
 
-def _parse_check(item: Any, fail: Any, axes: set[str]) -> Check:
+def _parse_check(item: Any, fail: Any, scenario: Scenario) -> Check:
     line = item.line if isinstance(item, _Mapping) else 0
     when = item.get("when") if isinstance(item, _Mapping) else None
+    axes = set(scenario.axes)
     if isinstance(when, dict) and any(key not in axes for key in when):
         raise fail(item.lines["when"], f"when must map matrix axes ({', '.join(sorted(axes))}) to values")
+    for axis, value in (when or {}).items():
+        try:
+            validate_axis(axis, [value])
+        except ValueError as exc:
+            raise fail(item.lines["when"], f"when: {exc}") from None
     try:
-        return parse_check(item)
+        check = parse_check(item)
     except CheckError as exc:
         raise fail(line, str(exc)) from None
+    named = [] if check.rule == "expect_status" else [check.metric]
+    named += [ref for ref in (check.expected, check.limit) if isinstance(ref, str) and ref.startswith("spec.")
+              and REFERENCE.match(ref)]
+    for metric in named:
+        if find(metric, (*scenario.metrics, *STAGE_METRICS)) is None:
+            raise fail(line, f"check on {metric!r}, a metric scenario {scenario.name!r} does not record"
+                             f"{_closest(metric, scenario)}")
+    return check
+
+
+def _closest(metric: str, scenario: Scenario) -> str:
+    names = [m.name for m in (*scenario.metrics, *STAGE_METRICS)]
+    close = difflib.get_close_matches(metric, names, n=3, cutoff=0.6)
+    return f" (did you mean {', '.join(close)}?)" if close else f" (it records: {', '.join(names)})"

@@ -32,7 +32,7 @@ POLICIES: dict[str, str] = {
 ATTENTION_BACKENDS = ("auto", "sdpa", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "sdpa_math", "flex", "sage",
                       "flash_attn_2", "flash_attn_3", "flash_attn_4", "xformers", "reference")
 # Optional things an engine may or may not do; a scenario that needs one says so.
-FEATURES = ("sequence_parallel", "i2v", "detect_variant")
+FEATURES = ("sequence_parallel", "i2v", "attention_kernel")
 PRESETS = ("tiny", "full")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 

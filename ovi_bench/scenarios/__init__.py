@@ -1,17 +1,20 @@
 """Scenario registry: which worker routine runs a case. One module per scenario.
 
 A scenario module defines `SCENARIO = Scenario(...)`; its `run(ctx)` executes inside the worker process
-and returns the case's flat metrics (plain JSON-able data).
+and returns the case's flat metrics (plain JSON-able data), each declared in `metrics` with its unit and
+kind (`ovi_bench.metrics`), so that a suite's checks are validated against them when the suite loads.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from ovi_bench.engines.base import Engine, EngineConfig, stage_listener_hook
+from ovi_bench.job import Job
+from ovi_bench.metrics import Metric
 from ovi_bench.records import CaseResult
 from ovi_bench.trackers import StageMeter
 
@@ -23,6 +26,16 @@ SCENARIO_MODULES = {
 }
 
 
+# What a decoded generation reports, in the pipeline and spec scenarios alike.
+MEDIA_METRICS = (
+    Metric("video_frames", "count"), Metric("audio_samples", "count"), Metric("fps", "hz"),
+    Metric("sample_rate", "hz"), Metric("video_duration_s", "s"), Metric("audio_duration_s", "s"),
+    Metric("spec.video_frames", "count", "expected"), Metric("spec.audio_samples", "count", "expected"),
+    Metric("spec.fps", "hz", "expected"), Metric("spec.sample_rate", "hz", "expected"),
+)
+ENGINE_METRICS = (Metric("engine.weights", "text", "info"), Metric("engine.attention", "text", "info"))
+
+
 class CaseSkipped(Exception):
     """Raised by a scenario for a case that cannot run here (e.g. an attention backend this device lacks);
     the message, the reason, becomes the case's error and its status is `skipped`."""
@@ -30,15 +43,25 @@ class CaseSkipped(Exception):
 
 @dataclass
 class ScenarioContext:
-    """What a scenario gets inside the worker: a built (not yet loaded) engine and the meter; `new_engine`
-    builds another engine of the same kind (a reference run beside the measured one)."""
+    """What a scenario gets inside the worker: its Job, a built (not yet loaded) engine and the meter;
+    `new_engine` builds another engine of the same kind (a reference run beside the measured one)."""
 
     engine: Engine
-    config: EngineConfig
-    params: dict[str, Any]
+    job: Job
     meter: StageMeter
-    repeat: int = 1
-    new_engine: Callable[[], Engine] | None = None
+    new_engine: Callable[[], Engine]
+
+    @property
+    def config(self) -> EngineConfig:
+        return self.job.config
+
+    @property
+    def params(self) -> Mapping[str, Any]:
+        return self.job.params
+
+    @property
+    def repeat(self) -> int:
+        return self.job.repeat
 
     def load_and_encode(self) -> Any:
         """The stages every generation starts with, measured: load (with the engine's own stage events
@@ -59,7 +82,10 @@ class Scenario:
     axes: tuple[str, ...]  # matrix keys a suite may vary
     axis_defaults: dict[str, Any]  # value of an axis the matrix leaves out
     run: Callable[[ScenarioContext], dict[str, Any]]
+    metrics: tuple[Metric, ...]  # every metric `run` (or `derive`) records
     params: dict[str, Any] = field(default_factory=dict)  # accepted params and their defaults
+    # Engine features (ovi_bench.engines.base.FEATURES) a job of this scenario needs.
+    features: Callable[[Job], tuple[str, ...]] = lambda job: ()
     # Metrics that need several cases of a suite (e.g. scaling vs the 1-rank case), added in the parent
     # process to the suite's finished cases before they are judged.
     derive: Callable[[list[CaseResult]], None] | None = None

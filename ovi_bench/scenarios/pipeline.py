@@ -16,8 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ovi_bench.metrics import Metric
 from ovi_bench.records import Samples
-from ovi_bench.scenarios import Scenario, ScenarioContext
+from ovi_bench.scenarios import ENGINE_METRICS, MEDIA_METRICS, Scenario, ScenarioContext
 from ovi_bench.units import parse_size
 from ovi_bench.variant_facts import variant_facts
 
@@ -125,4 +126,19 @@ SCENARIO = Scenario(
         "release_slack": "0 B",
     },
     run=run,
+    metrics=(
+        *MEDIA_METRICS, *ENGINE_METRICS,
+        Metric("video_latent_shape", "list"), Metric("audio_latent_length", "count"),
+        Metric("audio_latent_shape", "list"), Metric("video_tokens", "count"),
+        Metric("spec.video_latent_shape", "list", "expected"), Metric("spec.video_tokens", "count", "expected"),
+        Metric("spec.audio_latent_length", "count", "expected"),
+        Metric("spec.audio_latent_shape", "list", "expected"),
+        Metric("release.held_bytes", "bytes"), Metric("release.held_modules", "list"),
+        Metric("release.latent_bytes", "bytes", "info"),
+        Metric("spec.release_allowed_bytes", "bytes", "expected"),
+        Metric("decode.reloaded_modules", "list"), Metric("decode.reloads", "count"),
+        Metric("engine.placement", "list", "info"),
+        Metric("time.denoise.step_s", "s"), Metric("peak.denoise_step.bytes", "bytes"),
+    ),
+    features=lambda job: ("i2v",) if job.params.get("mode") == "i2v" else (),
 )

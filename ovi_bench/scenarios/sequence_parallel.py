@@ -1,6 +1,6 @@
 """Sequence-parallel denoise: load, encode_text and a few denoise steps on every rank torchrun started.
 
-The runner starts a case with `nproc` > 1 under torchrun (one process per rank, gloo on the CPU, NCCL on
+The torchrun launcher starts a case with `nproc` > 1 under torchrun (one process per rank, gloo on the CPU, NCCL on
 GPUs); each rank runs this scenario and rank 0's metrics are the case's. A step lasts until the slowest rank
 finishes it, so `time.denoise.step_s` holds, per step, the maximum over ranks. Each rank's denoise peak (the
 allocator's on a GPU, host RSS on the CPU) is gathered into `peak.denoise.rank_bytes`.
@@ -16,10 +16,12 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
+from ovi_bench.metrics import Metric
 from ovi_bench.records import CaseResult, Samples, numeric
-from ovi_bench.scenarios import CaseSkipped, Scenario, ScenarioContext
+from ovi_bench.scenarios import ENGINE_METRICS, CaseSkipped, Scenario, ScenarioContext
 
 
 def _relative_error(got: Any, want: Any) -> float:
@@ -27,18 +29,28 @@ def _relative_error(got: Any, want: Any) -> float:
     return float((got - want).norm() / want.norm().clamp_min(1e-12))
 
 
-def run(ctx: ScenarioContext) -> dict[str, Any]:
+def _join_ranks(device: str) -> Any:
+    """The process group torchrun's environment describes: NCCL between GPUs, gloo on the CPU."""
     import torch
     import torch.distributed as dist
 
-    from ovi_engine.parallel import init_sequence_parallel
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.device(device).type == "cuda" else "gloo",
+                                timeout=timedelta(seconds=600))
+    return dist.group.WORLD
+
+
+def run(ctx: ScenarioContext) -> dict[str, Any]:
+    import torch
+    import torch.distributed as dist
 
     engine, params, meter = ctx.engine, ctx.params, ctx.meter
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if torch.device(ctx.config.device).type == "cuda" and torch.cuda.device_count() < world:
         raise CaseSkipped(f"{world} ranks need {world} GPUs, this machine has {torch.cuda.device_count()}")
-    # Join torchrun's group here (the engine reuses it), so the harness can gather whatever the engine is.
-    sp = init_sequence_parallel(ctx.config.device) if world > 1 else None
+    # Join torchrun's group here (an engine reuses an initialised group), so the harness can gather per-rank
+    # figures whatever the engine is.
+    group = _join_ranks(ctx.config.device) if world > 1 else None
     text = ctx.load_and_encode()
     with meter.stage("denoise"):
         timer = meter.step_timer()
@@ -48,9 +60,9 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
     peak = record.alloc_peak if record.alloc_peak is not None else record.host_rss_peak
     mine = (timer.durations[params["warmup_steps"]:], int(peak or 0))
     ranks: list[Any] = [mine]
-    if sp is not None:
-        ranks = [None] * sp.world_size
-        dist.all_gather_object(ranks, mine, group=sp.group)
+    if group is not None:
+        ranks = [None] * world
+        dist.all_gather_object(ranks, mine, group=group)
     with meter.stage("release"):
         engine.release()
 
@@ -67,8 +79,8 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
     if slowest:
         metrics["time.denoise.step_s"] = Samples(slowest)
 
-    if sp is None or sp.rank == 0:
-        assert ctx.new_engine is not None, "the runner gives every scenario new_engine"
+    if group is None or dist.get_rank() == 0:
+        assert ctx.new_engine is not None, "the worker gives every scenario new_engine"
         with meter.stage("single_rank_reference"):
             single = ctx.new_engine()
             single.load(replace(ctx.config, sequence_parallel=False))
@@ -82,8 +94,8 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
                 metrics["sp.latents_rel_err"] = max(_relative_error(latents.video, want.video),
                                                     _relative_error(latents.audio, want.audio))
             del single, want
-    if sp is not None:
-        dist.barrier(group=sp.group)  # the other ranks wait for rank 0's reference before tearing down
+    if group is not None:
+        dist.barrier(group=group)  # the other ranks wait for rank 0's reference before tearing down
         dist.destroy_process_group()
     return metrics
 
@@ -116,5 +128,14 @@ SCENARIO = Scenario(
         "negative_prompt": None, "solver": "unipc", "area": None, "latent_tolerance": 0.05,
     },
     run=run,
+    metrics=(
+        *ENGINE_METRICS,
+        Metric("sp.world_size", "count", "info"), Metric("video_latent_shape", "list"),
+        Metric("audio_latent_shape", "list"), Metric("peak.denoise.rank_bytes", "list"),
+        Metric("peak.denoise.max_rank_bytes", "bytes"), Metric("time.denoise.step_s", "s"),
+        Metric("sp.shape_mismatches", "list"), Metric("sp.latents_rel_err", "ratio"),
+        Metric("sp.efficiency", "ratio"),
+    ),
+    features=lambda job: ("sequence_parallel",) if job.nproc > 1 else (),
     derive=add_scaling_efficiency,
 )

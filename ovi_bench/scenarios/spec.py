@@ -18,7 +18,8 @@ from typing import Any
 
 import torch
 
-from ovi_bench.scenarios import Scenario, ScenarioContext
+from ovi_bench.metrics import Metric
+from ovi_bench.scenarios import MEDIA_METRICS, Scenario, ScenarioContext
 from ovi_bench.variant_facts import FILE_NAMES, METADATA_KEY, VariantFacts, variant_facts
 
 DESCRIPTION = "A cat plays the piano."
@@ -138,4 +139,12 @@ SCENARIO = Scenario(
     params={"steps": 1, "sizes": [[704, 1280], [960, 960], [720, 720]], "image_size": [720, 1280],
             "decode": True, "area": None},
     run=run,
+    metrics=(
+        *MEDIA_METRICS,
+        Metric("prompt.in_variant_format", "flag"), Metric("video_tokens.*", "count"),
+        Metric("detection.by_metadata", "text"), Metric("detection.file_name_mismatches", "list"),
+        Metric("detection.unknown_file", "text"), Metric("variant.mismatches", "list"),
+        Metric("latents.mismatches", "list"), Metric("spec.duration_s", "s", "expected"),
+    ),
+    features=lambda job: ("i2v",),
 )

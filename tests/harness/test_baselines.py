@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -171,7 +172,8 @@ def run_report(values: dict[str, float], *, run_id: str = "run-1", status: str =
     cases = [CaseResult(cid, "s", {"variant": "960x960_10s"}, status,
                         metrics={"peak.total.alloc_bytes": v, "time.denoise.step_s": Samples([v / GiB])})
              for cid, v in values.items()]
-    return RunReport(run_id, ["s"], "reference", "synthetic:tiny", "h100-80gb", env, cases)
+    return RunReport(run_id, ["s"], "reference", "synthetic:tiny", "h100-80gb", env, cases,
+                     baseline_metrics={"s": ["peak.total.alloc_bytes", "time.denoise.step_s"]})
 
 
 def test_update_writes_versioned_baseline_with_provenance(tmp_path: Path) -> None:
@@ -179,7 +181,7 @@ def test_update_writes_versioned_baseline_with_provenance(tmp_path: Path) -> Non
     path = tmp_path / "h100-80gb" / "s.json"
     assert diff.paths == {"s": path} and len(diff.changes) == 4 and diff.unchanged == 0
     data = json.loads(path.read_text())
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2
     assert data["provenance"]["run_id"] == "run-1" and data["provenance"]["git_commit"] == "abc123"
     assert data["provenance"]["date"] == "2026-11-23T00:00:00+00:00"
     stored = load_baseline(tmp_path, "h100-80gb", "s")
@@ -240,7 +242,11 @@ def test_judge_run_reads_baselines_and_records_provenance(tmp_path: Path) -> Non
     assert judged.baselines["s"]["run_id"] == "run-1"
     fresh = judge_run(run_report({"a": 11 * GiB}), checks, tmp_path / "empty")
     assert [v.status for v in fresh.verdicts] == ["no_baseline"] and fresh.baselines == {"s": None}
-    assert fresh.exit_status == 0
+    # No baseline is never a pass (issue 12.1): the run fails unless it is a first run on new hardware.
+    assert fresh.exit_status == 1 and "no baseline for h100-80gb of s" in fresh.problems[0]
+    first_run = judge_run(replace(run_report({"a": 11 * GiB}), allow_missing_baseline=True), checks,
+                          tmp_path / "empty")
+    assert first_run.exit_status == 0 and first_run.missing_baselines == ["s"]
 
 
 # ---- compare(a, b) ---------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ def invoke(*args: str):
 def example_run(tmp_path_factory):
     """The example engine of docs/engines.md, run by the real console script through MODULE:FACTORY."""
     root = tmp_path_factory.mktemp("example")
+    (root / "baselines").mkdir()
     proc = subprocess.run(
         [str(SCRIPT), "run", "tests/harness/suites/shapes.yaml", "--engine", "docs.example_engine:make_engine",
          "--variant", "960x960_10s",
@@ -68,8 +69,15 @@ def test_baseline_of_another_schema_version(tmp_path):
                                   "provenance": {}, "cases": {}}))
     result = invoke("baseline", "show", "--baselines", str(tmp_path))
     assert result.exit_code == 2
-    expected = f"error: {stored}: schema_version 99, this ovi-bench reads schema_version 1"
+    expected = (f"error: {stored}: baseline of schema_version 99 was written by a newer ovi-bench "
+                "(this one reads 2): upgrade ovi-bench")
     assert result.output.strip().splitlines() == [expected]
+    stored.write_text(json.dumps({"schema_version": 1, "suite": "smoke", "hardware": "cpu-tiny",
+                                  "provenance": {}, "cases": {}}))
+    older = invoke("baseline", "show", "--baselines", str(tmp_path))
+    expected = (f"error: {stored}: baseline of schema_version 1, older than this ovi-bench's 2: "
+                "run `ovi-bench baseline upgrade`")
+    assert older.exit_code == 2 and older.output.strip().splitlines() == [expected]
 
 
 @pytest.mark.parametrize(

@@ -60,10 +60,12 @@ def test_report_round_trip_and_schema_mismatch() -> None:
                        [Verdict("c", "x", "exact", "pass", 1, 1, "ok")])
     data = report.to_dict()
     assert RunReport.from_dict(data).to_dict() == data
-    with pytest.raises(SchemaError, match="schema_version 2, this ovi-bench reads schema_version 1"):
-        RunReport.from_dict({**data, "schema_version": 2}, source="old.json")
+    with pytest.raises(SchemaError, match="schema_version 3 was written by a newer ovi-bench"):
+        RunReport.from_dict({**data, "schema_version": 3}, source="new.json")
+    with pytest.raises(SchemaError, match="old.json: run report of schema_version 1, older than"):
+        RunReport.from_dict({**data, "schema_version": 1}, source="old.json")
     with pytest.raises(SchemaError, match="not a valid run report"):
-        RunReport.from_dict({"schema_version": 1, "run_id": "x"})
+        RunReport.from_dict({"schema_version": 2, "run_id": "x"})
 
 
 def test_exit_status_from_outcomes() -> None:
@@ -77,7 +79,12 @@ def test_exit_status_from_outcomes() -> None:
     assert report("ok", "regression").exit_status == 1
     assert report("ok", "error").exit_status == 1
     assert report("timeout", None).exit_status == 1
-    assert report("skipped", None).exit_status == 0
+    # A run where nothing ran is not a pass (issue 12.3); a skip beside a passing case is.
+    assert report("skipped", None).exit_status == 1 and report("unsupported", None).exit_status == 1
+    assert "no case ran" in report("skipped", None).problems[0]
+    mixed = RunReport("r", ["s"], "e", "w", "h", Environment(),
+                      [CaseResult("a", "s", {}, "ok"), CaseResult("b", "s", {}, "unsupported", error="why")])
+    assert mixed.exit_status == 0 and mixed.outcomes == {"a": "pass", "b": "unsupported"}
 
 
 def test_environment_capture_records_flags(monkeypatch: pytest.MonkeyPatch) -> None:

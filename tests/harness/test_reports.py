@@ -81,15 +81,15 @@ def test_json_round_trips_through_run_dir(tmp_path: Path) -> None:
     assert load_report(tmp_path / "run").to_dict() == report.to_dict()
     assert load_report(written["report.json"]).to_dict() == report.to_dict()
     data = json.loads(written["report.json"].read_text())
-    assert data["schema_version"] == 1 and data["exit_status"] == 1
+    assert data["schema_version"] == 2 and data["exit_status"] == 1
     assert data["cases"][0]["metrics"]["time.denoise.step_s"]["median"] == 7.75
 
 
 def test_load_report_rejects_other_schema(tmp_path: Path) -> None:
     data = make_report().to_dict()
-    data["schema_version"] = 2
+    data["schema_version"] = 3
     (tmp_path / "report.json").write_text(json.dumps(data))
-    with pytest.raises(SchemaError, match="schema_version 2, this ovi-bench reads schema_version 1"):
+    with pytest.raises(SchemaError, match="schema_version 3 was written by a newer ovi-bench"):
         load_report(tmp_path)
     (tmp_path / "report.json").write_text("{truncated")
     with pytest.raises(SchemaError, match="cannot read run report"):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from ovi_bench.job import RunOptions
 from ovi_bench.suites import available_suites, load_suites
 from ovi_bench.variant_facts import variant_facts
 
@@ -21,16 +22,16 @@ SCRIPT = Path(sys.executable).parent / "ovi-bench"
 def test_every_suite_loads_and_expands(name):
     for suite in load_suites(name):
         for preset in ("tiny", "full"):
-            assert suite.expand(preset=preset)
+            assert suite.expand(RunOptions(preset=preset))
 
 
 def test_smoke_includes_the_five_suites_at_tiny_sizes():
     suites = {s.name: s for s in load_suites("smoke")}
     assert set(suites) == {f"smoke.{n}" for n in ("variant_latents", "oom_regression", "attention_backends",
                                                    "peak_memory_10s", "sequence_parallel")}
-    assert [c.axes["nproc"] for c in suites["smoke.sequence_parallel"].expand(preset="tiny")] == [2]
+    assert [c.axes["nproc"] for c in suites["smoke.sequence_parallel"].expand(RunOptions(preset="tiny"))] == [2]
     for suite in suites.values():
-        for case in suite.expand(preset="tiny"):
+        for case in suite.expand(RunOptions(preset="tiny")):
             assert case.params["area"] == 1024  # small CPU frames; full-scale runs use the variant's area
             assert case.params.get("steps", 1) <= 2
 
@@ -58,7 +59,7 @@ def _run(tmp_path: Path, suite_text: str, engine: str) -> tuple[subprocess.Compl
     suite.write_text(suite_text)
     proc = subprocess.run(
         [str(SCRIPT), "run", str(suite), "--engine", engine, "--hardware", "cpu-tiny",
-         "--baselines", str(tmp_path / "baselines"), "--report-dir", str(tmp_path / "run")],
+         "--baselines", str(tmp_path / "baselines"), "--allow-missing-baseline", "--report-dir", str(tmp_path / "run")],
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     return proc, json.loads((tmp_path / "run" / "report.json").read_text())
 

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from ovi_bench.job import RunOptions
 from ovi_bench.suites import SuiteError, load_suite, load_suites
 
 VALID = """\
@@ -50,7 +51,7 @@ def test_valid_suite_parses_units_and_expands_to_the_cartesian_product(tmp_path)
         (v, p) for v in ("720x720_5s", "960x960_10s") for p in ("all_gpu", "keep_resident")}
     assert all(c.axes["attention"] == "auto" and c.params["steps"] == 3 for c in cases)
     assert len({c.case_id for c in cases}) == 4
-    only = suite.expand({"variant": ["960x960_5s"], "policy": [], "attention": []})
+    only = suite.expand(RunOptions(variants=["960x960_5s"]))
     assert [c.axes["variant"] for c in only] == ["960x960_5s", "960x960_5s"]
 
 

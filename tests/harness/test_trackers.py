@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from ovi_bench.hardware import PROFILES, detect_profile, get_profile
+from ovi_bench.metrics import stage_metrics
 from ovi_bench.records import StageRecord
-from ovi_bench.runner import classify_failure, stage_metrics
 from ovi_bench.trackers import MemoryConfig, MemoryTracker, StageMeter, TimingConfig, TimingTracker
+from ovi_bench.worker import classify_failure
 
 MiB = 2**20
 
