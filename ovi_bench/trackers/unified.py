@@ -51,6 +51,9 @@ class SystemPaths:
         return cls(root / "sys", root / "proc/meminfo", root / "proc/sys/kernel/osrelease", root / "opt/rocm")
 
 
+DEFAULT_PATHS = SystemPaths()
+
+
 def _read_int(path: Path) -> int | None:
     try:
         return int(path.read_text().strip())
@@ -236,7 +239,7 @@ class UnifiedMemoryReader:
         return {name: value for name, value in views.items() if value is not None}
 
 
-def reader_for(props: Any | None, *, paths: SystemPaths = SystemPaths(),
+def reader_for(props: Any | None, *, paths: SystemPaths = DEFAULT_PATHS,
                load_amdsmi: Callable[[], Any | None] = import_amdsmi,
                mem_get_info: MemGetInfo | None = None) -> UnifiedMemoryReader:
     """A reader for the device with torch properties `props` (None: take the only amdgpu card)."""
@@ -287,7 +290,7 @@ class MemoryConfiguration:
 
 
 def memory_configuration(props: Any | None, *, hip: str | None, device_arch: str | None,
-                         paths: SystemPaths = SystemPaths(),
+                         paths: SystemPaths = DEFAULT_PATHS,
                          load_amdsmi: Callable[[], Any | None] = import_amdsmi,
                          environ: Mapping[str, str] = os.environ) -> MemoryConfiguration:
     address = pci_address(props) if props is not None else None
