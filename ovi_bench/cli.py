@@ -18,8 +18,6 @@ import click
 from tabulate import tabulate
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_HARNESS, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
-ENV_FLAGS = ("PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_HIP_ALLOC_CONF", "TORCH_ROCM_AOTRITON_ENABLE_EXPERIMENTAL",
-             "HSA_OVERRIDE_GFX_VERSION")
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -335,50 +333,16 @@ def _listing(what: str, device: str, engine: str = "reference") -> tuple[list[li
 @click.option("--device", default=None, help="Device to inspect (default: cuda if available, else cpu).")
 @command_status
 def doctor(device: str | None) -> int:
-    """What this machine offers: torch, CUDA/HIP, device, memory, attention backends, flags."""
-    click.echo(tabulate(doctor_facts(device), tablefmt="plain"))
-    rows, headers = _listing("backends", device or _default_device())
+    """What this machine offers: torch, CUDA/HIP, device, memory, attention backends, flags, and traps."""
+    from ovi_bench.doctor import default_device, doctor_report
+
+    facts, warnings = doctor_report(device)
+    click.echo(tabulate(facts, tablefmt="plain"))
+    rows, headers = _listing("backends", device or default_device())
     click.echo("\nattention backends:\n" + tabulate(rows, headers=headers))
+    for warning in warnings:
+        click.echo(f"warning [{warning.code}]: {warning.message}")
     return EXIT_OK
-
-
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def doctor_facts(device: str | None = None) -> list[list[str]]:
-    import platform
-
-    import torch
-
-    from ovi_bench.hardware import detect_profile, device_architecture
-    from ovi_bench.units import format_size
-
-    device = device or _default_device()
-    facts = [["python", platform.python_version()], ["torch", torch.__version__],
-             ["cuda", torch.version.cuda or "-"], ["hip", getattr(torch.version, "hip", None) or "-"],
-             ["device", device]]
-    if device.startswith("cuda"):
-        index = torch.device(device).index or 0
-        props = torch.cuda.get_device_properties(index)
-        free, total = torch.cuda.mem_get_info(index)
-        facts += [["device name", props.name],
-                  ["architecture", device_architecture(props)],
-                  ["memory total", format_size(total)], ["memory free", format_size(free)],
-                  ["unified memory", "yes" if getattr(props, "is_integrated", False) else "no"]]
-    else:
-        import psutil
-
-        memory = psutil.virtual_memory()
-        facts += [["memory total", format_size(memory.total)], ["memory free", format_size(memory.available)],
-                  ["unified memory", "n/a (host only)"]]
-    facts.append(["hardware profile", detect_profile(device).name])
-    flags = {k: v for k, v in os.environ.items() if k in ENV_FLAGS or k.startswith("MIOPEN_")}
-    for name in (*ENV_FLAGS, *sorted(k for k in flags if k.startswith("MIOPEN_"))):
-        facts.append([name, flags.get(name, "(unset)")])
-    return facts
 
 
 if __name__ == "__main__":
