@@ -14,7 +14,7 @@ from ovi_bench.report.tables import (
     metric_table,
     run_table,
     stage_table,
-    summary_table,
+    suite_table,
     verdict_table,
 )
 from ovi_bench.units import format_size
@@ -182,10 +182,10 @@ def render_html(report: RunReport) -> str:
     verdict = "pass" if report.exit_status == 0 else "fail"
     sections = [
         ("Run", html_table(run_table(report), "table-run")),
-        ("Summary", html_table(summary_table(report), "table-summary")),
+        ("Verdicts by suite", html_table(suite_table(report), "table-suites")),
         ("Charts", memory_chart(report) + speed_charts(report) + baseline_chart(report)),
         ("Cases", html_table(case_table(report), "table-cases")),
-        ("Verdicts", html_table(verdict_table(report), "table-verdicts")),
+        ("Verdicts", html_table(verdict_table(report.verdicts), "table-verdicts")),
         ("Metrics", html_table(metric_table(report), "table-metrics")),
         ("Memory and time by stage", html_table(stage_table(report), "table-stages")),
     ]

@@ -22,6 +22,7 @@ from ovi_bench.records import (
 from ovi_bench.report import load_report, write_all
 from ovi_bench.report.html import render_html
 from ovi_bench.report.markdown import render_markdown
+from ovi_bench.report.tables import CELL_WIDTH, metric_table
 
 GiB = 2**30
 EVIL_ID = '<script>alert("x")</script>&case'
@@ -116,14 +117,41 @@ def test_junit_one_testcase_per_case(tmp_path: Path) -> None:
 def test_markdown_has_the_tables() -> None:
     report = make_report()
     text = render_markdown(report)
-    for heading in ("## Summary", "## Cases", "## Verdicts", "## Metrics", "## Memory and time by stage"):
+    for heading in ("## Verdicts by suite", "## Checks to read", "## Metrics read by a check", "## Cases",
+                    "## Memory and time by stage", "## Run"):
         assert heading in text
     assert "| case " in text and "960x960_10s-all_gpu-flash" in text
     assert "regression" in text and "30.00 GiB" in text
     assert "<script>" not in text and "&lt;script>" in text  # markup in a case id stays text
-    # failures are listed before passes in the verdict table
-    verdicts = text.split("## Verdicts")[1].split("## Metrics")[0]
-    assert verdicts.index("regression") < verdicts.index("| pass")
+
+
+def test_markdown_puts_verdicts_first_and_lists_only_checked_metrics() -> None:
+    report = make_report()
+    long_value = list(range(200))
+    report.cases[0].metrics.update({"engine.placement": long_value, "unchecked.metric": 42})
+    text = render_markdown(report)
+    # the verdicts (per suite, then what did not simply pass) come before any metric
+    assert text.index("## Verdicts by suite") < text.index("## Checks to read") < text.index("## Metrics")
+    suite_row = next(line for line in text.splitlines() if line.startswith("| variant_latents "))
+    assert [cell.strip() for cell in suite_row.strip("|").split("|")] == \
+        ["variant_latents", "4", "2", "1", "1", "0", "1", "0", "0"]
+    to_read = text.split("## Checks to read")[1].split("## Metrics")[0]
+    assert "**regression** `960x960_10s-all_gpu-flash`: peak.total.alloc_bytes relative" in to_read
+    assert "**error**" in to_read and "crash in denoise: worker exited with signal 11" in to_read
+    # unchecked metrics stay in report.json; a checked metric's long value would be clipped
+    assert "unchecked.metric" not in text and "engine.placement" not in text
+    assert "video_latent_shape" in text and "All 8 metrics of the 4 cases are in report.json." in text
+    assert max(len(line) for line in text.splitlines() if line.startswith("|")) < 200
+
+
+def test_tables_clip_long_values() -> None:
+    report = make_report()
+    report.verdicts.append(Verdict(report.cases[0].case_id, "engine.placement", "exact", "pass",
+                                   list(range(200)), None, "placement exact"))
+    report.cases[0].metrics["engine.placement"] = list(range(200))
+    _, rows = metric_table(report, checked_only=True)
+    value = next(row[2] for row in rows if row[1] == "engine.placement")
+    assert len(value) == CELL_WIDTH and value.startswith("[0, 1, 2") and value.endswith("…")
 
 
 def test_html_escapes_everything_and_draws_charts() -> None:
