@@ -152,6 +152,7 @@ def run_suites(options: Any, run_dir: Path | None, *, header: dict[str, Any] | N
     from ovi_bench.hardware import detect_profile, get_profile
     from ovi_bench.records import Environment, OutputError
     from ovi_bench.report import write_all
+    from ovi_bench.report.terminal import render_terminal
     from ovi_bench.runner import JOURNAL_NAME, build_report, new_run_id, run_cases, write_header
     from ovi_bench.scenarios import get_scenario
     from ovi_bench.suites import load_suites, validate_axis
@@ -197,17 +198,7 @@ def run_suites(options: Any, run_dir: Path | None, *, header: dict[str, Any] | N
         return EXIT_INTERRUPTED
     report = build_report(run_id, suites, options, profile, environment, results)
     write_all(report, run_dir)
-    summary = report.summary
-    # What went wrong, on the terminal: one line per case that did not pass, then per failed check.
-    for case in report.cases:
-        if report.outcomes[case.case_id] == "error":
-            first_line = next(iter((case.error or "").splitlines()), "")
-            _err(f"ERROR {case.case_id}: {case.status} in {case.stage or '-'}: {first_line}")
-    for verdict in report.verdicts:
-        if verdict.failed:
-            _err(f"{verdict.status.upper()} {verdict.case_id}: {verdict.message}")
-    _err(f"{summary['cases']} case(s): {summary['pass']} pass, {summary['fail']} fail, {summary['error']} error, "
-         f"{summary['skipped']} skipped; report in {run_dir}")
+    _err(render_terminal(report, run_dir))
     return report.exit_status
 
 
