@@ -289,10 +289,7 @@ def list_command(what: str, device: str) -> int:
 
 def _listing(what: str, device: str) -> tuple[list[list[Any]], list[str]]:
     if what == "suites":
-        from ovi_bench.suites import available_suites, load_suites
-
-        rows = [[s.name, s.scenario, s.description[:80]] for name in available_suites() for s in load_suites(name)]
-        return rows, ["suite", "scenario", "description"]
+        return _suite_rows(), ["suite", "scenario", "description"]
     if what == "engines":
         from ovi_bench.engines import ENGINES
 
@@ -319,6 +316,27 @@ def _listing(what: str, device: str) -> tuple[list[list[Any]], list[str]]:
     return ([[p.name, p.description, format_size(p.usable_bytes), "yes" if p.unified_memory else "no",
               ", ".join(f"{k}={format_size(v)}" for k, v in p.limits.items())] for p in PROFILES.values()],
             ["profile", "description", "usable", "unified", "limits"])
+
+
+def _suite_rows() -> list[list[Any]]:
+    """What `run` accepts: each suite file's name, its scenario (or the suites it includes) and the start of
+    its description, cut at a word."""
+    import textwrap
+
+    import yaml
+
+    from ovi_bench.suites import available_suites, load_suites, suite_path
+
+    rows = []
+    for name in available_suites():
+        suites = load_suites(name)
+        if len(suites) == 1 and suites[0].name == name:
+            scenario = suites[0].scenario
+        else:
+            scenario = f"includes {len(suites)} suites"
+        description = yaml.safe_load(suite_path(name).read_text(encoding="utf-8")).get("description", "")
+        rows.append([name, scenario, textwrap.shorten(description, 80, placeholder=" ...")])
+    return rows
 
 
 @main.command()

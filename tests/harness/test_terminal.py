@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import yaml
+from click.testing import CliRunner
+
+from ovi_bench.cli import main
 from ovi_bench.records import Verdict
 from ovi_bench.report.terminal import render_terminal
+from ovi_bench.suites import available_suites, load_suites, suite_path
 from tests.harness.test_reports import EVIL_ID, make_report
 
 
@@ -40,3 +45,17 @@ def test_a_clean_run_ends_with_its_table_and_pass() -> None:
     lines = render_terminal(report, Path("run")).splitlines()
     assert lines[-2].startswith("PASS: 1 case(s): 1 pass") and lines[-3] == ""
     assert len(lines) == 6  # header, rule, one suite, blank, verdict, report
+
+
+def test_list_suites_shows_what_run_accepts() -> None:
+    result = CliRunner().invoke(main, ["list", "suites"])
+    assert result.exit_code == 0, result.output
+    rows = {line.split()[0]: line for line in result.output.splitlines()[2:]}
+    assert sorted(rows) == available_suites() and "smoke" in rows  # file names: smoke, no smoke.<suite>
+    assert "includes 5 suites" in rows["smoke"]
+    for name, line in rows.items():
+        assert load_suites(name)  # `run NAME` accepts it
+        full = " ".join(yaml.safe_load(suite_path(name).read_text())["description"].split())
+        shown = line.split("  ")[-1].strip().removesuffix(" ...")
+        assert len(line) <= 120 and full.startswith(shown)
+        assert full == shown or full[len(shown)] == " ", f"{name}: description cut mid-word: {shown!r}"
