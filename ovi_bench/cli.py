@@ -207,13 +207,20 @@ def run_suites(options: Any, run_dir: Path | None, *, header: dict[str, Any] | N
 @main.command()
 @click.argument("result_a", type=click.Path(path_type=Path))
 @click.argument("result_b", type=click.Path(path_type=Path))
+@click.option("--all", "show_all", is_flag=True, help="Show every value, not only those that changed.")
+@click.option("--format", "fmt", type=click.Choice(["text", "md", "json"]), default="text", show_default=True)
+@click.option("--tolerance", default="5%", show_default=True,
+              help="Numbers within this relative difference (times: their medians) count as unchanged.")
 @command_status
-def compare(result_a: Path, result_b: Path) -> int:
-    """Compare two runs (run directories or report.json files) metric by metric."""
+def compare(result_a: Path, result_b: Path, show_all: bool, fmt: str, tolerance: str) -> int:
+    """Compare two runs (run directories or report.json files): per suite and case, what changed."""
     from ovi_bench.compare import compare as compare_reports
     from ovi_bench.report import load_report
+    from ovi_bench.units import parse_fraction
 
-    click.echo(compare_reports(load_report(result_a), load_report(result_b)).render())
+    comparison = compare_reports(load_report(result_a), load_report(result_b),
+                                 _parse(parse_fraction, tolerance, "--tolerance"))
+    click.echo(comparison.render(fmt, show_all))
     return EXIT_OK
 
 

@@ -24,23 +24,25 @@ from ovi_bench.report.tables import (
 TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
 
 
-def _text(text: str) -> str:
+def markdown_text(text: str) -> str:
     """Markdown renders raw HTML: neutralize tag openings (a plain "<=" stays readable)."""
     return TAG_START.sub("&lt;", text)
 
 
-def _table(table: Table) -> str:
+def markdown_table(table: Table) -> str:
     headers, rows = table
     if not rows:
         return "_none_"
-    cleaned = [[_text(cell).replace("|", "\\|").replace("\n", " ") for cell in row] for row in rows]
+    cleaned = [[markdown_text(cell).replace("|", "\\|").replace("\n", " ") for cell in row] for row in rows]
     return tabulate(cleaned, headers=headers, tablefmt="github")
 
 
 def _checks_to_read(report: RunReport) -> str:
     """One bullet per errored case and per check that failed, has no baseline or improved, message in full."""
-    lines = [f"- **error** `{_text(c.case_id)}`: {_text(error_line(c))}" for c in errored_cases(report)]
-    lines += [f"- **{v.status}** `{_text(v.case_id)}`: {_text(v.message)}" for v in notable_verdicts(report)]
+    lines = [f"- **error** `{markdown_text(c.case_id)}`: {markdown_text(error_line(c))}"
+             for c in errored_cases(report)]
+    lines += [f"- **{v.status}** `{markdown_text(v.case_id)}`: {markdown_text(v.message)}"
+              for v in notable_verdicts(report)]
     return "\n".join(lines) or "_every check passed_"
 
 
@@ -48,16 +50,16 @@ def render_markdown(report: RunReport) -> str:
     verdict = "PASS" if report.exit_status == 0 else "FAIL"
     n_metrics = sum(len(c.metrics) for c in report.cases)
     sections = [
-        f"# ovi-bench run {_text(report.run_id)}: {verdict}",
-        _text(summary_line(report)),
-        "## Verdicts by suite", _table(suite_table(report)),
+        f"# ovi-bench run {markdown_text(report.run_id)}: {verdict}",
+        markdown_text(summary_line(report)),
+        "## Verdicts by suite", markdown_table(suite_table(report)),
         "## Checks to read", _checks_to_read(report),
         "## Metrics read by a check",
-        *(f"### {_text(suite)}\n\n{_table(metric_table(report, suite=suite, checked_only=True))}"
-          for suite in report.suites),
+        *(f"### {markdown_text(suite)}\n\n"
+          + markdown_table(metric_table(report, suite=suite, checked_only=True)) for suite in report.suites),
         f"All {n_metrics} metrics of the {len(report.cases)} cases are in report.json.",
-        "## Cases", _table(case_table(report)),
-        "## Memory and time by stage", _table(stage_table(report)),
-        "## Run", _table(run_table(report)),
+        "## Cases", markdown_table(case_table(report)),
+        "## Memory and time by stage", markdown_table(stage_table(report)),
+        "## Run", markdown_table(run_table(report)),
     ]
     return "\n\n".join(sections) + "\n"

@@ -3,7 +3,7 @@ HTML and the terminal, so all say the same thing in the same words. Long values 
 
 from __future__ import annotations
 
-from ovi_bench.records import CaseResult, RunReport, StageRecord, Verdict, render_metric
+from ovi_bench.records import OUTCOMES, CaseResult, RunReport, StageRecord, Verdict, render_metric
 from ovi_bench.units import format_duration, format_size
 
 Table = tuple[list[str], list[list[str]]]
@@ -20,9 +20,9 @@ def clip(text: str, width: int = CELL_WIDTH) -> str:
     return text if len(text) <= width else text[:width - 1] + "…"
 
 
-def case_label(case: CaseResult) -> str:
+def case_label(case_id: str, suite: str) -> str:
     """The case id without its suite's name, for places that already say the suite."""
-    return case.case_id[len(case.suite):] if case.case_id.startswith(case.suite + "[") else case.case_id
+    return case_id[len(suite):] if case_id.startswith(suite + "[") else case_id
 
 
 def run_table(report: RunReport) -> Table:
@@ -40,7 +40,8 @@ def run_table(report: RunReport) -> Table:
     rows += [[f"flag {k}", v] for k, v in sorted(env.flags.items())]
     for suite, provenance in sorted(report.baselines.items()):
         rows.append([f"baseline {suite}", "none" if provenance is None else
-                     f"run {provenance.get('run_id') or '-'}, commit {(provenance.get('git_commit') or '-')[:10]}, "
+                     f"run {provenance.get('run_id') or '-'}, "
+                     f"commit {(provenance.get('git_commit') or '-')[:10]}, "
                      f"{provenance.get('date') or 'no date'}"])
     return ["field", "value"], rows
 
@@ -50,19 +51,19 @@ def summary_line(report: RunReport) -> str:
     counts = report.summary
     checks = ", ".join(f"{counts[k]} {k.removeprefix('verdict.')}" for k in counts
                        if k.startswith("verdict.") and counts[k])
-    return (f"{counts['cases']} case(s): {counts['pass']} pass, {counts['fail']} fail, {counts['error']} error, "
-            f"{counts['skipped']} skipped; checks: {checks or 'none'}")
+    return (f"{counts['cases']} case(s): {counts['pass']} pass, {counts['fail']} fail, "
+            f"{counts['error']} error, {counts['skipped']} skipped; checks: {checks or 'none'}")
 
 
 def suite_table(report: RunReport) -> Table:
     """Per suite: its cases' outcomes and its checks' notable statuses."""
-    headers = ["suite", "cases", "pass", "fail", "error", "skipped", "checks failed", "improved", "no baseline"]
+    headers = ["suite", "cases", *OUTCOMES, "checks failed", "improved", "no baseline"]
     rows = []
     for suite in report.suites:
         ids = {c.case_id for c in report.cases if c.suite == suite}
         outcomes = [report.outcomes[i] for i in ids]
         verdicts = [v for v in report.verdicts if v.case_id in ids]
-        rows.append([suite, str(len(ids)), *(str(outcomes.count(o)) for o in ("pass", "fail", "error", "skipped")),
+        rows.append([suite, str(len(ids)), *(str(outcomes.count(o)) for o in OUTCOMES),
                      str(sum(v.failed for v in verdicts)),
                      *(str(sum(v.status == s for v in verdicts)) for s in ("improved", "no_baseline"))])
     return headers, rows
@@ -113,8 +114,9 @@ def metric_table(report: RunReport, *, suite: str | None = None, checked_only: b
             judged = ", ".join(f"{v.rule}: {v.status}" for v in verdicts if v.metric == metric)
             if checked_only and not judged:
                 continue
-            rows.append([case_label(case) if suite else case.case_id, metric, clip(render_metric(metric, value)),
-                         _baseline_of(verdicts, metric), judged or "-"])
+            name = case_label(case.case_id, suite) if suite else case.case_id
+            rows.append([name, metric, clip(render_metric(metric, value)), _baseline_of(verdicts, metric),
+                         judged or "-"])
     return headers, rows
 
 
