@@ -23,7 +23,7 @@ from ovi_bench.records import (
     render_metric,
 )
 from ovi_bench.report.markdown import markdown_table, markdown_text
-from ovi_bench.report.tables import STAGE_FIELDS, case_label, clip
+from ovi_bench.report.tables import STAGE_FIELDS, case_label, clip, stage_names
 
 DEFAULT_TOLERANCE = 0.05
 ALPHA = 0.05
@@ -127,20 +127,11 @@ def case_values(case: CaseResult) -> dict[str, Any]:
     values: dict[str, Any] = {"status": case.status, "stage": case.stage, "error": case.error}
     values.update({f"param.{k}": v for k, v in case.params.items()})
     values.update(case.metrics)
-    for stage, name in zip(case.stages, _stage_names(case)):
+    for stage, name in zip(case.stages, stage_names(case)):
         values[f"stage.{name}.wall_s"] = stage.wall_s
         values[f"stage.{name}.device_s"] = stage.device_s
         values.update({f"stage.{name}.{f}.bytes": getattr(stage, f) for f in STAGE_FIELDS})
     return {k: v for k, v in values.items() if v is not None}
-
-
-def _stage_names(case: CaseResult) -> list[str]:
-    seen: dict[str, int] = {}
-    names = []
-    for stage in case.stages:
-        seen[stage.name] = seen.get(stage.name, 0) + 1
-        names.append(stage.name if seen[stage.name] == 1 else f"{stage.name}#{seen[stage.name]}")
-    return names
 
 
 def run_values(report: RunReport) -> dict[str, Any]:

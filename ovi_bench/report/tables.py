@@ -25,6 +25,16 @@ def case_label(case_id: str, suite: str) -> str:
     return case_id[len(suite):] if case_id.startswith(suite + "[") else case_id
 
 
+def stage_names(case: CaseResult) -> list[str]:
+    """Its stages' names, a stage that ran more than once named `<stage>#2`, `#3`... after the first time."""
+    seen: dict[str, int] = {}
+    names = []
+    for stage in case.stages:
+        seen[stage.name] = seen.get(stage.name, 0) + 1
+        names.append(stage.name if seen[stage.name] == 1 else f"{stage.name}#{seen[stage.name]}")
+    return names
+
+
 def run_table(report: RunReport) -> Table:
     env = report.environment
     unified = " (unified with host)" if env.unified_memory else ""
