@@ -97,6 +97,7 @@ def time_chart(name: str, cases: list[CaseResult]) -> Chart | None:
         bars = [Bar(stage_name, case_label(c.case_id, c.suite), s.wall_s)
                 for c in cases for s, stage_name in zip(c.stages, stage_names(c))]
         title, fmt = "Wall time by stage", format_duration
+    bars = _positive(bars)
     if not bars:
         return None
     return Chart(f"chart-{name}-time", title, draw(bars, fmt, log=True))
@@ -117,6 +118,7 @@ def attention_chart(name: str, cases: list[CaseResult]) -> Chart | None:
             tokens = case.metrics.get(f"attention.{kind}.tokens")
             shape = f"{kind} {'x'.join(map(str, tokens))}" if isinstance(tokens, list) else kind
             bars.append(_metric_bar(metric, shape, backend, value))
+    bars = _positive(bars)
     if not bars:
         return None
     title = "Attention time per shape and backend (median, whiskers min to max)"
@@ -128,7 +130,8 @@ def baseline_chart(name: str, report: RunReport, case_ids: set[str]) -> Chart | 
     bars, colors = [], []
     for v in report.verdicts:
         now, base = numeric(v.observed), numeric(v.reference)
-        if v.case_id not in case_ids or v.rule not in ("relative", "time") or now is None or not base:
+        if v.case_id not in case_ids or v.rule not in ("relative", "time") or not now or not base \
+                or now / base <= 0:  # a log axis shows positive ratios only
             continue
         case = next(c for c in report.cases if c.case_id == v.case_id)
         bars.append(Bar(f"{case_label(v.case_id, case.suite)} {v.metric}", "", now / base))
@@ -146,6 +149,11 @@ def _metric_bar(metric: str, category: str, series: str, value: object) -> Bar:
     if isinstance(value, Samples):
         return Bar(category, series, median, value.min, value.max, metric)
     return Bar(category, series, median, metric=metric)
+
+
+def _positive(bars: list[Bar]) -> list[Bar]:
+    """What a log axis can show: a time of 0 (a stage that did nothing) has no bar."""
+    return [b for b in bars if b.value > 0]
 
 
 def _metric_format(bars: list[Bar]) -> Callable[[float], str]:
