@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 import matplotlib
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter
+from matplotlib.ticker import FuncFormatter, NullFormatter
 
 from ovi_bench.records import CaseResult, RunReport, Samples, numeric, render_metric
 from ovi_bench.report.tables import case_label, stage_names
@@ -194,6 +194,7 @@ def draw(bars: list[Bar], fmt: Callable[[float], str], *, start: float = 0.0, lo
         else:
             ax.set_xlim(start, start + (max(b.value for b in bars) - start) * 1.25)
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: fmt(x)))
+        ax.xaxis.set_minor_formatter(NullFormatter())  # a log axis labels minor ticks in TeX otherwise
         if reference is not None:
             ax.axvline(reference, color="#6e7781", linestyle="--", linewidth=1)
         if colors is None and len(series) > 1:

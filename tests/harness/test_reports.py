@@ -173,6 +173,7 @@ def test_html_escapes_everything_and_draws_charts_per_suite() -> None:
     assert "[variant=720x720_5s" not in memory and "960x960_10s-all_gpu-flash" in memory
     step = chart(section, "chart-variant_latents-time")
     assert "Time per step" in step and ">7.75 s<" in step and ">9.2 s<" in step
+    assert "mathdefault" not in html and "$" not in html  # every tick label through render_metric, no TeX
     baseline = chart(section, "chart-variant_latents-baseline")
     assert ">1.2x<" in baseline and ">1.01x<" in baseline  # 36 vs 30 GiB; medians 7.75 s vs 7.7 s
     # the full dump is collapsed at the end
