@@ -149,7 +149,9 @@ def _parse(parser: Callable[[Any], Any], value: str | None, option: str) -> Any:
 
 
 def execute(run: Any) -> int:
-    """Run the cases missing from the journal, write the reports and print what went wrong."""
+    """Run the cases missing from the journal, write the reports and print the verdict table."""
+    from ovi_bench.report.terminal import render_terminal
+
     _err(f"baselines: {run.baselines_dir}")
     try:
         results = run.execute()
@@ -157,19 +159,7 @@ def execute(run: Any) -> int:
         _err(f"interrupted: finished cases are in {run.journal}; finish with `ovi-bench run --resume {run.run_dir}`")
         return EXIT_INTERRUPTED
     report = run.report(results)
-    summary = report.summary
-    # What went wrong, on the terminal: one line per case that did not pass, then per failed check.
-    for case in report.cases:
-        if report.outcomes[case.case_id] == "error":
-            first_line = next(iter((case.error or "").splitlines()), "")
-            _err(f"ERROR {case.case_id}: {case.status} in {case.stage or '-'}: {first_line}")
-    for verdict in report.verdicts:
-        if verdict.failed:
-            _err(f"{verdict.status.upper()} {verdict.case_id}: {verdict.message}")
-    for problem in report.problems:
-        _err(f"FAIL {problem}")
-    _err(f"{summary['cases']} case(s): {summary['pass']} pass, {summary['fail']} fail, {summary['error']} error, "
-         f"{summary['skipped']} skipped, {summary['unsupported']} unsupported; report in {run.run_dir}")
+    _err(render_terminal(report, run.run_dir))
     return report.exit_status
 
 
@@ -178,13 +168,20 @@ def execute(run: Any) -> int:
 @main.command()
 @click.argument("result_a", type=click.Path(path_type=Path))
 @click.argument("result_b", type=click.Path(path_type=Path))
+@click.option("--all", "show_all", is_flag=True, help="Show every value, not only those that changed.")
+@click.option("--format", "fmt", type=click.Choice(["text", "md", "json"]), default="text", show_default=True)
+@click.option("--tolerance", default="5%", show_default=True,
+              help="Numbers within this relative difference (times: their medians) count as unchanged.")
 @command_status
-def compare(result_a: Path, result_b: Path) -> int:
-    """Compare two runs (run directories or report.json files) metric by metric."""
+def compare(result_a: Path, result_b: Path, show_all: bool, fmt: str, tolerance: str) -> int:
+    """Compare two runs (run directories or report.json files): per suite and case, what changed."""
     from ovi_bench.compare import compare as compare_reports
     from ovi_bench.report import load_report
+    from ovi_bench.units import parse_fraction
 
-    click.echo(compare_reports(load_report(result_a), load_report(result_b)).render())
+    comparison = compare_reports(load_report(result_a), load_report(result_b),
+                                 _parse(parse_fraction, tolerance, "--tolerance"))
+    click.echo(comparison.render(fmt, show_all))
     return EXIT_OK
 
 
@@ -296,10 +293,7 @@ def list_command(what: str, device: str, engine: str) -> int:
 
 def _listing(what: str, device: str, engine: str = "reference") -> tuple[list[list[Any]], list[str]]:
     if what == "suites":
-        from ovi_bench.suites import available_suites, load_suites
-
-        rows = [[s.name, s.scenario, s.description[:80]] for name in available_suites() for s in load_suites(name)]
-        return rows, ["suite", "scenario", "description"]
+        return _suite_rows(), ["suite", "scenario", "description"]
     if what == "engines":
         from ovi_bench.engines import ENGINES
 
@@ -327,6 +321,27 @@ def _listing(what: str, device: str, engine: str = "reference") -> tuple[list[li
     return ([[p.name, p.description, format_size(p.usable_bytes), "yes" if p.unified_memory else "no",
               ", ".join(f"{k}={format_size(v)}" for k, v in p.limits.items())] for p in PROFILES.values()],
             ["profile", "description", "usable", "unified", "limits"])
+
+
+def _suite_rows() -> list[list[Any]]:
+    """What `run` accepts: each suite file's name, its scenario (or the suites it includes) and the start of
+    its description, cut at a word."""
+    import textwrap
+
+    import yaml
+
+    from ovi_bench.suites import available_suites, load_suites, suite_path
+
+    rows = []
+    for name in available_suites():
+        suites = load_suites(name)
+        if len(suites) == 1 and suites[0].name == name:
+            scenario = suites[0].scenario
+        else:
+            scenario = f"includes {len(suites)} suites"
+        description = yaml.safe_load(suite_path(name).read_text(encoding="utf-8")).get("description", "")
+        rows.append([name, scenario, textwrap.shorten(description, 80, placeholder=" ...")])
+    return rows
 
 
 @main.command()

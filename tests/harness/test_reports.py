@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import xml.etree.ElementTree as ET
 from html import escape
 from pathlib import Path
@@ -22,6 +23,7 @@ from ovi_bench.records import (
 from ovi_bench.report import load_report, write_all
 from ovi_bench.report.html import render_html
 from ovi_bench.report.markdown import render_markdown
+from ovi_bench.report.tables import CELL_WIDTH, metric_table
 
 GiB = 2**30
 EVIL_ID = '<script>alert("x")</script>&case'
@@ -116,29 +118,96 @@ def test_junit_one_testcase_per_case(tmp_path: Path) -> None:
 def test_markdown_has_the_tables() -> None:
     report = make_report()
     text = render_markdown(report)
-    for heading in ("## Summary", "## Cases", "## Verdicts", "## Metrics", "## Memory and time by stage"):
+    for heading in ("## Verdicts by suite", "## Checks to read", "## Metrics read by a check", "## Cases",
+                    "## Memory and time by stage", "## Run"):
         assert heading in text
     assert "| case " in text and "960x960_10s-all_gpu-flash" in text
     assert "regression" in text and "30.00 GiB" in text
     assert "<script>" not in text and "&lt;script>" in text  # markup in a case id stays text
-    # failures are listed before passes in the verdict table
-    verdicts = text.split("## Verdicts")[1].split("## Metrics")[0]
-    assert verdicts.index("regression") < verdicts.index("| pass")
 
 
-def test_html_escapes_everything_and_draws_charts() -> None:
+def test_markdown_puts_verdicts_first_and_lists_only_checked_metrics() -> None:
+    report = make_report()
+    long_value = list(range(200))
+    report.cases[0].metrics.update({"engine.placement": long_value, "unchecked.metric": 42})
+    text = render_markdown(report)
+    # the verdicts (per suite, then what did not simply pass) come before any metric
+    assert text.index("## Verdicts by suite") < text.index("## Checks to read") < text.index("## Metrics")
+    suite_row = next(line for line in text.splitlines() if line.startswith("| variant_latents "))
+    assert [cell.strip() for cell in suite_row.strip("|").split("|")] == \
+        ["variant_latents", "4", "2", "1", "1", "0", "1", "0", "0"]
+    to_read = text.split("## Checks to read")[1].split("## Metrics")[0]
+    assert "**regression** `960x960_10s-all_gpu-flash`: peak.total.alloc_bytes relative" in to_read
+    assert "**error**" in to_read and "crash in denoise: worker exited with signal 11" in to_read
+    # unchecked metrics stay in report.json; a checked metric's long value would be clipped
+    assert "unchecked.metric" not in text and "engine.placement" not in text
+    assert "video_latent_shape" in text and "All 8 metrics of the 4 cases are in report.json." in text
+    assert max(len(line) for line in text.splitlines() if line.startswith("|")) < 200
+
+
+def test_tables_clip_long_values() -> None:
+    report = make_report()
+    report.verdicts.append(Verdict(report.cases[0].case_id, "engine.placement", "exact", "pass",
+                                   list(range(200)), None, "placement exact"))
+    report.cases[0].metrics["engine.placement"] = list(range(200))
+    _, rows = metric_table(report, checked_only=True)
+    value = next(row[2] for row in rows if row[1] == "engine.placement")
+    assert len(value) == CELL_WIDTH and value.startswith("[0, 1, 2") and value.endswith("…")
+
+
+def chart(html: str, chart_id: str) -> str:
+    return html.split(f'<figure class="chart" id="{chart_id}">')[1].split("</figure>")[0]
+
+
+def test_html_escapes_everything_and_draws_charts_per_suite() -> None:
     html = render_html(make_report())
     assert "<script>" not in html and "</script>" not in html
     assert escape(EVIL_ID) in html
-    for chart in ('id="chart-memory"', 'id="chart-speed-time.denoise.step_s"', 'id="chart-baseline"'):
-        assert chart in html
-    # memory chart: one bar per recorded stage (3 + 3 + 2), speed chart: one per case with a timing
-    memory = html.split('id="chart-memory"')[1].split("</figure>")[0]
-    assert memory.count('<g class="bar">') == 8
-    speed = html.split('id="chart-speed-time.denoise.step_s"')[1].split("</figure>")[0]
-    assert speed.count('<g class="bar">') == 2 and "flash" in speed
-    baseline = html.split('id="chart-baseline"')[1].split("</figure>")[0]
-    assert "1.200x" in baseline  # 36 GiB now vs 30 GiB baseline
+    section = html.split('<section class="suite" id="suite-0">')[1].split("</section>")[0]
+    assert "<h2>variant_latents (4 case(s))</h2>" in section
+    memory = chart(section, "chart-variant_latents-memory")
+    # every bar is labelled with its value
+    assert all(f">{size:.2f} GiB<" in memory for size in (2, 30, 20, 2.4, 36, 24, 3, 45))
+    # one distinct colour per case (sdpa, flash, keep_resident), named in the legend
+    assert len(set(re.findall(r"fill: (#[0-9a-f]{6})", memory)) - {"#ffffff"}) == 3
+    assert "[variant=720x720_5s" not in memory and "960x960_10s-all_gpu-flash" in memory
+    step = chart(section, "chart-variant_latents-time")
+    assert "Time per step" in step and ">7.75 s<" in step and ">9.2 s<" in step
+    assert "mathdefault" not in html and "$" not in html  # every tick label through render_metric, no TeX
+    baseline = chart(section, "chart-variant_latents-baseline")
+    assert ">1.2x<" in baseline and ">1.01x<" in baseline  # 36 vs 30 GiB; medians 7.75 s vs 7.7 s
+    # the full dump is collapsed at the end
+    assert "<details><summary>All 6 metrics</summary>" in html and 'id="table-metrics"' in html
+
+
+def test_html_memory_axis_makes_small_differences_visible() -> None:
+    """Host RSS peaks of 250-360 MiB (the smoke run's) on an axis from 0 would look alike."""
+    report = make_report()
+    for case, peaks in zip(report.cases, ([253, 283, 323], [253.5, 284, 360])):
+        case.stages = [StageRecord(name, 1.0, host_rss_peak=int(mib * 2**20))
+                       for name, mib in zip(("load", "denoise", "decode"), peaks)]
+    report.cases = report.cases[:2]
+    memory = chart(render_html(report), "chart-variant_latents-memory")
+    start = float(re.search(r"the axis starts at ([0-9.]+) MiB", memory).group(1))
+    assert 150 < start < 253
+    assert ">323.00 MiB<" in memory and ">360.00 MiB<" in memory and "host_rss_peak" in memory
+
+
+def test_html_attention_chart_shows_time_per_shape_and_backend() -> None:
+    env = Environment(device_name="cpu")
+    cases = [CaseResult(f"attention_backends[attention={backend}]", "attention_backends", {"attention": backend},
+                        "ok", metrics={"time.attention.video_self_s": Samples([scale * 1e-3, scale * 2e-3]),
+                                       "attention.video_self.tokens": [15004, 15004],
+                                       "time.attention.video_to_text_s": Samples([scale * 1e-4]),
+                                       "attention.video_to_text.tokens": [15004, 512],
+                                       "attention.resolved": "sdpa" if backend == "auto" else backend})
+             for backend, scale in (("auto", 1.0), ("sdpa_math", 10.0))]
+    report = RunReport("r", ["attention_backends"], "reference", "w", "cpu", env, cases)
+    attention = chart(render_html(report), "chart-attention_backends-attention")
+    for label in ("video_self 15004x15004", "video_to_text 15004x512", "auto (sdpa)", "sdpa_math",
+                  ">1.5 ms<", ">15 ms<", ">100 µs<", ">1 ms<"):
+        assert label in attention
+    assert "no data" not in attention
 
 
 def test_unwritable_report_dir_is_a_clear_error(tmp_path: Path) -> None:
