@@ -51,6 +51,7 @@ from ovi_bench.engines.base import (
     AttentionKernel,
     Capabilities,
     EngineConfig,
+    StageListener,
 )
 from ovi_bench.variant_facts import FILE_NAMES, VARIANTS, variant_facts
 
@@ -498,6 +499,7 @@ class CheckoutEngine:
         self.attention: Callable[..., Any] | None = None
         self.requested: list[str] = []
         self._workdir: tempfile.TemporaryDirectory[str] | None = None
+        self.listeners: list[StageListener] = []
 
     # -- what the checkout has --------------------------------------------------------------------------
     def _import(self) -> types.ModuleType:
@@ -577,8 +579,11 @@ class CheckoutEngine:
             except Exception as exc:
                 raise CheckoutError(f"the checkout's OviFusionEngine() failed: {_one_line(exc)}") from exc
         if device.type == "cpu":
-            self.engine.vae_model_video.model = self.engine.vae_model_video.model.float()
+            video_vae = self.engine.vae_model_video
+            video_vae.model = video_vae.model.float()
             self.engine.vae_model_audio = self.engine.vae_model_audio.float()
+            encode = video_vae.wrapped_encode  # i2v: generate() hands it the first frame in the run dtype
+            video_vae.wrapped_encode = lambda frames: encode(frames.float())
             self.notes.append("decoders in float32 on the CPU, latents cast to it (the checkout casts its VAEs to "
                               "bf16 and relies on CUDA autocast)")
 
@@ -681,12 +686,26 @@ class CheckoutEngine:
         engine = self._loaded()
         cast = torch.float32 if torch.device(self.config.device).type == "cpu" else latents.video.dtype  # type: ignore[union-attr]
         with torch.inference_mode():
-            audio = engine.vae_model_audio.wrapped_decode(latents.audio.to(cast).unsqueeze(0).transpose(1, 2))
-            video = engine.vae_model_video.wrapped_decode(latents.video.to(cast).unsqueeze(0))
+            with self._stage("decode_audio"):
+                audio = engine.vae_model_audio.wrapped_decode(latents.audio.to(cast).unsqueeze(0).transpose(1, 2))
+            with self._stage("decode_video"):
+                video = engine.vae_model_video.wrapped_decode(latents.video.to(cast).unsqueeze(0))
         if audio is None or video is None:
             raise CheckoutError("the checkout's decoders returned None (they log the exception and go on)")
         audio, video = audio.squeeze().float().cpu(), video.squeeze(0).float().cpu()
         return CheckoutMedia(video, audio, video_frames=int(video.shape[1]), audio_samples=int(audio.shape[-1]))
+
+    def add_stage_listener(self, listener: StageListener) -> None:
+        self.listeners.append(listener)
+
+    @contextlib.contextmanager
+    def _stage(self, name: str) -> Iterator[None]:
+        """Announce an inner stage (the order the checkout decodes in: audio, then video)."""
+        for listener in self.listeners:
+            listener(name, "start", {})
+        yield
+        for listener in self.listeners:
+            listener(name, "end", {})
 
     def describe(self) -> dict:
         engine, config = self.engine, self.config

@@ -43,11 +43,15 @@ def ovi11_5s() -> CheckoutEngine:
     return loaded(UPSTREAM / "ovi-1.1", "720x720_5s")
 
 
-def test_11_10s_variant_and_its_prompt_format() -> None:
+def test_11_10s_variant_its_prompt_format_and_i2v(tmp_path: Path) -> None:
+    from ovi_bench.scenarios.spec import _write_image
+
     engine = loaded(UPSTREAM / "ovi-1.1", "960x960_10s")
     text = engine.encode_text(PROMPT_960)
     assert text.prompt == "A cat plays the piano. Audio: Piano music."
     assert latent_shapes(engine, PROMPT_960, height=960, width=960) == expected_shapes("960x960_10s", 960, 960)
+    image = _write_image(tmp_path / "frame.ppm", 720, 720)
+    assert latent_shapes(engine, PROMPT_960, image=image) == expected_shapes("960x960_10s", 720, 720)
     assert engine.describe()["fusion_file_requested"] == "model_960x960_10s.safetensors"
 
 
