@@ -740,9 +740,10 @@ class CheckoutEngine:
         formatter = getattr(self.engine, "text_formatter", None) or (lambda text: text)
         if "<AUDCAP>a<ENDAUDCAP>" in formatter("v\nAudio: a"):
             return "audcap"
-        if re.search(r"^Audio: a$", formatter("v <AUDCAP>a<ENDAUDCAP>"), re.MULTILINE):
+        converted = formatter("v <AUDCAP>a<ENDAUDCAP>")
+        if re.search(r"^Audio: a$", converted, re.MULTILINE):
             return "audio_line"
-        return "as given"
+        return "audio_inline" if "Audio: a" in converted else "as given"  # 1.1 converts in place, not to a line
 
     def _placement(self) -> list[dict[str, Any]]:
         engine = self.engine
