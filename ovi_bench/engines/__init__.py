@@ -1,7 +1,9 @@
-"""Engine registry: a short name or `MODULE:FACTORY`, where FACTORY() returns an Engine."""
+"""Engine registry: a short name, `checkout:PATH` (an upstream Ovi checkout or fork) or `MODULE:FACTORY`,
+where FACTORY() returns an Engine."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import os
 import sys
@@ -20,15 +22,25 @@ class EngineSpecError(ValueError):
 
 
 def engine_factory(spec: str) -> Callable[[], Engine]:
-    """Resolve `reference` or `package.module:factory` to the factory, importing the module.
+    """Resolve `reference`, `checkout:PATH` or `package.module:factory` to the factory, importing the module.
 
-    Like `python -m`, a module in the current directory can be named (e.g. docs.example_engine)."""
+    Like `python -m`, a module in the current directory can be named (e.g. docs.example_engine). A checkout's
+    PATH is made absolute here, so the factory does not depend on the worker's working directory."""
+    if spec.startswith("checkout:"):
+        from ovi_bench.engines import checkout
+
+        try:
+            root = checkout.checkout_root(spec.removeprefix("checkout:"))
+        except checkout.CheckoutError as exc:
+            raise EngineSpecError(f"engine {spec!r}: {exc}") from None
+        return functools.partial(checkout.make_engine, root)
     target = ENGINES.get(spec, spec)
     if spec not in ENGINES and os.getcwd() not in sys.path:
         sys.path.append(os.getcwd())
     module_name, sep, attr = target.partition(":")
     if not sep or not module_name or not attr:
-        raise EngineSpecError(f"unknown engine {spec!r}: use one of {sorted(ENGINES)} or MODULE:FACTORY")
+        raise EngineSpecError(f"unknown engine {spec!r}: use one of {sorted(ENGINES)}, checkout:PATH or "
+                              "MODULE:FACTORY")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
