@@ -239,10 +239,12 @@ class OviPipeline:
         loads_before = {n: len(slot.load_s) for n, slot in slots.items()}
         self.placement.enter(name)
         out: dict[str, Any] = dict(info)
-        # A module released earlier and rebuilt for this stage: say which, and how long that took.
-        reloaded = {n: slots[n].load_s[-1] for n, before in loads_before.items() if len(slots[n].load_s) > before > 0}
-        if reloaded:
-            out["reload_s"] = reloaded
+        # Modules this stage built (a first load, or a reload of one released earlier) and how long each took.
+        built = {n: slots[n].load_s[-1] for n, before in loads_before.items() if len(slots[n].load_s) > before}
+        for key, reload in (("load_s", False), ("reload_s", True)):
+            times = {n: s for n, s in built.items() if (loads_before[n] > 0) == reload}
+            if times:
+                out[key] = times
         yield out
         self.placement.leave(name)
         for listener in self.listeners:
@@ -358,6 +360,7 @@ class OviPipeline:
             "variant": self.spec.describe(),
             "variant_detected_by": self.variant_detected_by,
             "policy": self.policy.name,
+            "reloads_per_generation": list(self.policy.reloads_per_generation),
             "placement": [p.__dict__ for p in self.placement.report()],
             "attention": self.config.attention,
             "weights": self.weights,
