@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ovi_engine.weights import module_bytes
+from ovi_engine.host_memory import HostArena
+from ovi_engine.weights import host_storage, module_bytes
 
 MODULES = ("text_encoder", "fusion", "video_vae", "audio_codec")
 # Which modules each stage needs on the device.
@@ -104,25 +105,19 @@ def empty_device_cache(device: torch.device) -> None:
 
 
 class BlockStreamer:
-    """Streams a sequence of blocks from pinned host memory to the device, one block ahead of use.
+    """Streams a sequence of blocks from their host arenas to the device, one block ahead of use.
 
-    Each parameter keeps a host copy; before a block runs, its tensors are copied to the device on a side
-    stream (prefetching the next block), and after it runs they point back at the host copy, so at most two
-    blocks occupy device memory at a time.
+    Before a block runs, its arena is copied to the device in one transfer on a side stream (prefetching the
+    next block's), and after it runs its tensors point back at the host arena, so at most two blocks occupy
+    device memory at a time.
     """
 
-    def __init__(self, blocks: Iterable[nn.Module], device: torch.device) -> None:
+    def __init__(self, blocks: Iterable[nn.Module], arenas: Iterable[HostArena], device: torch.device) -> None:
         self.blocks = list(blocks)
+        self.arenas = list(arenas)
         self.device = device
         self.copy_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-        self.host: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self.ready: dict[int, torch.cuda.Event | None] = {}
-        for i, block in enumerate(self.blocks):
-            tensors = list(block.parameters()) + list(block.buffers())
-            pin = device.type == "cuda"
-            self.host[i] = [(t, t.data.pin_memory() if pin else t.data) for t in tensors]
-            for t, h in self.host[i]:
-                t.data = h
         self.handles = [b.register_forward_pre_hook(self._before(i)) for i, b in enumerate(self.blocks)]
         self.handles += [b.register_forward_hook(self._after(i)) for i, b in enumerate(self.blocks)]
 
@@ -131,8 +126,7 @@ class BlockStreamer:
             return
         stream = self.copy_stream
         with torch.cuda.stream(stream) if stream is not None else _null():
-            for t, h in self.host[i]:
-                t.data = h.to(self.device, non_blocking=True)
+            self.arenas[i].to(self.device, non_blocking=True)
         self.ready[i] = torch.cuda.Event() if stream is not None else None
         if stream is not None:
             self.ready[i].record(stream)  # type: ignore[union-attr]
@@ -149,10 +143,11 @@ class BlockStreamer:
 
     def _after(self, i: int) -> Callable[..., None]:
         def hook(module: nn.Module, args: object, output: object) -> None:
-            for t, h in self.host[i]:
-                if self.device.type == "cuda":
-                    t.data.record_stream(torch.cuda.current_stream(self.device))
-                t.data = h
+            arena = self.arenas[i]
+            if self.device.type == "cuda" and arena.device_buffer is not None:
+                # allocated on the copy stream, read on the compute stream: free it only after that reads
+                arena.device_buffer.record_stream(torch.cuda.current_stream(self.device))
+            arena.to_host()
             self.ready.pop(i, None)
 
         return hook
@@ -160,6 +155,10 @@ class BlockStreamer:
     def close(self) -> None:
         for h in self.handles:
             h.remove()
+
+
+def _held(arenas: Iterable[HostArena]) -> set[int]:
+    return {i for arena in arenas for i in arena.holds()}
 
 
 class _null:
@@ -178,6 +177,7 @@ class ModuleSlot:
     build: Callable[[torch.device], nn.Module]
     module: nn.Module | None = None
     load_s: list[float] = field(default_factory=list)
+    arenas: list[HostArena] = field(default_factory=list)  # host storage that visits the device (offload)
 
     def placement(self) -> ModulePlacement:
         if self.module is None:
@@ -207,25 +207,37 @@ class Placement:
             return
         start = time.perf_counter()
         if self.policy.offload_between_stages:
-            slot.module = slot.build(torch.device("cpu"))
-            if slot.name == "fusion" and self.stream_blocks is not None:
-                self._stream(slot.module)
+            self._build_on_host(slot)
         else:
             slot.module = slot.build(self.device)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         slot.load_s.append(time.perf_counter() - start)
 
-    def _stream(self, module: nn.Module) -> None:
-        """Blocks go to pinned host memory and are streamed; the small rest of the model stays resident."""
-        assert self.stream_blocks is not None
-        blocks = self.stream_blocks(module)
-        self.streamers["fusion"] = BlockStreamer(blocks, self.device)
-        streamed = {id(t) for b in blocks for t in (*b.parameters(), *b.buffers())}
-        for sub in module.modules():
-            for t in (*sub._parameters.values(), *sub._buffers.values()):
-                if t is not None and id(t) not in streamed:
-                    t.data = t.data.to(self.device)
+    def _build_on_host(self, slot: ModuleSlot) -> None:
+        """Build the module into host arenas (pinned with an accelerator), filled in place as it is read or
+        synthesized. The fusion model gets one arena per block pair, which are streamed, and one for the
+        small rest, which stays on the device."""
+        pin = self.device.type == "cuda"
+        blocks: list[nn.Module] = []
+        streamed: list[HostArena] = []
+
+        def give(module: nn.Module) -> None:  # weights.py calls this on the meta module before filling it
+            if slot.name == "fusion" and self.stream_blocks is not None:
+                blocks.extend(self.stream_blocks(module))
+                streamed.extend(HostArena([b], pin=pin) for b in blocks)
+            slot.arenas.append(HostArena([module], pin=pin, skip=_held(streamed)))
+
+        with host_storage(give):
+            slot.module = slot.build(torch.device("cpu"))
+        # What the builder made without asking for storage (the audio codec, buffers a module recomputed)
+        rest = HostArena([slot.module], pin=pin, skip=_held([*streamed, *slot.arenas]))
+        if rest.tensors:
+            slot.arenas.append(rest)
+        if blocks:
+            self.streamers[slot.name] = BlockStreamer(blocks, streamed, self.device)
+            for arena in slot.arenas:
+                arena.to(self.device)
 
     def enter(self, stage: str) -> None:
         """Make the stage's modules available on the device (building them if released or never built)."""
@@ -233,13 +245,15 @@ class Placement:
             slot = self.slots[name]
             self._build(slot)
             if self.policy.offload_between_stages and name not in self.streamers:
-                slot.module.to(self.device)  # type: ignore[union-attr]
+                for arena in slot.arenas:  # the whole module in one copy per arena
+                    arena.to(self.device)
 
     def leave(self, stage: str) -> None:
         if self.policy.offload_between_stages:
             for name in STAGE_MODULES.get(stage, ()):
                 if name not in self.streamers:
-                    self.slots[name].module.to("cpu")  # type: ignore[union-attr]
+                    for arena in self.slots[name].arenas:
+                        arena.to_host()
             empty_device_cache(self.device)
         for name in self.policy.release_after.get(stage, ()):
             self.free(name)
@@ -257,6 +271,7 @@ class Placement:
         if name in self.streamers:
             self.streamers.pop(name).close()
         slot.module = None
+        slot.arenas = []
         empty_device_cache(self.device)
 
     def report(self) -> list[ModulePlacement]:
