@@ -269,3 +269,27 @@ def test_pipeline_benchmark_script_runs_on_the_cpu(tmp_path: Path) -> None:
     assert [s["stage"] for s in result["stages"]] == [
         "load", "encode_text", "denoise", "release", "decode_video", "decode_audio"]
     assert (result["video_frames"], result["audio_samples"]) == (241, 160_768)
+
+
+def test_initial_noise_is_upstreams_rule(monkeypatch) -> None:
+    """Each tensor from its own torch.Generator(device).manual_seed(seed), drawn in the compute dtype."""
+    import ovi_engine.pipeline as pipeline_mod
+
+    seen = {}
+
+    def capture(model, *, video_noise, audio_noise, **kw):
+        seen.update(video=video_noise, audio=audio_noise)
+        return video_noise, audio_noise
+
+    monkeypatch.setattr(pipeline_mod, "sample", capture)
+    for dtype in (torch.float32, torch.bfloat16):
+        pipe = tiny("720x720_5s", dtype=dtype)
+        pipe.load()
+        pipe.denoise(pipe.encode_text(PROMPT), steps=1, seed=123)
+        video_shape, audio_shape = tuple(seen["video"].shape[1:]), tuple(seen["audio"].shape[1:])
+        assert (video_shape, audio_shape) == ((48, 31, 2, 2), (157, 20))
+        video = torch.randn(video_shape, generator=torch.Generator("cpu").manual_seed(123), device="cpu", dtype=dtype)
+        audio = torch.randn(audio_shape, generator=torch.Generator("cpu").manual_seed(123), device="cpu", dtype=dtype)
+        assert seen["video"].dtype == seen["audio"].dtype == dtype
+        torch.testing.assert_close(seen["video"][0], video, rtol=0, atol=0)
+        torch.testing.assert_close(seen["audio"][0], audio, rtol=0, atol=0)
