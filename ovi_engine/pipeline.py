@@ -239,10 +239,12 @@ class OviPipeline:
         loads_before = {n: len(slot.load_s) for n, slot in slots.items()}
         self.placement.enter(name)
         out: dict[str, Any] = dict(info)
-        # A module released earlier and rebuilt for this stage: say which, and how long that took.
-        reloaded = {n: slots[n].load_s[-1] for n, before in loads_before.items() if len(slots[n].load_s) > before > 0}
-        if reloaded:
-            out["reload_s"] = reloaded
+        # Modules this stage built (a first load, or a reload of one released earlier) and how long each took.
+        built = {n: slots[n].load_s[-1] for n, before in loads_before.items() if len(slots[n].load_s) > before}
+        for key, reload in (("load_s", False), ("reload_s", True)):
+            times = {n: s for n, s in built.items() if (loads_before[n] > 0) == reload}
+            if times:
+                out[key] = times
         yield out
         self.placement.leave(name)
         for listener in self.listeners:
@@ -282,11 +284,8 @@ class OviPipeline:
         video_shape = self.spec.video_latent_shape(height, width, self.config.area)
         if first_frame is not None:  # the image's own latent size (it was already fitted to the area)
             video_shape = (*video_shape[:2], *first_frame.shape[-2:])
-        generator = torch.Generator(device=self.device).manual_seed(seed)
-        dtype = self.dtype
-        video_noise = torch.randn(video_shape, generator=generator, device=self.device, dtype=torch.float32).to(dtype)
-        audio_noise = torch.randn(self.spec.audio_latent_shape(), generator=generator, device=self.device,
-                                  dtype=torch.float32).to(dtype)
+        video_noise, audio_noise = initial_noise(video_shape, self.spec.audio_latent_shape(), seed, self.device,
+                                                 self.dtype)
         with self._stage("denoise", steps=steps, video_shape=list(video_shape),
                          audio_shape=list(self.spec.audio_latent_shape())):
             model = self._module("fusion")
@@ -358,11 +357,25 @@ class OviPipeline:
             "variant": self.spec.describe(),
             "variant_detected_by": self.variant_detected_by,
             "policy": self.policy.name,
+            "reloads_per_generation": list(self.policy.reloads_per_generation),
             "placement": [p.__dict__ for p in self.placement.report()],
             "attention": self.config.attention,
             "weights": self.weights,
             "preset": self._preset,
         }
+
+
+def initial_noise(video_shape: tuple[int, ...], audio_shape: tuple[int, ...], seed: int, device: torch.device,
+                  dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """Upstream's rule (OviFusionEngine.generate), so that any engine given a seed starts from the same noise:
+    video [48, F, h, w] then audio [L, 20], each drawn directly in the compute dtype on the compute device
+    from its own torch.Generator(device) seeded with ``seed`` (audio does not continue video's stream)."""
+
+    def draw(shape: tuple[int, ...]) -> torch.Tensor:
+        generator = torch.Generator(device=device).manual_seed(seed)
+        return torch.randn(shape, generator=generator, device=device, dtype=dtype)
+
+    return draw(video_shape), draw(audio_shape)
 
 
 def to_uint8_frames(video: torch.Tensor, frames_per_chunk: int = 16) -> torch.Tensor:

@@ -2,7 +2,8 @@
 
 The seed's OOM came from the fusion model (23 GB) and the text encoder (11 GB) staying on the device through
 the VAE decode. ``all_gpu`` releases them at the right moments; ``keep_resident`` is the behaviour before the
-fix, kept as the negative control; ``cpu_offload`` keeps modules on the host and streams the fusion blocks.
+fix, kept as the negative control; ``cpu_offload`` keeps modules on the host and streams the fusion blocks;
+``sequential`` never holds the text encoder and the fusion model at once (960x960_10s on a 32 GB card).
 """
 
 from __future__ import annotations
@@ -15,8 +16,10 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from ovi_engine.weights import module_bytes
+from ovi_engine.host_memory import HostArena
+from ovi_engine.weights import host_storage, module_bytes
 
+MODULES = ("text_encoder", "fusion", "video_vae", "audio_codec")
 # Which modules each stage needs on the device.
 STAGE_MODULES: dict[str, tuple[str, ...]] = {
     "encode_text": ("text_encoder",),
@@ -31,10 +34,16 @@ STAGE_MODULES: dict[str, tuple[str, ...]] = {
 class PlacementPolicy:
     name: str
     description: str
-    load_all_at_start: bool  # build every module on the device in the load stage
-    offload_between_stages: bool  # modules live on the host and visit the device for their stage
+    offload_between_stages: bool = False  # modules live on the host and visit the device for their stage
+    load_at_start: tuple[str, ...] = MODULES  # built in the load stage; any other when a stage first needs it
     release_after: dict[str, tuple[str, ...]] = field(default_factory=dict)  # stage -> modules to free
     release_before_decode: tuple[str, ...] = ()  # freed in the release stage, before any decode
+
+    @property
+    def reloads_per_generation(self) -> tuple[str, ...]:
+        """Modules freed during a generation, which the next one (or the next prompt) builds again."""
+        freed = [*(m for names in self.release_after.values() for m in names), *self.release_before_decode]
+        return tuple(dict.fromkeys(freed))
 
 
 POLICIES: dict[str, PlacementPolicy] = {
@@ -43,22 +52,26 @@ POLICIES: dict[str, PlacementPolicy] = {
         PlacementPolicy(
             "all_gpu",
             "everything on the device; text encoder freed after encoding, fusion model freed before decode",
-            load_all_at_start=True,
-            offload_between_stages=False,
             release_after={"encode_text": ("text_encoder",)},
             release_before_decode=("fusion", "text_encoder"),
         ),
         PlacementPolicy(
             "cpu_offload",
             "modules on the host, each on the device only during its stage; fusion blocks streamed",
-            load_all_at_start=True,
             offload_between_stages=True,
         ),
         PlacementPolicy(
             "keep_resident",
             "nothing released (the behaviour before the OOM fix; the negative control)",
-            load_all_at_start=True,
-            offload_between_stages=False,
+        ),
+        PlacementPolicy(
+            "sequential",
+            "the text encoder alone on the device for encode_text, then freed (rebuilt for each prompt); the "
+            "fusion model built at the start of denoise, so its load time and weights count in the denoise "
+            "stage, and freed before decode; the VAEs built when first needed, then kept",
+            load_at_start=("text_encoder",),
+            release_after={"encode_text": ("text_encoder",)},
+            release_before_decode=("fusion", "text_encoder"),
         ),
     )
 }
@@ -92,25 +105,19 @@ def empty_device_cache(device: torch.device) -> None:
 
 
 class BlockStreamer:
-    """Streams a sequence of blocks from pinned host memory to the device, one block ahead of use.
+    """Streams a sequence of blocks from their host arenas to the device, one block ahead of use.
 
-    Each parameter keeps a host copy; before a block runs, its tensors are copied to the device on a side
-    stream (prefetching the next block), and after it runs they point back at the host copy, so at most two
-    blocks occupy device memory at a time.
+    Before a block runs, its arena is copied to the device in one transfer on a side stream (prefetching the
+    next block's), and after it runs its tensors point back at the host arena, so at most two blocks occupy
+    device memory at a time.
     """
 
-    def __init__(self, blocks: Iterable[nn.Module], device: torch.device) -> None:
+    def __init__(self, blocks: Iterable[nn.Module], arenas: Iterable[HostArena], device: torch.device) -> None:
         self.blocks = list(blocks)
+        self.arenas = list(arenas)
         self.device = device
         self.copy_stream = torch.cuda.Stream(device) if device.type == "cuda" else None
-        self.host: dict[int, list[tuple[torch.Tensor, torch.Tensor]]] = {}
         self.ready: dict[int, torch.cuda.Event | None] = {}
-        for i, block in enumerate(self.blocks):
-            tensors = list(block.parameters()) + list(block.buffers())
-            pin = device.type == "cuda"
-            self.host[i] = [(t, t.data.pin_memory() if pin else t.data) for t in tensors]
-            for t, h in self.host[i]:
-                t.data = h
         self.handles = [b.register_forward_pre_hook(self._before(i)) for i, b in enumerate(self.blocks)]
         self.handles += [b.register_forward_hook(self._after(i)) for i, b in enumerate(self.blocks)]
 
@@ -119,8 +126,7 @@ class BlockStreamer:
             return
         stream = self.copy_stream
         with torch.cuda.stream(stream) if stream is not None else _null():
-            for t, h in self.host[i]:
-                t.data = h.to(self.device, non_blocking=True)
+            self.arenas[i].to(self.device, non_blocking=True)
         self.ready[i] = torch.cuda.Event() if stream is not None else None
         if stream is not None:
             self.ready[i].record(stream)  # type: ignore[union-attr]
@@ -137,10 +143,11 @@ class BlockStreamer:
 
     def _after(self, i: int) -> Callable[..., None]:
         def hook(module: nn.Module, args: object, output: object) -> None:
-            for t, h in self.host[i]:
-                if self.device.type == "cuda":
-                    t.data.record_stream(torch.cuda.current_stream(self.device))
-                t.data = h
+            arena = self.arenas[i]
+            if self.device.type == "cuda" and arena.device_buffer is not None:
+                # allocated on the copy stream, read on the compute stream: free it only after that reads
+                arena.device_buffer.record_stream(torch.cuda.current_stream(self.device))
+            arena.to_host()
             self.ready.pop(i, None)
 
         return hook
@@ -148,6 +155,10 @@ class BlockStreamer:
     def close(self) -> None:
         for h in self.handles:
             h.remove()
+
+
+def _held(arenas: Iterable[HostArena]) -> set[int]:
+    return {i for arena in arenas for i in arena.holds()}
 
 
 class _null:
@@ -166,6 +177,7 @@ class ModuleSlot:
     build: Callable[[torch.device], nn.Module]
     module: nn.Module | None = None
     load_s: list[float] = field(default_factory=list)
+    arenas: list[HostArena] = field(default_factory=list)  # host storage that visits the device (offload)
 
     def placement(self) -> ModulePlacement:
         if self.module is None:
@@ -187,34 +199,45 @@ class Placement:
         self.streamers: dict[str, BlockStreamer] = {}
 
     def load(self) -> None:
-        if self.policy.load_all_at_start:
-            for slot in self.slots.values():
-                self._build(slot)
+        for name in self.policy.load_at_start:
+            self._build(self.slots[name])
 
     def _build(self, slot: ModuleSlot) -> None:
         if slot.module is not None:
             return
         start = time.perf_counter()
         if self.policy.offload_between_stages:
-            slot.module = slot.build(torch.device("cpu"))
-            if slot.name == "fusion" and self.stream_blocks is not None:
-                self._stream(slot.module)
+            self._build_on_host(slot)
         else:
             slot.module = slot.build(self.device)
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         slot.load_s.append(time.perf_counter() - start)
 
-    def _stream(self, module: nn.Module) -> None:
-        """Blocks go to pinned host memory and are streamed; the small rest of the model stays resident."""
-        assert self.stream_blocks is not None
-        blocks = self.stream_blocks(module)
-        self.streamers["fusion"] = BlockStreamer(blocks, self.device)
-        streamed = {id(t) for b in blocks for t in (*b.parameters(), *b.buffers())}
-        for sub in module.modules():
-            for t in (*sub._parameters.values(), *sub._buffers.values()):
-                if t is not None and id(t) not in streamed:
-                    t.data = t.data.to(self.device)
+    def _build_on_host(self, slot: ModuleSlot) -> None:
+        """Build the module into host arenas (pinned with an accelerator), filled in place as it is read or
+        synthesized. The fusion model gets one arena per block pair, which are streamed, and one for the
+        small rest, which stays on the device."""
+        pin = self.device.type == "cuda"
+        blocks: list[nn.Module] = []
+        streamed: list[HostArena] = []
+
+        def give(module: nn.Module) -> None:  # weights.py calls this on the meta module before filling it
+            if slot.name == "fusion" and self.stream_blocks is not None:
+                blocks.extend(self.stream_blocks(module))
+                streamed.extend(HostArena([b], pin=pin) for b in blocks)
+            slot.arenas.append(HostArena([module], pin=pin, skip=_held(streamed)))
+
+        with host_storage(give):
+            slot.module = slot.build(torch.device("cpu"))
+        # What the builder made without asking for storage (the audio codec, buffers a module recomputed)
+        rest = HostArena([slot.module], pin=pin, skip=_held([*streamed, *slot.arenas]))
+        if rest.tensors:
+            slot.arenas.append(rest)
+        if blocks:
+            self.streamers[slot.name] = BlockStreamer(blocks, streamed, self.device)
+            for arena in slot.arenas:
+                arena.to(self.device)
 
     def enter(self, stage: str) -> None:
         """Make the stage's modules available on the device (building them if released or never built)."""
@@ -222,13 +245,15 @@ class Placement:
             slot = self.slots[name]
             self._build(slot)
             if self.policy.offload_between_stages and name not in self.streamers:
-                slot.module.to(self.device)  # type: ignore[union-attr]
+                for arena in slot.arenas:  # the whole module in one copy per arena
+                    arena.to(self.device)
 
     def leave(self, stage: str) -> None:
         if self.policy.offload_between_stages:
             for name in STAGE_MODULES.get(stage, ()):
                 if name not in self.streamers:
-                    self.slots[name].module.to("cpu")  # type: ignore[union-attr]
+                    for arena in self.slots[name].arenas:
+                        arena.to_host()
             empty_device_cache(self.device)
         for name in self.policy.release_after.get(stage, ()):
             self.free(name)
@@ -246,6 +271,7 @@ class Placement:
         if name in self.streamers:
             self.streamers.pop(name).close()
         slot.module = None
+        slot.arenas = []
         empty_device_cache(self.device)
 
     def report(self) -> list[ModulePlacement]:

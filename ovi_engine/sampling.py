@@ -66,6 +66,7 @@ def sample(
     """Denoise video [B,48,F,h,w] and audio [B,L,20] noise into latents of the same shapes and dtypes.
 
     Both passes of a step go through `model.forward_passes`, which computes their shared part once.
+    slg_layer: the block pair the unconditional pass skips; None or <= 0 skips none (as upstream).
     Contexts are [B, Ltext, text_dim]. first_frame_latent [B,48,1,h,w] makes it i2v: the first latent
     frame is held at the clean image and the model sees it at t = 0. on_step(i, steps) runs after each step.
     """
@@ -73,13 +74,15 @@ def sample(
     audio_solver = make_solver(solver, steps, shift, device=audio_noise.device)
     pos, neg = _pair(pos_context), _pair(neg_context)
     i2v = first_frame_latent is not None
+    # Upstream skips a pair only for slg_layer > 0 (`if slg_layer > 0 and i == slg_layer`): 0 turns SLG off.
+    skip = slg_layer if slg_layer is not None and slg_layer > 0 else None
     video, audio = video_noise.clone(), audio_noise
     for i, t in enumerate(video_solver.timesteps):
         if first_frame_latent is not None:
             video[:, :, :1] = first_frame_latent
         t_batch = t.expand(video.shape[0])
         (video_pos, audio_pos), (video_neg, audio_neg) = model.forward_passes(
-            video, audio, t_batch, [Pass(*pos), Pass(*neg, skip_block=slg_layer)], first_frame_clean=i2v,
+            video, audio, t_batch, [Pass(*pos), Pass(*neg, skip_block=skip)], first_frame_clean=i2v,
             attention=attention)
         video = video_solver.step(_guided(video_pos, video_neg, video_guidance, i, "video"), i, video)
         audio = audio_solver.step(_guided(audio_pos, audio_neg, audio_guidance, i, "audio"), i, audio)

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
 from pathlib import Path
@@ -28,6 +30,9 @@ C = TypeVar("C")
 LOADABLE_DTYPES = {torch.float32, torch.float16, torch.bfloat16, torch.float8_e4m3fn, torch.float8_e5m2}
 _LISTED = 8  # names listed per problem kind before "… and N more"
 _DRAW_ON: ContextVar[torch.device | None] = ContextVar("draw_synthetic_on", default=None)
+_HOST_STORAGE: ContextVar[Callable[[nn.Module], None] | None] = ContextVar("host_storage", default=None)
+# Threads drawing synthetic tensors: torch releases the GIL in its kernels and copies, so draws overlap.
+SYNTHETIC_THREADS = min(8, os.cpu_count() or 1)
 
 
 class CheckpointError(ValueError):
@@ -116,7 +121,9 @@ def load_into(
     """Strictly load ``state`` into ``module`` (which may live on ``meta``), cast to ``dtype`` on ``device``.
 
     Floating tensors are cast to ``dtype`` (so an fp8 file computes in bf16); integer buffers keep theirs.
+    A module whose tensors already exist (e.g. in a host arena) is filled in place.
     """
+    give_host_storage(module, device)
     expected = module.state_dict()
     check_layout({k: v.shape for k, v in expected.items()}, {k: v.shape for k, v in state.items()}, source=source)
     bad = sorted(k for k, v in state.items() if v.dtype not in LOADABLE_DTYPES and v.is_floating_point())
@@ -125,10 +132,13 @@ def load_into(
             f"{source}: tensors of a dtype this engine cannot run ({state[bad[0]].dtype}): "
             + _listing("tensors", bad).split(": ", 1)[1]
         )
-    converted = {
-        k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()
-    }
-    module.load_state_dict(converted, strict=True, assign=True)
+    if _materialized(module):  # copy_ casts each tensor to its destination's dtype and device
+        module.load_state_dict(state, strict=True)
+    else:
+        converted = {
+            k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()
+        }
+        module.load_state_dict(converted, strict=True, assign=True)
     materialize_computed_buffers(module, device)
     return module.eval().requires_grad_(False)
 
@@ -165,27 +175,64 @@ def synthesize(
     dtype: torch.dtype,
     rules: Sequence[Rule] = (),
     generate_on: str | torch.device | None = None,
+    threads: int = SYNTHETIC_THREADS,
 ) -> nn.Module:
     """Give a (meta) module deterministic weights: the same seed gives the same tensors on one device type.
 
-    Each tensor draws from its own generator, seeded from ``(seed, name)``, so the result does not depend
-    on the order of parameters. ``rules`` are ``(regex, fn(shape, generator))`` pairs tried first.
-    Tensors are created one at a time in ``dtype``, so the peak is the final size of the module.
-    ``generate_on`` (default: the ``draw_synthetic_on`` context, else ``device``) lets a GPU draw the numbers
-    for a module kept on the host.
+    Each tensor draws from its own generator, seeded from ``(seed, name)``, so the result depends neither on
+    the order of parameters nor on how many ``threads`` draw them. ``rules`` are ``(regex, fn(shape,
+    generator))`` pairs tried first. Each tensor is cast to ``dtype`` as soon as it is drawn, so the peak is
+    the final size of the module plus one draw per thread. ``generate_on`` (default: the
+    ``draw_synthetic_on`` context, else ``device``) lets a GPU draw the numbers for a module kept on the host.
+    A module whose tensors already exist (e.g. in a host arena) is filled in place.
     """
     device = torch.device(device)
     gen_device = torch.device(generate_on) if generate_on is not None else (_DRAW_ON.get() or device)
+    if gen_device.type == "cuda" and gen_device.index is None:  # the worker threads' current device is 0
+        gen_device = torch.device("cuda", torch.cuda.current_device())
     compiled = [(re.compile(pattern), fn) for pattern, fn in rules]
-    values: dict[str, torch.Tensor] = {}
-    for name, tensor in module.state_dict().items():
-        gen = _generator(seed, name, gen_device)
-        fn = next((f for rx, f in compiled if rx.search(name)), None)
-        value = fn(tensor.shape, gen) if fn is not None else _default_init(name, tensor.shape, gen)
-        values[name] = value.to(device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
-    module.load_state_dict(values, strict=True, assign=True)
+    give_host_storage(module, device)
+    state = module.state_dict()
+    in_place = _materialized(module)
+    inference = torch.is_inference_mode_enabled()  # grad modes are per thread: carry the caller's over
+
+    def draw(name: str) -> torch.Tensor:
+        tensor = state[name]
+        with torch.inference_mode(inference), torch.no_grad():
+            gen = _generator(seed, name, gen_device)
+            fn = next((f for rx, f in compiled if rx.search(name)), None)
+            value = fn(tensor.shape, gen) if fn is not None else _default_init(name, tensor.shape, gen)
+            if in_place:
+                return tensor.copy_(value)
+            return value.to(device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
+
+    with ThreadPoolExecutor(max(1, threads)) as pool:
+        values = dict(zip(state, pool.map(draw, state)))
+    if not in_place:
+        module.load_state_dict(values, strict=True, assign=True)
     materialize_computed_buffers(module, device)
     return module.eval().requires_grad_(False)
+
+
+def _materialized(module: nn.Module) -> bool:
+    return not any(t.is_meta for t in module.state_dict().values())
+
+
+@contextmanager
+def host_storage(give: Callable[[nn.Module], None]) -> Iterator[None]:
+    """Within this block, a meta module about to be filled on the CPU first gets its tensors from
+    ``give(module)`` (e.g. views into one pinned arena) and is then filled in place, with no second copy."""
+    token = _HOST_STORAGE.set(give)
+    try:
+        yield
+    finally:
+        _HOST_STORAGE.reset(token)
+
+
+def give_host_storage(module: nn.Module, device: str | torch.device) -> None:
+    give = _HOST_STORAGE.get()
+    if give is not None and torch.device(device).type == "cpu" and not _materialized(module):
+        give(module)
 
 
 @contextmanager

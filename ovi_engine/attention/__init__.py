@@ -3,13 +3,15 @@
 `attend(q, k, v, backend=..., k_lens=...)` runs one named backend on [B, L, H, D] tensors. Every backend
 is probed once per (device, dtype) with a tiny call checked against fp32 math; a backend that fails the
 probe is unavailable with a reason, and asking for it raises AttentionUnavailable — never a silent
-fallback. `auto` resolves to the first available backend in a per-device order of measured speed.
+fallback. `auto` resolves, on a GPU, to the fastest backend of the device's candidate list that passed the
+probe, timed once per (device, dtype) at a representative shape; on the CPU to sdpa.
 Adding a backend: one file defining a `Backend`, plus `register(...)` below (or from a plugin).
 """
 
 from __future__ import annotations
 
 import functools
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -18,6 +20,7 @@ from torch import Tensor
 
 from .base import AttentionUnavailable, Backend, BackendStatus
 from .flash_attn import FLASH_ATTN_BACKENDS
+from .flash_attn_4 import FLASH_ATTN_4
 from .flex import FLEX
 from .reference import REFERENCE, reference_attention
 from .sage import SAGE
@@ -40,6 +43,9 @@ __all__ = [
 BACKENDS: dict[str, Backend] = {}
 
 PROBE_TOLERANCE = 0.05  # relative L2 vs fp32; bf16 kernels reach ~3e-3, int8-QK sage ~1.5e-2
+# `auto` times its candidates at Ovi's heads and head dim on a sequence long enough to be compute bound.
+AUTO_SHAPE = (1, 8192, 24, 128)  # B, L, H, D
+AUTO_TIMED_DEVICES = {"cuda"}  # elsewhere auto takes the first available candidate (the CPU has one)
 
 
 def register(backend: Backend) -> Backend:
@@ -48,6 +54,7 @@ def register(backend: Backend) -> Backend:
     BACKENDS[backend.name] = backend
     _probe.cache_clear()
     _plan.cache_clear()
+    _auto.cache_clear()
     return backend
 
 
@@ -64,9 +71,9 @@ def auto_order(device: torch.device) -> list[str]:
         return ["sdpa_flash", "sdpa_efficient", "flash_attn_2", "sdpa"]
     major, _ = torch.cuda.get_device_capability(device)
     if major == 9:  # H100 at 54,900² tokens: FA3 703 TFLOP/s, cuDNN 558-583, flash 357 (benchmarks/results)
-        return ["flash_attn_3", "sdpa_cudnn", "sdpa_flash", "flash_attn_2", "sdpa_efficient", "sdpa"]
+        return ["flash_attn_3", "flash_attn_4", "sdpa_cudnn", "sdpa_flash", "flash_attn_2", "sdpa_efficient", "sdpa"]
     if major >= 10:
-        return ["sdpa_cudnn", "sdpa_flash", "flash_attn_2", "sdpa_efficient", "sdpa"]
+        return ["flash_attn_4", "sdpa_cudnn", "sdpa_flash", "flash_attn_2", "sdpa_efficient", "sdpa"]
     return ["sdpa_flash", "flash_attn_2", "sdpa_cudnn", "sdpa_efficient", "sdpa"]
 
 
@@ -92,32 +99,84 @@ def _probe_inputs(device: torch.device, dtype: torch.dtype, batch: int) -> tuple
     return q.to(device, dtype), k.to(device, dtype), v.to(device, dtype)
 
 
-def _try(backend: Backend, device: torch.device, dtype: torch.dtype, masked: bool) -> str | None:
-    """Run a tiny call; return why it failed or gave wrong numbers, None when it worked."""
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _try(backend: Backend, device: torch.device, dtype: torch.dtype, masked: bool) -> tuple[str | None, float]:
+    """Run a tiny call; return why it failed or gave wrong numbers (None when it worked) and its seconds."""
     q, k, v = _probe_inputs(device, dtype, batch=2 if masked else 1)
     k_lens = torch.tensor([80, 37], device=device) if masked else None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
+            _synchronize(device)
+            began = time.perf_counter()
             out = backend.fn(q, k, v, k_lens)
+            _synchronize(device)
+            seconds = time.perf_counter() - began
         except Exception as refusal:  # noqa: BLE001 - any refusal: missing kernel, arch, dtype, shape
             notes = [str(w.message).splitlines()[0] for w in caught if issubclass(w.category, UserWarning)]
             hint = backend.refusal_hint(device)
             details = "; ".join([f"{type(refusal).__name__}: {str(refusal).splitlines()[0]}", *notes[:3]])
-            return f"kernel refused {dtype} on {device}: {details}" + (f" ({hint})" if hint else "")
+            return f"kernel refused {dtype} on {device}: {details}" + (f" ({hint})" if hint else ""), 0.0
     want = reference_attention(q, k, v, k_lens).float()
     error = ((out.float() - want).norm() / want.norm()).item()
     if out.shape != q.shape or out.dtype != dtype or not error < PROBE_TOLERANCE:
-        return f"wrong result on a probe call (shape {tuple(out.shape)}, {out.dtype}, relative error {error:.3g})"
-    return None
+        shape = tuple(out.shape)
+        return f"wrong result on a probe call (shape {shape}, {out.dtype}, relative error {error:.3g})", seconds
+    return None, seconds
 
 
 @functools.cache
 def _probe(name: str, device: torch.device, dtype: torch.dtype) -> _Probe:
     backend = BACKENDS[name]
-    reason = backend.check(device, dtype) or _try(backend, device, dtype, masked=False)
-    masks = reason is None and backend.masks and _try(backend, device, dtype, masked=True) is None
-    return _Probe(BackendStatus(name, reason is None, reason, backend.kernel), masks)
+    reason, first_call_s = backend.check(device, dtype), None
+    if reason is None:  # the first call of the process: includes a JIT backend's compile
+        reason, first_call_s = _try(backend, device, dtype, masked=False)
+    masks = reason is None and backend.masks and _try(backend, device, dtype, masked=True)[0] is None
+    return _Probe(BackendStatus(name, reason is None, reason, backend.kernel, first_call_s), masks)
+
+
+def _measure_ms(backend: Backend, device: torch.device, dtype: torch.dtype) -> float:
+    """One timed call at AUTO_SHAPE after one untimed warm-up (which may compile)."""
+    from .bench import time_ms
+
+    gen = torch.Generator(device).manual_seed(0)
+    q, k, v = (torch.randn(AUTO_SHAPE, generator=gen, device=device, dtype=dtype) for _ in range(3))
+    return time_ms(lambda: backend.fn(q, k, v, None), device, reps=1, warmup=1)[0]
+
+
+@dataclass(frozen=True)
+class _AutoChoice:
+    name: str
+    why: str  # the auto status's kernel text
+
+
+@functools.cache
+def _auto(device: torch.device, dtype: torch.dtype) -> _AutoChoice:
+    order = auto_order(device)
+    candidates = [c for c in order if c in BACKENDS and _probe(c, device, dtype).status.available]
+    if not candidates:
+        raise AttentionUnavailable(f"no attention backend of {order} works on {device} ({dtype})")
+    if device.type not in AUTO_TIMED_DEVICES or len(candidates) == 1:
+        return _AutoChoice(candidates[0], f"{candidates[0]}: the first available of {', '.join(order)}")
+    times: dict[str, float] = {}
+    failed: list[str] = []
+    for name in candidates:
+        try:
+            times[name] = _measure_ms(BACKENDS[name], device, dtype)
+        except Exception as error:  # noqa: BLE001 - passed the tiny probe, refused the long shape
+            failed.append(f"{name} failed ({type(error).__name__})")
+    if not times:
+        raise AttentionUnavailable(f"every attention backend of {candidates} failed at {AUTO_SHAPE} on {device}")
+    ranked = sorted(times, key=times.__getitem__)
+    best = ranked[0]
+    others = [f"{n} {times[n]:.3g} ms, {times[n] / times[best]:.2f}x slower" for n in ranked[1:]]
+    shape = "x".join(map(str, AUTO_SHAPE))
+    why = f"{best}: fastest at B,L,H,D {shape} ({times[best]:.3g} ms; " + "; ".join([*others, *failed]) + ")"
+    return _AutoChoice(best, why)
 
 
 def available_backends(
@@ -127,8 +186,8 @@ def available_backends(
     device = as_device(device)
     statuses = {name: _probe(name, device, dtype).status for name in BACKENDS}
     try:
-        chosen = resolve("auto", device, dtype)
-        auto = BackendStatus("auto", True, None, chosen)
+        chosen = _auto(device, dtype)
+        auto = BackendStatus("auto", True, None, chosen.why, statuses[chosen.name].first_call_s)
     except AttentionUnavailable as error:
         auto = BackendStatus("auto", False, str(error), None)
     return {"auto": auto, **statuses}
@@ -138,12 +197,7 @@ def resolve(name: str, device: str | torch.device | None, dtype: torch.dtype) ->
     """The concrete backend `name` stands for here; raises AttentionUnavailable if it cannot run."""
     device = as_device(device)
     if name == "auto":
-        for candidate in auto_order(device):
-            if candidate in BACKENDS and _probe(candidate, device, dtype).status.available:
-                return candidate
-        raise AttentionUnavailable(
-            f"no attention backend of {auto_order(device)} works on {device} ({dtype})"
-        )
+        return _auto(device, dtype).name
     if name not in BACKENDS:
         raise AttentionUnavailable(f"unknown attention backend {name!r}; known: auto, {', '.join(BACKENDS)}")
     status = _probe(name, device, dtype).status
@@ -178,5 +232,5 @@ def attend(q: Tensor, k: Tensor, v: Tensor, *, backend: str = "auto", k_lens: Te
     return _per_sample(impl, q, k, v, k_lens)
 
 
-for _backend in [*SDPA_BACKENDS, FLEX, SAGE, *FLASH_ATTN_BACKENDS, XFORMERS, REFERENCE]:
+for _backend in [*SDPA_BACKENDS, FLEX, SAGE, *FLASH_ATTN_BACKENDS, FLASH_ATTN_4, XFORMERS, REFERENCE]:
     register(_backend)

@@ -25,7 +25,9 @@ class BackendStatus:
     name: str
     available: bool
     reason: str | None  # why not, when unavailable
-    kernel: str | None  # what runs: a kernel description, or for `auto` the backend it resolved to
+    kernel: str | None  # what runs: a kernel description; for `auto` the backend it chose, and why
+    # Seconds of the probe's first call: a JIT backend's compile time, reported apart from steady-state speed.
+    first_call_s: float | None = None
 
 
 def always(device: torch.device, dtype: torch.dtype) -> str | None:

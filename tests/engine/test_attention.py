@@ -105,7 +105,8 @@ def test_padded_keys_are_ignored(backend, heads, head_dim, lq, k_lens, seed):
 def test_auto_resolves_to_a_concrete_backend():
     name = resolve("auto", "cpu", torch.bfloat16)
     assert name == "sdpa" and name in BACKENDS
-    assert available_backends("cpu")["auto"].kernel == name
+    auto = available_backends("cpu")["auto"]
+    assert auto.kernel.startswith(f"{name}: ") and auto.first_call_s == available_backends("cpu")[name].first_call_s
 
 
 def test_unavailable_backends_say_why_and_raise():
@@ -235,3 +236,80 @@ def test_fa3_wrapper_passes_blhd_through(monkeypatch, returns_lse: bool) -> None
     gen = torch.Generator().manual_seed(3)
     q, k, v = (torch.randn(1, n, 2, 16, generator=gen) for n in (5, 7, 7))
     torch.testing.assert_close(fa3(q, k, v, None), reference_attention(q, k, v, None))
+
+
+def _fake(name: str) -> Backend:
+    return Backend(name=name, kernel=f"fake {name}", fn=lambda q, k, v, k_lens: BACKENDS["sdpa_math"].fn(q, k, v, None))
+
+
+def test_auto_picks_the_fastest_probed_candidate_and_says_by_how_much(scratch_registry, monkeypatch):
+    for name in ("test_slow", "test_fast", "test_unlisted"):
+        register(_fake(name))
+    register(Backend(name="test_refuses", kernel="fake", fn=lambda q, k, v, k_lens: 1 / 0))
+    timed: list[str] = []
+
+    def fake_ms(backend, device, dtype):
+        timed.append(backend.name)
+        return {"test_slow": 3.0, "test_fast": 1.5, "test_unlisted": 0.1}[backend.name]
+
+    monkeypatch.setattr(ovi_engine.attention, "auto_order", lambda device: ["test_refuses", "test_slow", "test_fast"])
+    monkeypatch.setattr(ovi_engine.attention, "AUTO_TIMED_DEVICES", {"cpu"})
+    monkeypatch.setattr(ovi_engine.attention, "_measure_ms", fake_ms)
+    ovi_engine.attention._auto.cache_clear()
+    assert resolve("auto", CPU, torch.bfloat16) == "test_fast"
+    status = available_backends(CPU)["auto"]
+    assert status.kernel.startswith("test_fast: fastest") and "test_slow 3 ms, 2.00x slower" in status.kernel
+    assert sorted(timed) == ["test_fast", "test_slow"]  # once each (cached), the refusing one never timed
+    assert status.first_call_s == available_backends(CPU)["test_fast"].first_call_s is not None
+    ovi_engine.attention._auto.cache_clear()
+
+
+def test_auto_on_the_cpu_takes_sdpa_without_timing(monkeypatch):
+    monkeypatch.setattr(ovi_engine.attention, "_measure_ms", lambda *a: pytest.fail("timed on the CPU"))
+    ovi_engine.attention._auto.cache_clear()
+    assert resolve("auto", CPU, torch.float32) == "sdpa"
+
+
+def test_probe_times_the_first_call_apart(scratch_registry, monkeypatch):
+    calls = []
+
+    def counted(q, k, v, k_lens):
+        calls.append(q.shape)
+        return BACKENDS["sdpa_math"].fn(q, k, v, None)
+
+    register(Backend(name="test_counted", kernel="fake", fn=counted))
+    status = available_backends(CPU)["test_counted"]
+    assert status.available and status.first_call_s is not None and status.first_call_s >= 0 and len(calls) == 1
+    assert available_backends(CPU)["sdpa_cudnn"].first_call_s is None  # refused before any call
+
+
+@pytest.mark.skipif(importlib.util.find_spec("flash_attn") is not None, reason="a flash_attn package is installed")
+def test_fa4_says_how_to_install_it():
+    status = available_backends(CPU)["flash_attn_4"]
+    assert not status.available and "flash_attn.cute is not installed" in status.reason
+    assert "flash-attn-4==4.0.0b36" in status.reason
+
+
+def test_fa4_reasons_for_device_dtype_and_arch(monkeypatch):
+    import types
+
+    from ovi_engine.attention import flash_attn_4
+
+    monkeypatch.setattr(flash_attn_4, "missing_fa4", lambda: None)  # as if installed
+    assert "needs a CUDA GPU" in flash_attn_4.check(CPU, torch.bfloat16)
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (8, 6))
+    cuda = torch.device("cuda", 0)
+    assert "supports float16/bfloat16 only" in flash_attn_4.check(cuda, torch.float32)
+    assert "sm90 or newer), this is sm86" in flash_attn_4.check(cuda, torch.bfloat16)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (10, 0))
+    assert flash_attn_4.check(cuda, torch.bfloat16) is None
+    # the wrapper passes [B, L, H, D] through and drops the log-sum-exp
+    from ovi_engine.attention.reference import reference_attention
+
+    fake = types.ModuleType("flash_attn.cute")
+    fake.flash_attn_func = lambda q, k, v: (reference_attention(q, k, v, None), None)
+    monkeypatch.setitem(sys.modules, "flash_attn", types.ModuleType("flash_attn"))
+    monkeypatch.setitem(sys.modules, "flash_attn.cute", fake)
+    q, k, v = random_qkv(5, 2, 16, 1, 5, 7, dtype=torch.float32)
+    torch.testing.assert_close(flash_attn_4.fa4(q, k, v, None), reference_attention(q, k, v, None))

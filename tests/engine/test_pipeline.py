@@ -114,6 +114,60 @@ def test_cpu_offload_streams_fusion_blocks_and_matches_all_gpu() -> None:
     torch.testing.assert_close(results["cpu_offload"].audio, results["all_gpu"].audio)
 
 
+def test_sequential_never_holds_the_text_encoder_and_the_fusion_model_together() -> None:
+    pipe = tiny("720x720_5s", "sequential")
+    slots = pipe.placement.slots
+    resident: list[tuple[str, str, set[str]]] = []
+    pipe.add_listener(lambda e: resident.append((e.stage, e.phase, {
+        p.module for p in pipe.placement_report() if p.device not in ("released", "not loaded")})))
+    text_weights: list[weakref.ref] = []
+    text_alive: list[bool] = []
+    build_text, build_fusion = slots["text_encoder"].build, slots["fusion"].build
+
+    def track_text(device: torch.device) -> torch.nn.Module:
+        module = build_text(device)
+        text_weights.append(weakref.ref(next(module.parameters())))
+        return module
+
+    def witness(device: torch.device) -> torch.nn.Module:
+        gc.collect()  # the text encoder's weights must be gone, not merely unreferenced by the slot
+        text_alive.append(any(ref() is not None for ref in text_weights))
+        return build_fusion(device)
+
+    slots["text_encoder"].build, slots["fusion"].build = track_text, witness
+    pipe.load()
+    text = pipe.encode_text(PROMPT)
+    latents = pipe.denoise(text, steps=2, seed=4)
+    pipe.release()
+    pipe.decode_latents(latents)
+    assert text_alive == [False]
+    assert not any({"text_encoder", "fusion"} <= modules for _, _, modules in resident)
+    assert resident[:2] == [("load", "start", set()), ("load", "end", {"text_encoder"})]
+    assert ("denoise", "start", {"fusion"}) not in resident  # built by denoise itself, after its start event
+    assert pipe.describe()["reloads_per_generation"] == ["text_encoder", "fusion"]
+
+    reference = tiny("720x720_5s", "all_gpu")
+    reference.load()
+    expected = reference.denoise(reference.encode_text(PROMPT), steps=2, seed=4)
+    torch.testing.assert_close(latents.video, expected.video, rtol=0, atol=0)
+    torch.testing.assert_close(latents.audio, expected.audio, rtol=0, atol=0)
+
+
+def test_sequential_reloads_the_text_encoder_for_each_prompt_and_reports_first_loads() -> None:
+    pipe = tiny("720x720_5s", "sequential")
+    ends = []
+    pipe.add_listener(lambda e: ends.append(e) if e.phase == "end" else None)
+    pipe.load()
+    pipe.encode_text(PROMPT)
+    first_denoise = pipe.denoise(pipe.encode_text("another prompt"), steps=1)
+    info = {e.stage: [] for e in ends}
+    for e in ends:
+        info[e.stage].append(e.info)
+    assert "reload_s" not in info["encode_text"][0] and set(info["encode_text"][1]["reload_s"]) == {"text_encoder"}
+    assert set(info["denoise"][0]["load_s"]) == {"fusion"} and "reload_s" not in info["denoise"][0]
+    assert len(pipe.placement.slots["text_encoder"].load_s) == 2 and first_denoise.video.isfinite().all()
+
+
 def test_saved_latents_decode_without_the_fusion_model(tmp_path: Path) -> None:
     pipe = tiny("960x960_10s")
     pipe.load()
@@ -215,3 +269,27 @@ def test_pipeline_benchmark_script_runs_on_the_cpu(tmp_path: Path) -> None:
     assert [s["stage"] for s in result["stages"]] == [
         "load", "encode_text", "denoise", "release", "decode_video", "decode_audio"]
     assert (result["video_frames"], result["audio_samples"]) == (241, 160_768)
+
+
+def test_initial_noise_is_upstreams_rule(monkeypatch) -> None:
+    """Each tensor from its own torch.Generator(device).manual_seed(seed), drawn in the compute dtype."""
+    import ovi_engine.pipeline as pipeline_mod
+
+    seen = {}
+
+    def capture(model, *, video_noise, audio_noise, **kw):
+        seen.update(video=video_noise, audio=audio_noise)
+        return video_noise, audio_noise
+
+    monkeypatch.setattr(pipeline_mod, "sample", capture)
+    for dtype in (torch.float32, torch.bfloat16):
+        pipe = tiny("720x720_5s", dtype=dtype)
+        pipe.load()
+        pipe.denoise(pipe.encode_text(PROMPT), steps=1, seed=123)
+        video_shape, audio_shape = tuple(seen["video"].shape[1:]), tuple(seen["audio"].shape[1:])
+        assert (video_shape, audio_shape) == ((48, 31, 2, 2), (157, 20))
+        video = torch.randn(video_shape, generator=torch.Generator("cpu").manual_seed(123), device="cpu", dtype=dtype)
+        audio = torch.randn(audio_shape, generator=torch.Generator("cpu").manual_seed(123), device="cpu", dtype=dtype)
+        assert seen["video"].dtype == seen["audio"].dtype == dtype
+        torch.testing.assert_close(seen["video"][0], video, rtol=0, atol=0)
+        torch.testing.assert_close(seen["audio"][0], audio, rtol=0, atol=0)

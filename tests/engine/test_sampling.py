@@ -62,6 +62,15 @@ def test_guidance_scales_slg_and_contexts_reach_the_model() -> None:
     assert float(cond["t"]) == pytest.approx(1000 * sigma0, abs=1e-3)
 
 
+@pytest.mark.parametrize(("slg_layer", "skipped"), [(0, None), (-1, None), (None, None), (1, 1)])
+def test_slg_layer_zero_or_less_skips_nothing_as_upstream(slg_layer: int | None, skipped: int | None) -> None:
+    model = Scripted()
+    pos, neg = contexts(8)
+    sample(model, solver="euler", steps=1, video_noise=torch.zeros(VIDEO_SHAPE), audio_noise=torch.zeros(AUDIO_SHAPE),
+           pos_context=pos, neg_context=neg, slg_layer=slg_layer)
+    assert [call["skip_block"] for call in model.calls] == [None, skipped]
+
+
 @pytest.mark.parametrize("tower", ["video", "audio"])
 def test_planted_nan_raises_naming_step_and_tower(tower: str) -> None:
     pos, neg = contexts(8)
