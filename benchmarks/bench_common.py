@@ -14,15 +14,12 @@ import torch
 if TYPE_CHECKING:
     from typing_extensions import Self  # typing.Self from Python 3.11
 
-from ovi_bench.records import SCHEMA_VERSION, Environment, canonical_json, write_atomic
+from ovi_bench.records import Environment, canonical_json, write_atomic
+from ovi_bench.schema import BENCHMARK
+from ovi_bench.trackers.timing import synchronize
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 GIB = 2**30
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def start_peak(device: torch.device) -> int | None:
@@ -96,5 +93,5 @@ def parse_codec_args(parser: argparse.ArgumentParser) -> tuple[argparse.Namespac
 
 def write_report(result: dict[str, Any], out: Path) -> None:
     """The result with the schema version and the run's environment, written atomically."""
-    report = {"schema_version": SCHEMA_VERSION, "environment": Environment.capture().to_dict(), **result}
+    report = {"schema_version": BENCHMARK.version, "environment": Environment.capture().to_dict(), **result}
     write_atomic(out, canonical_json(report))

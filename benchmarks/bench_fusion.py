@@ -22,7 +22,8 @@ from pathlib import Path
 import torch
 from bench_common import GIB, ClockSampler, start_peak, synchronize
 
-from ovi_bench.records import SCHEMA_VERSION, Environment
+from ovi_bench.records import Environment
+from ovi_bench.schema import BENCHMARK
 from ovi_engine.attention import resolve
 from ovi_engine.fusion import FUSION_PRESETS, FusionModel, Pass, build_fusion_model
 from ovi_engine.variants import VARIANTS
@@ -159,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{result.median_s:.3f} s/step (median of {len(result.samples_s)}){peak}{clock}", flush=True)
 
     report = {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": BENCHMARK.version,
         "kind": "bench_fusion",
         "environment": Environment.capture().to_dict(),
         "preset": args.preset,

@@ -27,7 +27,8 @@ import torch.distributed as dist
 from bench_common import GIB, synchronize
 from bench_fusion import add_step_arguments, bench_variant, check_args, latent_shapes
 
-from ovi_bench.records import SCHEMA_VERSION, Environment
+from ovi_bench.records import Environment
+from ovi_bench.schema import BENCHMARK
 from ovi_engine.attention import resolve
 from ovi_engine.fusion import FusionModel, build_fusion_model
 from ovi_engine.parallel import SequenceParallel, enable_sequence_parallel, init_sequence_parallel
@@ -121,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
                   + (f", efficiency {result['efficiency']:.2f}" if "efficiency" in result else "")
                   + (f", check {result['check_rel_error']}" if args.check else ""), flush=True)
         report = {
-            "schema_version": SCHEMA_VERSION,
+            "schema_version": BENCHMARK.version,
             "kind": "bench_sequence_parallel",
             "environment": Environment.capture().to_dict(),
             "world_size": sp.world_size,

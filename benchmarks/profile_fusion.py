@@ -22,7 +22,8 @@ import torch
 from bench_common import ClockSampler
 from bench_fusion import latent_shapes, make_step
 
-from ovi_bench.records import SCHEMA_VERSION, Environment
+from ovi_bench.records import Environment
+from ovi_bench.schema import BENCHMARK
 from ovi_engine.attention import resolve
 from ovi_engine.fusion import build_fusion_model
 from ovi_engine.variants import VARIANTS
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     top = sorted(kernels, key=lambda e: e.device_time_total, reverse=True)[: args.top]
     busy = sum(by_family.values())
     result = {
-        "schema_version": SCHEMA_VERSION,
+        "schema_version": BENCHMARK.version,
         "environment": Environment.capture(device.index or 0).to_dict(),
         "variant": args.variant,
         "attention": resolve(args.attention, device, torch.bfloat16),

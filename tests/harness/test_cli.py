@@ -52,7 +52,7 @@ def test_report_compare_and_baselines(example_run, tmp_path):
     assert invoke("report", str(run_dir), "--format", "json").output.startswith("{")
     for fmt in ("md", "html", "junit"):
         assert invoke("report", str(run_dir), "--format", fmt).exit_code == 0
-    compared = invoke("compare", str(run_dir), str(run_dir / "report.json"))
+    compared = invoke("compare", "--all", str(run_dir), str(run_dir / "report.json"))
     assert compared.exit_code == 0 and "video_latent_shape" in compared.output
     baselines = tmp_path / "baselines"
     dry = invoke("baseline", "update", str(run_dir), "--baselines", str(baselines), "--dry-run")

@@ -135,7 +135,7 @@ def test_markdown_puts_verdicts_first_and_lists_only_checked_metrics() -> None:
     assert text.index("## Verdicts by suite") < text.index("## Checks to read") < text.index("## Metrics")
     suite_row = next(line for line in text.splitlines() if line.startswith("| variant_latents "))
     assert [cell.strip() for cell in suite_row.strip("|").split("|")] == \
-        ["variant_latents", "4", "2", "1", "1", "0", "1", "0", "0"]
+        ["variant_latents", "4", "2", "1", "1", "0", "0", "1", "0", "0"]
     to_read = text.split("## Checks to read")[1].split("## Metrics")[0]
     assert "**regression** `960x960_10s-all_gpu-flash`: peak.total.alloc_bytes relative" in to_read
     assert "**error**" in to_read and "crash in denoise: worker exited with signal 11" in to_read
