@@ -33,7 +33,7 @@ def test_verdict_table_names_every_failure_missing_baseline_and_improvement() ->
     assert f"NO BASELINE {case_id}: peak.denoise.bytes relative: no baseline value" in lines
     assert f"IMPROVED {case_id}: time.decode_s time: median 1 s vs baseline 2 s" in lines
     assert not any("expect_status" in line for line in lines)  # a plain pass is only counted
-    assert lines[-2] == "FAIL: 4 case(s): 2 pass, 1 fail, 1 error, 0 skipped; " \
+    assert lines[-2] == "FAIL: 4 case(s): 2 pass, 1 fail, 1 error, 0 skipped, 0 unsupported; " \
                         "checks: 3 pass, 1 regression, 1 improved, 1 no_baseline"
     assert lines[-1].startswith("report: /runs/run-1/report.html")
 
