@@ -45,6 +45,9 @@ from ovi_bench.schema import BASELINE, SchemaError
 from ovi_bench.units import parse_fraction, parse_quantity
 
 RULES = ("exact", "max", "min", "relative", "time", "expect_status")
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # one path component, no "..", no separators
+MACHINE_SPEED = "machine.matmul_tflops"  # measured in every worker before its case (ovi_bench.worker)
+MAX_SPEED_RATIO = 4.0  # machines further apart than this are not compared at all
 BASELINE_RULES = ("relative", "time")
 # A string of this form names a value instead of being one: spec.<key>, params.<key>, profile.<limit>.
 REFERENCE = re.compile(r"^(spec|params|profile)\.([A-Za-z_][\w.]*)$")
@@ -190,8 +193,10 @@ def _read(path: Path) -> Any:
 
 
 def baseline_metrics(checks: Sequence[Check]) -> list[str]:
-    """The metrics a suite's baseline checks read: all its baseline file needs to keep."""
-    return sorted({c.metric for c in checks if c.rule in BASELINE_RULES})
+    """The metrics a suite's baseline checks read (a time check also the machine's speed): all its baseline
+    file needs to keep."""
+    speed = [MACHINE_SPEED] if any(c.rule == "time" for c in checks) else []
+    return sorted({c.metric for c in checks if c.rule in BASELINE_RULES} | set(speed))
 
 
 def _upgrade_1_to_2(data: dict[str, Any], checks: Sequence[Check]) -> dict[str, Any]:
@@ -260,6 +265,7 @@ def update_baseline(report: RunReport, directory: Path, hardware: str | None = N
     Each file is replaced atomically, so a failure leaves the previous baseline intact.
     """
     hardware = hardware or report.hardware
+    _refuse_outside(directory, hardware, report.suites)
     provenance = {"run_id": report.run_id, "engine": report.engine, "weights": report.weights,
                   "git_commit": report.environment.git_commit, "date": report.environment.date,
                   "environment": report.environment.to_dict()}
@@ -286,6 +292,16 @@ def update_baseline(report: RunReport, directory: Path, hardware: str | None = N
         if write:
             write_atomic(path, canonical_json(Baseline(suite, hardware, provenance, cases).to_dict()))
     return diff
+
+
+def _refuse_outside(directory: Path, hardware: str, suites: Sequence[str]) -> None:
+    """Baseline files live at <dir>/<hardware>/<suite>.json: names that would reach elsewhere are refused."""
+    root = Path(directory).resolve()
+    for suite in suites:
+        path = baseline_path(directory, hardware, suite).resolve()
+        if path.parent.parent != root or not SAFE_NAME.match(hardware) or not SAFE_NAME.match(suite):
+            raise SchemaError(f"refused: hardware {hardware!r} / suite {suite!r} would write {path}, outside "
+                              f"{root}/<hardware>/ (names must be plain identifiers)")
 
 
 # ---- judging ---------------------------------------------------------------------------------------------
@@ -365,7 +381,7 @@ def _judge_one(case: CaseResult, check: Check, baseline: Mapping[str, Any] | Non
     reference = baseline[name]
     if check.rule == "relative":
         return _judge_relative(case, check, observed, reference)
-    return _judge_time(case, check, observed, reference)
+    return _judge_time(case, check, observed, reference, _speed_ratio(case, baseline))
 
 
 def _judge_relative(case: CaseResult, check: Check, observed: Any, reference: Any) -> Verdict:
@@ -392,13 +408,33 @@ def slowdown_test(now: Samples, base: Samples, alternative: str) -> float | None
     return float(mannwhitneyu(now.values, base.values, alternative=alternative).pvalue)
 
 
-def _judge_time(case: CaseResult, check: Check, observed: Any, reference: Any) -> Verdict:
+def _speed_ratio(case: CaseResult, baseline: Mapping[str, Any]) -> float | str:
+    """How much faster this machine ran the reference kernel than the baseline's did, measured in each run's
+    own worker (`machine.matmul_tflops`); a reason string when the two cannot be compared."""
+    now, then = numeric(case.metrics.get(MACHINE_SPEED)), numeric(baseline.get(MACHINE_SPEED))
+    if now is None or then is None or now <= 0 or then <= 0:
+        return (f"no machine speed recorded {'now' if now is None else 'in the baseline'}: "
+                "re-record the baseline with this ovi-bench")
+    ratio = now / then
+    if not 1 / MAX_SPEED_RATIO <= ratio <= MAX_SPEED_RATIO:
+        return (f"the baseline was recorded on a machine {max(ratio, 1 / ratio):.1f}x "
+                f"{'slower' if ratio > 1 else 'faster'} (matmul {then:.3g} vs {now:.3g} TFLOP/s): times of "
+                "machines that different are not compared; re-record the baseline here")
+    return ratio
+
+
+def _judge_time(case: CaseResult, check: Check, observed: Any, reference: Any, speed: float | str) -> Verdict:
+    """Times compared like with like: this run's samples are scaled by how much faster this machine ran the
+    reference kernel than the baseline's, so a faster machine cannot hide a slowdown (or fake one)."""
     now, base = _as_samples(observed), _as_samples(reference)
     if now is None or base is None or base.median <= 0:
         return _verdict(case, check, "error", observed, reference, "not a positive duration")
+    if isinstance(speed, str):
+        return _verdict(case, check, "error", observed, reference, speed)
+    now = Samples([v * speed for v in now.values])
     ratio = now.median / base.median
-    facts = (f"median {render_metric(check.metric, now.median)} vs baseline "
-             f"{render_metric(check.metric, base.median)} ({ratio:.3f}x)")
+    facts = (f"median {render_metric(check.metric, now.median)} (at the baseline machine's speed, x{speed:.2f}) "
+             f"vs baseline {render_metric(check.metric, base.median)} ({ratio:.3f}x)")
     for status, factor, alternative in (("regression", ratio, "greater"), ("improved", 1 / ratio, "less")):
         if factor < check.min_factor:
             continue

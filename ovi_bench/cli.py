@@ -123,6 +123,8 @@ def run(suites: tuple[str, ...], engine: str, checkpoint_dir: Path | None, prese
     if any(n < 1 for n in nproc):
         raise _usage(f"--nproc must be >= 1 (ranks per case), got {min(nproc)}")
     timeout_s = _parse(parse_duration, timeout, "--timeout")
+    if timeout_s is not None and timeout_s <= 0:
+        raise _usage(f"--timeout {timeout}: a time limit must be positive (e.g. '600 s')")
     if budget is not None and budget != "profile":
         _parse(parse_size, budget, "--budget")
     if resume is not None:
@@ -245,9 +247,14 @@ def baseline_show(hardware: str | None, baselines: Path | None) -> int:
 def baseline_update(result: Path, hardware: str | None, baselines: Path | None, dry_run: bool) -> int:
     """Store RESULT's successful cases as the baseline, showing every value that changes."""
     from ovi_bench.baselines import update_baseline
+    from ovi_bench.hardware import PROFILES
     from ovi_bench.report import load_report
 
-    diff = update_baseline(load_report(result), _baselines_dir(baselines), hardware, write=not dry_run)
+    report = load_report(result)
+    if hardware is not None and hardware not in PROFILES and hardware != report.hardware:
+        raise _usage(f"--hardware {hardware!r}: not a known profile (known: {', '.join(PROFILES)}; this run's "
+                     f"is {report.hardware})")
+    diff = update_baseline(report, _baselines_dir(baselines), hardware, write=not dry_run)
     click.echo(diff.render())
     for suite, path in diff.paths.items():
         click.echo(f"{'would write' if dry_run else 'wrote'} {path} ({suite})")

@@ -45,6 +45,7 @@ STAGE_METRICS = (
     Metric("end.*.alloc_bytes", "bytes"),
     Metric("time.*.wall_s", "s"),
     Metric("time.*.device_s", "s"),
+    Metric("machine.matmul_tflops", "tflops", "info"),  # the worker's reference kernel, for time checks
     Metric("at_end.*", "bytes", "info"),
     Metric("host.ru_maxrss_bytes", "bytes", "info"),
     Metric("error.traceback", "text", "info"),

@@ -395,6 +395,9 @@ class RunReport:
             raise SchemaError(f"{source}: not a valid run report ({type(exc).__name__}: {exc})") from None
 
 
+REPORT_FILE_MODE = 0o644
+
+
 class OutputError(OSError):
     """A report directory or baseline file cannot be written (the CLI maps it to exit status 2)."""
 
@@ -420,6 +423,7 @@ def write_atomic(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, REPORT_FILE_MODE)  # mkstemp makes it 0600; reports and baselines are for everyone to read
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)

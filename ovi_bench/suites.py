@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import itertools
+import re
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from ovi_bench.variant_facts import VARIANTS
 
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 SUITE_SCHEMA_VERSION = 1
+PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # a suite's name is a file name under baselines/
 TOP_KEYS = ("schema_version", "name", "description", "scenario", "matrix", "params", "presets", "budget",
             "timeout", "checks")
 INCLUDE_TOP_KEYS = ("schema_version", "name", "description", "include", "timeout")
@@ -194,6 +196,8 @@ def _parse_include(path: Path, data: _Mapping) -> list[Suite]:
     for key in ("schema_version", "name", "description"):
         if key not in data:
             raise fail(data.line, f"missing required key {key!r}")
+    if not isinstance(data["name"], str) or not PLAIN_NAME.match(data["name"]):
+        raise fail(data.lines["name"], f"name {data['name']!r} must be a plain identifier (letters, digits, _ and -)")
     if data["schema_version"] != SUITE_SCHEMA_VERSION:
         raise fail(data.lines["schema_version"], f"schema_version {data['schema_version']!r}, this ovi-bench "
                                                  f"reads suites of schema_version {SUITE_SCHEMA_VERSION}")
@@ -251,8 +255,9 @@ def _parse_suite(path: Path, data: Any) -> Suite:
     if data["schema_version"] != SUITE_SCHEMA_VERSION:
         raise fail(lines["schema_version"], f"schema_version {data['schema_version']!r}, this ovi-bench "
                                             f"reads suites of schema_version {SUITE_SCHEMA_VERSION}")
-    if not isinstance(data["name"], str) or not data["name"]:
-        raise fail(lines["name"], "name must be a non-empty string")
+    if not isinstance(data["name"], str) or not PLAIN_NAME.match(data["name"]):
+        raise fail(lines["name"], f"name {data['name']!r} must be a plain identifier (letters, digits, _ and -): "
+                                  "it names the suite's baseline file")
     if data["scenario"] not in SCENARIO_MODULES:
         raise fail(lines["scenario"], f"unknown scenario {data['scenario']!r} "
                                       f"(known: {', '.join(SCENARIO_MODULES)})")
@@ -303,11 +308,29 @@ def _parse_params(data: Any, line: int, scenario: Any, fail: Any) -> dict[str, A
         return {}
     if not isinstance(data, _Mapping):
         raise fail(line, "params must be a mapping")
-    for key in data:
+    for key, value in data.items():
         if key not in scenario.params:
             raise fail(data.lines[key], f"scenario {scenario.name!r} takes no param {key!r} "
                                         f"(params: {', '.join(scenario.params)})")
+        expected = _param_type(scenario.params[key])
+        wrong_bool = isinstance(value, bool) and bool not in (expected or (bool,))
+        if expected is not None and value is not None and (wrong_bool or not isinstance(value, expected)):
+            names = " or ".join(t.__name__ for t in expected)
+            raise fail(data.lines[key], f"param {key} must be {names} (like its default "
+                                        f"{scenario.params[key]!r}), got {value!r}")
     return dict(data)
+
+
+def _param_type(default: Any) -> tuple[type, ...] | None:
+    """What a param's value must be, from its default (None: anything). A number default takes either kind
+    of number; a bool is not a number here."""
+    if default is None:
+        return None
+    if isinstance(default, bool):
+        return (bool,)
+    if isinstance(default, (int, float)):
+        return (int, float)
+    return (type(default),)
 
 
 def _parse_timeout(value: Any, line: int, fail: Any) -> float | None:

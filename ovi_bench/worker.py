@@ -91,6 +91,19 @@ def data_segment_bytes() -> int:
     raise OSError("no VmData in /proc/self/status: cannot enforce a host memory budget here")
 
 
+def machine_speed(device: str) -> float:
+    """This machine's speed on a fixed reference kernel, measured in the worker just before its case: what
+    time checks scale by to compare a run with a baseline recorded on another day or machine."""
+    import torch
+
+    from ovi_bench.trackers.timing import matmul_tflops
+
+    dev = torch.device(device)
+    if dev.type == "cuda":
+        return matmul_tflops(4096, torch.bfloat16, dev, reps=20)
+    return matmul_tflops(384, torch.float32, dev, reps=30)
+
+
 def unsupported_reason(job: Job, capabilities: Capabilities, scenario_axes: tuple[str, ...],
                        features: tuple[str, ...]) -> tuple[str, str] | None:
     """(status, reason) when the engine declares it cannot run this job: `unsupported` for a variant,
@@ -138,7 +151,9 @@ def worker_main(job_data: dict[str, Any], conn: Sender) -> None:
             send(Result(status=refusal[0], error=refusal[1]))
             return
         send(Ready())
+        speed = machine_speed(job.config.device)
         metrics = scenario.run(ScenarioContext(engine, job, meter, factory))
+        metrics["machine.matmul_tflops"] = speed
         metrics["host.ru_maxrss_bytes"] = memory.process_peak_rss()
         memory.close()
         send(Result(status="ok", metrics={k: metric_to_json(v) for k, v in metrics.items()}))

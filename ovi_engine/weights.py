@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import pickle
 import os
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -86,7 +87,11 @@ def read_state(
         state = torch.load(path, map_location=device, weights_only=True, mmap=True)
     except CheckpointError:
         raise
-    except Exception as exc:  # truncated, corrupt or pickled code: one clear line either way
+    except pickle.UnpicklingError as exc:  # torch's weights-only unpickler met something other than tensors
+        raise CheckpointError(f"{path}: the file holds Python objects or code beside its tensors and is refused "
+                              "(only plain weights are loaded; re-save it with torch.save(state_dict) or as "
+                              ".safetensors)") from exc
+    except Exception as exc:  # truncated or corrupt: one clear line either way
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: cannot read checkpoint ({first_line})") from exc
     if nested_key is not None and isinstance(state, Mapping) and isinstance(state.get(nested_key), Mapping):

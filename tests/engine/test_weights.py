@@ -60,8 +60,12 @@ def test_pth_is_read_without_unpickling_code(tmp_path: Path) -> None:
             return (print, ("pwned",))
 
     torch.save({"x": Evil()}, tmp_path / "evil.pth")
-    with pytest.raises(W.CheckpointError, match="evil.pth"):
+    with pytest.raises(W.CheckpointError, match="evil.pth") as refused:
         W.read_state(tmp_path / "evil.pth")
+    # Issue 12.7: say the file holds code and is refused, never torch's advice to retry with weights_only=False.
+    message = str(refused.value)
+    assert "holds Python objects or code" in message and "is refused" in message
+    assert "weights_only" not in message and "\n" not in message
 
 
 def test_layout_errors_name_every_tensor() -> None:

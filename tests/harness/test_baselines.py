@@ -12,6 +12,7 @@ import pytest
 
 from ovi_bench.baselines import (
     Baseline,
+    MACHINE_SPEED,
     CheckError,
     baseline_path,
     judge,
@@ -125,6 +126,7 @@ def test_missing_baseline_is_reported_not_passed() -> None:
 
 
 TIME = {"metric": "time.denoise.step_s", "rule": "time", "min_factor": 1.10, "alpha": 0.05}
+SPEED = MACHINE_SPEED
 BASE_TIMES = [1.00, 1.01, 0.99, 1.02, 0.98, 1.00]
 
 
@@ -140,14 +142,31 @@ BASE_TIMES = [1.00, 1.01, 0.99, 1.02, 0.98, 1.00]
 ])
 def test_time_rule_on_repeats(now: list[float], expected: str) -> None:
     name = TIME["metric"]
-    assert one(TIME, case({name: Samples(now)}), baseline({name: Samples(BASE_TIMES)})) == expected
+    assert one(TIME, case({name: Samples(now), SPEED: 1.0}),
+               baseline({name: Samples(BASE_TIMES), SPEED: 1.0})) == expected
 
 
 def test_time_rule_single_sample_uses_factor_alone() -> None:
     name = TIME["metric"]
-    assert one(TIME, case({name: Samples([1.12])}), baseline({name: Samples(BASE_TIMES)})) == "regression"
-    assert one(TIME, case({name: Samples([1.08])}), baseline({name: Samples(BASE_TIMES)})) == "pass"
-    assert one(TIME, case({name: 2.0}), baseline({name: 1.0})) == "regression"
+    same = {SPEED: 0.5}
+    assert one(TIME, case({name: Samples([1.12]), **same}), baseline({name: Samples(BASE_TIMES), **same})) == "regression"
+    assert one(TIME, case({name: Samples([1.08]), **same}), baseline({name: Samples(BASE_TIMES), **same})) == "pass"
+    assert one(TIME, case({name: 2.0, **same}), baseline({name: 1.0, **same})) == "regression"
+
+
+def test_time_rule_compares_like_with_like_across_machine_speeds() -> None:
+    """Issue 12.2: a baseline from a 3x slower machine made a 2x slowdown read as 'improved'. Times are
+    scaled by the machine speed each run measured, and machines too far apart are not compared at all."""
+    name = TIME["metric"]
+    slow_baseline = baseline({name: Samples([3.0 * t for t in BASE_TIMES]), SPEED: 1.0})
+    twice_as_slow_on_a_3x_faster_machine = case({name: Samples([2.0 * t for t in BASE_TIMES]), SPEED: 3.0})
+    assert one(TIME, twice_as_slow_on_a_3x_faster_machine, slow_baseline) == "regression"
+    unchanged = case({name: Samples(BASE_TIMES), SPEED: 3.0})
+    assert one(TIME, unchanged, slow_baseline) == "pass"
+    far_apart = case({name: Samples(BASE_TIMES), SPEED: 80.0})
+    verdicts = judge([far_apart], [parse_check(TIME)], slow_baseline)
+    assert verdicts[0].status == "error" and "80.0x slower" in verdicts[0].message
+    assert one(TIME, case({name: Samples(BASE_TIMES)}), slow_baseline) == "error"  # no speed measured now
 
 
 @pytest.mark.parametrize(("raw", "message"), [

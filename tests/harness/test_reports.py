@@ -215,3 +215,9 @@ def test_unwritable_report_dir_is_a_clear_error(tmp_path: Path) -> None:
     blocker.write_text("x")
     with pytest.raises(OutputError, match="cannot create report directory"):
         write_all(make_report(), blocker / "run")
+
+
+def test_report_files_are_readable_by_everyone(tmp_path: Path) -> None:
+    """Issue 12.9: reports were written 0600 (mkstemp's mode); like the journal they are 0644."""
+    written = write_all(make_report(), tmp_path / "run")
+    assert {name: path.stat().st_mode & 0o777 for name, path in written.items()} == dict.fromkeys(written, 0o644)

@@ -1,0 +1,144 @@
+"""Issue 12: the gate is never green by accident. Each test here failed on the code before the fix: bad input
+is one line and exit 2 before anything runs, names cannot write outside the baselines directory, and a torn
+journal line does not make --resume impossible."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from ovi_bench.baselines import update_baseline
+from ovi_bench.cli import main
+from ovi_bench.journal import read_journal
+from ovi_bench.records import Environment, RunReport
+from ovi_bench.schema import SchemaError
+from ovi_bench.suites import SuiteError, load_suite
+
+REPO = Path(__file__).resolve().parents[2]
+SHAPES = REPO / "tests" / "harness" / "suites" / "shapes.yaml"
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def one_line_exit_2(result, needle: str) -> None:
+    assert result.exit_code == 2, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0], lines
+
+
+def write_suite(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "suite.yaml"
+    path.write_text(text)
+    return path
+
+
+# ---- 12.3 silent passes on bad input ---------------------------------------------------------------------
+
+def test_a_suite_with_no_checks_is_refused(tmp_path):
+    text = SHAPES.read_text().split("checks:")[0]
+    with pytest.raises(SuiteError, match="has no checks"):
+        load_suite(str(write_suite(tmp_path, text)))
+
+
+def test_a_when_value_no_case_can_have_is_refused(tmp_path):
+    text = SHAPES.read_text() + "  - {metric: video_frames, rule: min, limit: 1, when: {policy: all_gpuu}}\n"
+    with pytest.raises(SuiteError, match=r"when: unknown policy 'all_gpuu'"):
+        load_suite(str(write_suite(tmp_path, text)))
+
+
+def test_a_zero_timeout_is_refused():
+    one_line_exit_2(invoke("run", "smoke", "--timeout", "0"), "--timeout 0: a time limit must be positive")
+
+
+def test_an_unavailable_backend_is_a_visible_skip_and_a_run_of_skips_fails(tmp_path):
+    result = invoke("run", "attention_backends", "--attention", "sage", "--variant", "720x720_5s",
+                    "--hardware", "cpu-tiny", "--allow-missing-baseline", "--report-dir", str(tmp_path / "run"))
+    assert result.exit_code == 1, result.output
+    assert "SKIPPED attention_backends[variant=720x720_5s,attention=sage]: attention backend 'sage' unavailable" \
+        in result.output
+    assert "no case ran" in result.output
+
+
+# ---- 12.4 validated before the first case ----------------------------------------------------------------
+
+@pytest.mark.parametrize(("content", "needle"), [
+    ("{truncated", "cannot read baseline"),
+    (json.dumps({"schema_version": 9, "suite": "shapes", "hardware": "cpu-tiny", "provenance": {}, "cases": {}}),
+     "written by a newer ovi-bench"),
+])
+def test_a_broken_baseline_is_found_before_any_case_runs(tmp_path, content, needle):
+    baselines = tmp_path / "baselines"
+    (baselines / "cpu-tiny").mkdir(parents=True)
+    (baselines / "cpu-tiny" / "shapes.json").write_text(content)
+    result = invoke("run", str(SHAPES), "--hardware", "cpu-tiny", "--baselines", str(baselines),
+                    "--report-dir", str(tmp_path / "run"))
+    one_line_exit_2(result, needle)
+    assert not (tmp_path / "run").exists()  # nothing ran, nothing was written
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--dtype", "float8"], "--dtype 'float8': use one of auto"),
+    (["--device", "cuda"], "no CUDA/HIP device on this machine"),
+    (["--device", "tpu"], "--device 'tpu'"),
+])
+def test_bad_run_options_are_one_line_exit_2(tmp_path, args, needle):
+    one_line_exit_2(invoke("run", str(SHAPES), *args, "--report-dir", str(tmp_path / "run")), needle)
+
+
+def test_param_types_are_checked_when_the_suite_loads(tmp_path):
+    text = SHAPES.read_text().replace("params: {steps: 2, mode: t2v}", 'params: {steps: "many", mode: t2v}')
+    with pytest.raises(SuiteError, match=r"param steps must be int or float .*got 'many'"):
+        load_suite(str(write_suite(tmp_path, text)))
+
+
+def test_a_check_on_a_metric_the_scenario_never_records_is_refused_with_its_line(tmp_path):
+    text = SHAPES.read_text().replace("metric: video_frames,", "metric: video_frame,")
+    path = write_suite(tmp_path, text)
+    line = next(i for i, row in enumerate(text.splitlines(), 1) if "video_frame," in row)
+    with pytest.raises(SuiteError, match=rf"{path}:{line}: check on 'video_frame'.*did you mean video_frames"):
+        load_suite(str(path))
+
+
+# ---- 12.5 paths stay where they belong --------------------------------------------------------------------
+
+def test_a_suite_name_that_is_a_path_is_refused(tmp_path):
+    text = SHAPES.read_text().replace("name: shapes", "name: ../../../../tmp/x")
+    with pytest.raises(SuiteError, match="must be a plain identifier"):
+        load_suite(str(write_suite(tmp_path, text)))
+
+
+def test_baseline_update_never_writes_outside_its_directory(tmp_path):
+    report = RunReport("r", ["../../escape"], "reference", "synthetic:tiny", "cpu-tiny", Environment(), [])
+    with pytest.raises(SchemaError, match="outside"):
+        update_baseline(report, tmp_path / "baselines")
+    with pytest.raises(SchemaError, match="outside"):
+        update_baseline(RunReport("r", ["shapes"], "e", "w", "cpu-tiny", Environment(), []), tmp_path, "../../x")
+    assert not (tmp_path.parent / "escape.json").exists()
+
+
+def test_baseline_update_refuses_an_unknown_hardware(tmp_path):
+    run = tmp_path / "run"
+    run.mkdir()
+    report = RunReport("r", ["shapes"], "e", "w", "cpu-tiny", Environment(), [])
+    (run / "report.json").write_text(json.dumps(report.to_dict()))
+    result = invoke("baseline", "update", str(run), "--hardware", "h100-80gbb", "--baselines", str(tmp_path / "b"))
+    one_line_exit_2(result, "--hardware 'h100-80gbb': not a known profile")
+    assert not (tmp_path / "b").exists()
+
+
+# ---- 12.6 a torn journal line ------------------------------------------------------------------------------
+
+def test_a_torn_last_journal_line_is_dropped_with_a_warning(tmp_path):
+    header = {"schema_version": 2, "kind": "header", "run_id": "r", "environment": Environment().to_dict(),
+              "options": {"suites": ["shapes"]}}
+    journal = tmp_path / "journal.jsonl"
+    journal.write_text(json.dumps(header) + "\n" + '{"schema_version": 2, "case_id": "shapes[va')
+    warnings: list[str] = []
+    read = read_journal(journal, warn=warnings.append)
+    assert read.done == [] and read.valid_bytes == len(json.dumps(header)) + 1
+    assert len(warnings) == 1 and "journal.jsonl:2: torn last line" in warnings[0]
