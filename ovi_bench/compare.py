@@ -21,9 +21,9 @@ from ovi_bench.records import (
     numeric,
     render_metric,
 )
-from ovi_bench.schema import COMPARISON
 from ovi_bench.report.markdown import markdown_table, markdown_text
 from ovi_bench.report.tables import STAGE_FIELDS, case_label, clip, stage_names
+from ovi_bench.schema import COMPARISON
 
 DEFAULT_TOLERANCE = 0.05
 ALPHA = 0.05

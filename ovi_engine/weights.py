@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import math
-import pickle
 import os
+import pickle
 import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from ovi_bench.baselines import (
-    Baseline,
     MACHINE_SPEED,
+    Baseline,
     CheckError,
     baseline_path,
     judge,
