@@ -30,6 +30,7 @@ from tabulate import tabulate
 
 from ovi_bench.records import (
     CASE_STATUSES,
+    NOT_RUN_STATUSES,
     CaseResult,
     RunReport,
     Samples,
@@ -352,6 +353,10 @@ def _judge_one(case: CaseResult, check: Check, baseline: Mapping[str, Any] | Non
         return _verdict(case, check, "pass" if ok else "fail", case.status, check.expected,
                         f"status {case.status}{where}, expected {check.expected}")
     if name not in case.metrics:
+        why = next((v for k, v in case.metrics.items()
+                    if k.startswith("unsupported.") and name.startswith(k.removeprefix("unsupported.") + ".")), None)
+        if why is not None:
+            return _verdict(case, check, "unsupported", None, None, str(why))
         return _verdict(case, check, "error", None, None, "metric not recorded by this case")
     observed = case.metrics[name]
     try:
@@ -451,10 +456,11 @@ def _judge_time(case: CaseResult, check: Check, observed: Any, reference: Any, s
 def judge(cases: Sequence[CaseResult], checks: Sequence[Check], baseline: Baseline | None, *,
           profile: Profile | None = None) -> list[Verdict]:
     """Verdicts for one suite's cases. A case that ended abnormally is judged only by expect_status checks
-    (its other metrics are incomplete); a skipped case is not judged."""
+    (its other metrics are incomplete); a skipped or unsupported case is not judged (it is shown with its
+    reason, and a run where nothing ran is not a pass)."""
     verdicts = []
     for case in cases:
-        if case.status == "skipped":
+        if case.status in NOT_RUN_STATUSES:
             continue
         stored = baseline.cases.get(case.case_id) if baseline else None
         for check in checks:

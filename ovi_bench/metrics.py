@@ -46,6 +46,8 @@ STAGE_METRICS = (
     Metric("time.*.wall_s", "s"),
     Metric("time.*.device_s", "s"),
     Metric("machine.matmul_tflops", "tflops", "info"),  # the worker's reference kernel, for time checks
+    # unsupported.<prefix> = why the engine cannot give the metrics under <prefix>: checks on them say so
+    Metric("unsupported.*", "text", "info"),  # the worker's reference kernel, for time checks
     Metric("at_end.*", "bytes", "info"),
     Metric("host.ru_maxrss_bytes", "bytes", "info"),
     Metric("error.traceback", "text", "info"),

@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ovi_bench.engines.base import stage_listener_hook
 from ovi_bench.metrics import Metric
 from ovi_bench.records import Samples
 from ovi_bench.scenarios import ENGINE_METRICS, MEDIA_METRICS, Scenario, ScenarioContext
@@ -106,6 +107,9 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
         "engine.attention": description.get("attention"),
         "engine.placement": after_release,
     }
+    if stage_listener_hook(engine) is None:
+        for inner in ("decode_video", "decode_audio"):
+            metrics[f"unsupported.peak.{inner}"] = "the engine announces no inner stages (add_stage_listener)"
     measured = step_s[params["warmup_steps"]:]
     if measured:
         metrics["time.denoise.step_s"] = Samples(measured)

@@ -87,6 +87,8 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
     converted = getattr(text, "prompt", None)  # the reference engine keeps the prompt it encoded
     if converted is not None:
         metrics["prompt.in_variant_format"] = _prompt_in_format(converted, facts)
+    else:
+        metrics["unsupported.prompt"] = "the engine's encode_text result keeps no .prompt to check"
 
     latent_errors: list[str] = []
     first: Any = None
@@ -108,6 +110,8 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
         detect = getattr(engine, "detect_variant", None)
         if detect is not None:
             metrics.update(_detection(detect, ctx.config.variant, Path(tmp)))
+        else:
+            metrics["unsupported.detection"] = "the engine offers no detect_variant(path)"
 
     with meter.stage("release"):
         engine.release()

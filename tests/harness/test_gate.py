@@ -142,3 +142,37 @@ def test_a_torn_last_journal_line_is_dropped_with_a_warning(tmp_path):
     read = read_journal(journal, warn=warnings.append)
     assert read.done == [] and read.valid_bytes == len(json.dumps(header)) + 1
     assert len(warnings) == 1 and "journal.jsonl:2: torn last line" in warnings[0]
+
+
+# ---- 12.1 baselines are found like suites, and said -------------------------------------------------------
+
+def test_baselines_are_found_from_the_package_whatever_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = invoke("run", str(SHAPES), "--engine", "fake", "--variant", "720x720_5s", "--hardware", "cpu-tiny",
+                    "--report-dir", str(tmp_path / "run"))
+    assert result.exit_code == 0, result.output
+    assert f"baselines: {REPO / 'baselines'}" in result.output.splitlines()
+
+
+def test_a_typo_in_baselines_is_refused_before_anything_runs(tmp_path):
+    one_line_exit_2(invoke("run", "smoke", "--baselines", str(tmp_path / "typo")),
+                    f"--baselines {tmp_path / 'typo'}: no such directory")
+
+
+# ---- 12.8 the documented example engine passes the documented command -------------------------------------
+
+@pytest.mark.slow
+def test_the_example_engine_passes_smoke_as_documented(tmp_path):
+    import subprocess
+    import sys
+
+    script = Path(sys.executable).parent / "ovi-bench"
+    proc = subprocess.run([str(script), "run", "smoke", "--engine", "docs.example_engine:make_engine",
+                           "--report-dir", str(tmp_path / "run")],
+                          cwd=REPO, capture_output=True, text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "report.json").read_text())
+    # what it cannot do is shown with the engine's reason, never passed
+    unsupported = {c["case_id"]: c["error"] for c in report["cases"] if c["status"] == "unsupported"}
+    assert unsupported and all("example engine" in why for why in unsupported.values())
+    assert "PASS: 7 case(s): 4 pass" in proc.stderr
