@@ -79,6 +79,9 @@ class Check:
     when: dict[str, Any] = field(default_factory=dict)  # applies only to cases whose params match
     note: str = ""  # what a failure means, appended to a failing verdict's message
     scale: str | None = None  # the check only holds at this scale ("full"): not judged at another
+    # Added by the loader from the scenario's declared expectations; judged only where the case recorded the
+    # expectation (a scenario derives some only for some cases, e.g. decoded counts when it decodes).
+    implicit: bool = False
 
     def applies_to(self, case: CaseResult) -> bool:
         return all(case.params.get(k) == v for k, v in self.when.items())
@@ -272,9 +275,11 @@ def update_baseline(report: RunReport, directory: Path, hardware: str | None = N
                   "environment": report.environment.to_dict()}
     diff = BaselineDiff(paths={}, changes=[], unchanged=0, kept=[])
     for suite in report.suites:
+        keep = set(report.baseline_metrics.get(suite, ()))
+        if not keep:  # no check of this suite reads a baseline: no file to keep
+            continue
         old = load_baseline(directory, hardware, suite)
         cases = dict(old.cases) if old else {}
-        keep = set(report.baseline_metrics.get(suite, ()))
         for case in report.cases:
             if case.suite != suite or case.status != "ok":
                 continue
@@ -453,6 +458,10 @@ def _judge_time(case: CaseResult, check: Check, observed: Any, reference: Any, s
     return _verdict(case, check, "pass", now, base, f"{facts}, below the {check.min_factor}x factor")
 
 
+def _reference_of(check: Check) -> Any:
+    return check.expected if check.rule == "exact" else check.limit
+
+
 def judge(cases: Sequence[CaseResult], checks: Sequence[Check], baseline: Baseline | None, *,
           profile: Profile | None = None) -> list[Verdict]:
     """Verdicts for one suite's cases. A case that ended abnormally is judged only by expect_status checks
@@ -467,6 +476,8 @@ def judge(cases: Sequence[CaseResult], checks: Sequence[Check], baseline: Baseli
             if not check.applies_to(case):
                 continue
             if case.status != "ok" and check.rule != "expect_status":
+                continue
+            if check.implicit and _reference_of(check) not in case.metrics:
                 continue
             verdicts.append(_judge_one(case, check, stored, profile))
     return verdicts

@@ -26,6 +26,10 @@ class Metric:
     name: str  # e.g. "release.held_bytes", or a pattern "peak.*.bytes"
     unit: str
     kind: str = "observed"
+    # An expected metric names the observed ones it is the expectation of and the rule that compares them
+    # (exact, or min/max for a bound): every suite compares them, whether or not its file says so.
+    expects: tuple[str, ...] = ()
+    rule: str = "exact"
 
     def __post_init__(self) -> None:
         if self.unit not in UNITS or self.kind not in KINDS:

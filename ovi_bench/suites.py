@@ -276,6 +276,7 @@ def _parse_suite(path: Path, data: Any) -> Suite:
         raise fail(lines.get("checks", data.line), "the suite has no checks: a suite that checks nothing can "
                                                     "neither pass nor fail (add checks: [...])")
     checks = [_parse_check(item, fail, scenario) for item in checks_data]
+    checks += implicit_checks(scenario, checks)
     return Suite(name=data["name"], description=str(data["description"]).strip(), scenario=scenario.name,
                  matrix=matrix, params=params, checks=checks, budget=budget, timeout_s=timeout_s,
                  path=path, presets=presets)
@@ -407,6 +408,21 @@ def _parse_check(item: Any, fail: Any, scenario: Scenario) -> Check:
             raise fail(line, f"check on {metric!r}, a metric scenario {scenario.name!r} does not record"
                              f"{_closest(metric, scenario)}")
     return check
+
+
+def implicit_checks(scenario: Scenario, explicit: list[Check]) -> list[Check]:
+    """Every expectation the scenario records is compared with what it expects, whether the suite file says
+    so or not (a fact recorded beside its expected value and never compared hides a bug)."""
+    stated = {(c.metric, c.rule, str(c.expected if c.rule == "exact" else c.limit)) for c in explicit}
+    implicit = []
+    for metric in scenario.metrics:
+        for observed in metric.expects:
+            key = "expected" if metric.rule == "exact" else "limit"
+            if (observed, metric.rule, metric.name) not in stated:
+                implicit.append(replace(parse_check({"metric": observed, "rule": metric.rule, key: metric.name,
+                                                     "note": "every recorded expectation is compared"}),
+                                        implicit=True))
+    return implicit
 
 
 def _closest(metric: str, scenario: Scenario) -> str:

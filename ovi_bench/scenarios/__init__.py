@@ -30,8 +30,13 @@ SCENARIO_MODULES = {
 MEDIA_METRICS = (
     Metric("video_frames", "count"), Metric("audio_samples", "count"), Metric("fps", "hz"),
     Metric("sample_rate", "hz"), Metric("video_duration_s", "s"), Metric("audio_duration_s", "s"),
-    Metric("spec.video_frames", "count", "expected"), Metric("spec.audio_samples", "count", "expected"),
-    Metric("spec.fps", "hz", "expected"), Metric("spec.sample_rate", "hz", "expected"),
+    Metric("spec.video_frames", "count", "expected", expects=("video_frames",)),
+    Metric("spec.audio_samples", "count", "expected", expects=("audio_samples",)),
+    Metric("spec.fps", "hz", "expected", expects=("fps",)),
+    Metric("spec.sample_rate", "hz", "expected", expects=("sample_rate",)),
+    # the clip lasts the variant's duration: at least it, and at most it plus one latent's worth of frames
+    Metric("spec.duration_s", "s", "expected", expects=("video_duration_s", "audio_duration_s"), rule="min"),
+    Metric("spec.duration_max_s", "s", "expected", expects=("video_duration_s", "audio_duration_s"), rule="max"),
 )
 ENGINE_METRICS = (Metric("engine.weights", "text", "info"), Metric("engine.attention", "text", "info"))
 

@@ -20,6 +20,7 @@ from ovi_bench.engines.base import stage_listener_hook
 from ovi_bench.metrics import Metric
 from ovi_bench.records import Samples
 from ovi_bench.scenarios import ENGINE_METRICS, MEDIA_METRICS, Scenario, ScenarioContext
+from ovi_bench.scenarios.spec import DURATION_SLACK_S
 from ovi_bench.units import parse_size
 from ovi_bench.variant_facts import variant_facts
 
@@ -44,6 +45,7 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
         raise ValueError("mode i2v needs params.image (a path to the first frame)")
     text = ctx.load_and_encode()
     step_s: list[float] = []
+    steps_run: list[int] = []
     step_peaks: list[float] = []
     for _ in range(ctx.repeat):
         with meter.stage("denoise"):
@@ -60,6 +62,7 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
                 height=params["height"], width=params["width"], on_step=on_step,
             )
         step_s += timer.durations
+        steps_run.append(len(timer.durations))
     with meter.stage("release"):
         engine.release()
     after_release = engine.describe().get("placement", [])
@@ -77,6 +80,7 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
     latent_bytes = _tensor_bytes(latents.video) + _tensor_bytes(latents.audio)
     # a module freed by release() that decode brought back (a first load is not a reload)
     released = {p["module"] for p in after_release if p["device"] == RELEASED}
+    unexpected = sorted(m for m in held if m not in params["decode_modules"])
     reloaded = sorted(released & set(_resident(after_decode)))
     metrics: dict[str, Any] = {
         "video_latent_shape": list(latents.video.shape),
@@ -97,8 +101,15 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
         "spec.audio_samples": facts.audio_samples,
         "spec.fps": facts.fps,
         "spec.sample_rate": facts.sample_rate,
+        "spec.duration_s": facts.duration_s,
+        "spec.duration_max_s": facts.duration_s + DURATION_SLACK_S,
+        "spec.steps": params["steps"],
+        "denoise.steps_run": min(steps_run),
         "release.held_bytes": release_end if release_end is not None else sum(held.values()),
         "release.held_modules": sorted(held),
+        # by module bytes from the engine's placement report, exact at any scale (a few MB at tiny count)
+        "release.unexpected_modules": unexpected,
+        "release.unexpected_count": len(unexpected),
         "release.latent_bytes": latent_bytes,
         "spec.release_allowed_bytes": decode_need + latent_bytes + parse_size(params["release_slack"]),
         "decode.reloaded_modules": reloaded,
@@ -134,9 +145,13 @@ SCENARIO = Scenario(
         *MEDIA_METRICS, *ENGINE_METRICS,
         Metric("video_latent_shape", "list"), Metric("audio_latent_length", "count"),
         Metric("audio_latent_shape", "list"), Metric("video_tokens", "count"),
-        Metric("spec.video_latent_shape", "list", "expected"), Metric("spec.video_tokens", "count", "expected"),
-        Metric("spec.audio_latent_length", "count", "expected"),
-        Metric("spec.audio_latent_shape", "list", "expected"),
+        Metric("spec.video_latent_shape", "list", "expected", expects=("video_latent_shape",)),
+        Metric("spec.video_tokens", "count", "expected", expects=("video_tokens",)),
+        Metric("spec.audio_latent_length", "count", "expected", expects=("audio_latent_length",)),
+        Metric("spec.audio_latent_shape", "list", "expected", expects=("audio_latent_shape",)),
+        Metric("spec.steps", "count", "expected", expects=("denoise.steps_run",)),
+        Metric("denoise.steps_run", "count"), Metric("release.unexpected_modules", "list"),
+        Metric("release.unexpected_count", "count"),
         Metric("release.held_bytes", "bytes"), Metric("release.held_modules", "list"),
         Metric("release.latent_bytes", "bytes", "info"),
         Metric("spec.release_allowed_bytes", "bytes", "expected"),
