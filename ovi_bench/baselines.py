@@ -74,7 +74,8 @@ class Check:
     limit: float | str | None = None  # max, min: a number in the metric's unit, or a profile reference
     tolerance: float = 0.0  # relative: allowed growth as a fraction of the baseline
     floor: float = 0.0  # relative: allowed growth at least this much (metric's unit)
-    min_factor: float = 1.0  # time: slowdown factor on the medians that may count as a regression
+    # time: slowdown factor on the medians that may count as a regression; or params.<key> (per preset)
+    min_factor: float | str = 1.0
     alpha: float = 0.05  # time: significance level of the one-sided Mann-Whitney U test
     when: dict[str, Any] = field(default_factory=dict)  # applies only to cases whose params match
     note: str = ""  # what a failure means, appended to a failing verdict's message
@@ -143,7 +144,11 @@ def _parse_rule_fields(metric: str, rule: str, raw: Mapping[str, Any]) -> dict[s
             raise ValueError("needs 'tolerance' and/or 'floor'")
         return {"tolerance": parse_fraction(raw.get("tolerance", 0)),
                 "floor": parse_quantity(raw.get("floor", 0), metric)}
-    min_factor, alpha = float(raw.get("min_factor", 1.10)), float(raw.get("alpha", 0.05))
+    alpha = float(raw.get("alpha", 0.05))
+    raw_factor = raw.get("min_factor", 1.10)
+    if isinstance(raw_factor, str) and raw_factor.startswith("params.") and REFERENCE.match(raw_factor):
+        return {"min_factor": raw_factor, "alpha": alpha}
+    min_factor = float(raw_factor)
     if min_factor < 1.0:
         raise ValueError(f"min_factor must be >= 1.0, got {min_factor}")
     if not 0.0 < alpha < 1.0:
@@ -445,17 +450,23 @@ def _judge_time(case: CaseResult, check: Check, observed: Any, reference: Any, s
     ratio = now.median / base.median
     facts = (f"median {render_metric(check.metric, now.median)} (at the baseline machine's speed, x{speed:.2f}) "
              f"vs baseline {render_metric(check.metric, base.median)} ({ratio:.3f}x)")
+    min_factor = check.min_factor
+    if isinstance(min_factor, str):
+        try:
+            min_factor = float(_resolve(min_factor, case, None))
+        except (LookupError, TypeError, ValueError) as exc:
+            return _verdict(case, check, "error", now, base, f"min_factor {check.min_factor}: {exc}")
     for status, factor, alternative in (("regression", ratio, "greater"), ("improved", 1 / ratio, "less")):
-        if factor < check.min_factor:
+        if factor < min_factor:
             continue
         p = slowdown_test(now, base, alternative)
         # With the exact test p can reach alpha but not go below it at small n (3 vs 3 -> 0.05): use <=.
         if p is None or p <= check.alpha:
             test = "single sample, factor alone" if p is None else f"Mann-Whitney p={p:.3g} <= {check.alpha}"
-            return _verdict(case, check, status, now, base, f"{facts}, beyond {check.min_factor}x ({test})")
+            return _verdict(case, check, status, now, base, f"{facts}, beyond {min_factor}x ({test})")
         return _verdict(case, check, "pass", now, base,
                         f"{facts}, within noise (Mann-Whitney p={p:.3g} > {check.alpha})")
-    return _verdict(case, check, "pass", now, base, f"{facts}, below the {check.min_factor}x factor")
+    return _verdict(case, check, "pass", now, base, f"{facts}, below the {min_factor}x factor")
 
 
 def _reference_of(check: Check) -> Any:

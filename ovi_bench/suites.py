@@ -149,7 +149,7 @@ def find_suite(name: str) -> Suite:
     """The suite a baseline or report names: `<suite>` from suites/, or `<file>.<suite>` included by a file
     of suites/ (smoke.attention_backends)."""
     file, _, _ = name.partition(".")
-    for suite in load_suites(file if (SUITES_DIR / f"{file}.yaml").is_file() else name):
+    for suite in _load_file(suite_path(file if (SUITES_DIR / f"{file}.yaml").is_file() else name)):
         if suite.name == name:
             return suite
     raise SuiteError(f"no suite named {name!r} in {SUITES_DIR}")
@@ -165,8 +165,15 @@ def load_suite(name_or_path: str) -> Suite:
 
 
 def load_suites(name_or_path: str) -> list[Suite]:
-    """The suites a file stands for: itself, or each suite it includes, with the include's overrides."""
-    path = suite_path(name_or_path)
+    """The suites a file stands for: itself, or each suite it includes, with the include's overrides;
+    `<file>.<suite>` (smoke.attention_backends) is one suite a file of suites/ includes."""
+    file, dot, _ = name_or_path.partition(".")
+    if dot and not Path(name_or_path).exists() and (SUITES_DIR / f"{file}.yaml").is_file():
+        return [find_suite(name_or_path)]
+    return _load_file(suite_path(name_or_path))
+
+
+def _load_file(path: Path) -> list[Suite]:
     data = _read(path)
     if isinstance(data, _Mapping) and "include" in data:
         return _parse_include(path, data)

@@ -20,7 +20,7 @@ from ovi_bench.engines.base import attention_kernel_hook
 from ovi_bench.metrics import Metric
 from ovi_bench.records import Samples
 from ovi_bench.scenarios import CaseSkipped, Scenario, ScenarioContext
-from ovi_bench.trackers.timing import matmul_tflops, time_calls
+from ovi_bench.trackers.timing import matmul_kernel, matmul_tflops, time_calls
 from ovi_bench.variant_facts import variant_facts
 
 QUERY_CHUNK = 4096  # rows of fp32 scores the reference computes at once (54,900 keys: ~0.9 GB per head group)
@@ -54,10 +54,18 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
         kernel = make_kernel(requested, config.device, dtype_name)
     except Exception as exc:  # noqa: BLE001 - the engine's refusal, with its reason
         raise CaseSkipped(f"attention backend {requested!r} unavailable on {device} ({dtype_name}): {exc}") from None
+    if device.type == "cpu":
+        # One thread: with two on a busy 2-core machine, a descheduled thread stalls the pool's barrier and a
+        # call takes 100x longer at random; on one thread times stay within ~2x, which the speed normalises.
+        torch.set_num_threads(1)
     ceiling = matmul_tflops(params["matmul_n"], dtype, device, reps=params["reps"])
     metrics: dict[str, Any] = {"attention.requested": requested, "attention.matmul_tflops": ceiling}
     heads, head_dim = params["heads"], params["head_dim"]
     generator = torch.Generator(device).manual_seed(config.seed)
+    # The machine's speed, timed between the attention calls so that both see the same load (time checks
+    # scale by it: a 2-core CI machine's speed moves several-fold from minute to minute).
+    reference_kernel, reference_flops = matmul_kernel(params["reference_n"], dtype, device)
+    reference_times: list[float] = []
     for kind, (lq, lk) in shapes(config.variant, config.area, params["text_tokens"]).items():
         q, k, v = (torch.randn(1, n, heads, head_dim, generator=generator, device=device, dtype=dtype)
                    for n in (lq, lk, lk))
@@ -66,7 +74,9 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
             got = kernel.fn(q, k, v).float()
             rel_err = float((got - want).norm() / want.norm())
             del got, want
-            times = time_calls(lambda q=q, k=k, v=v: kernel.fn(q, k, v), device, params["reps"], params["warmup"])
+            times, beside = time_calls(lambda q=q, k=k, v=v: kernel.fn(q, k, v), device, params["reps"],
+                                       params["warmup"], beside=reference_kernel)
+        reference_times += beside
         tflops = 4 * heads * lq * lk * head_dim / Samples(times).median / 1e12
         metrics.update({
             f"time.attention.{kind}_s": Samples(times),
@@ -76,6 +86,7 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
             f"attention.{kind}.tokens": [lq, lk],
         })
         del q, k, v
+    metrics["machine.matmul_tflops"] = reference_flops / Samples(reference_times).median / 1e12
     metrics["attention.resolved"] = kernel.resolved
     metrics["attention.fallback"] = requested != "auto" and kernel.resolved != requested
     return metrics
@@ -86,7 +97,8 @@ SCENARIO = Scenario(
     description="one attention backend at the variant's attention shapes: time, TFLOP/s, share, error",
     axes=("variant", "attention"),
     axis_defaults={"variant": "720x720_5s", "attention": "auto"},
-    params={"heads": 24, "head_dim": 128, "text_tokens": 512, "reps": 5, "warmup": 2, "matmul_n": 8192,
+    params={"heads": 24, "head_dim": 128, "text_tokens": 512, "reps": 5, "warmup": 2, "matmul_n": 8192, "reference_n": 4096,
+            "slowdown_factor": 1.5,
             "area": None},
     run=run,
     metrics=(

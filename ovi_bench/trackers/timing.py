@@ -68,28 +68,43 @@ class TimingTracker:
             fields["device_s"] = events[0].elapsed_time(events[1]) / 1000 if events is not None else None
 
 
-def time_calls(fn: Callable[[], object], device: torch.device, reps: int, warmup: int) -> list[float]:
-    """Seconds per call after `warmup` untimed calls: CUDA events on a GPU, a wall clock elsewhere."""
+def time_calls(fn: Callable[[], object], device: torch.device, reps: int, warmup: int,
+               beside: Callable[[], object] | None = None) -> tuple[list[float], list[float]]:
+    """Seconds per call of `fn` after `warmup` untimed calls, and of `beside` (a reference kernel) timed
+    between them, so that both see the same machine: CUDA events on a GPU, a wall clock elsewhere."""
     for _ in range(warmup):
         fn()
+        if beside is not None:
+            beside()
+    calls = [fn] if beside is None else [fn, beside]
     if device.type != "cuda":
-        times = []
+        times: list[list[float]] = [[] for _ in calls]
         for _ in range(reps):
-            began = time.perf_counter()
-            fn()
-            times.append(time.perf_counter() - began)
-        return times
-    events = [(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in range(reps)]
-    for start, end in events:
-        start.record()
-        fn()
-        end.record()
+            for call, out in zip(calls, times):
+                began = time.perf_counter()
+                call()
+                out.append(time.perf_counter() - began)
+        return times[0], times[1] if beside is not None else []
+    events = [[(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in calls]
+              for _ in range(reps)]
+    for pairs in events:
+        for call, (start, end) in zip(calls, pairs):
+            start.record()
+            call()
+            end.record()
     torch.cuda.synchronize(device)
-    return [start.elapsed_time(end) / 1e3 for start, end in events]
+    per_call = [[pairs[i][0].elapsed_time(pairs[i][1]) / 1e3 for pairs in events] for i in range(len(calls))]
+    return per_call[0], per_call[1] if beside is not None else []
+
+
+def matmul_kernel(n: int, dtype: torch.dtype, device: torch.device) -> tuple[Callable[[], object], int]:
+    """A reference kernel (an n^3 matmul) and its FLOPs: what a machine's speed is measured on."""
+    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
+    return (lambda: a @ b), 2 * n**3
 
 
 def matmul_tflops(n: int, dtype: torch.dtype, device: torch.device, reps: int = 10) -> float:
     """Median TFLOP/s of an n^3 matmul: this machine's practical ceiling, measured in the same process."""
-    a, b = (torch.randn(n, n, device=device, dtype=dtype) for _ in range(2))
-    times = time_calls(lambda: a @ b, device, reps, warmup=3)
-    return 2 * n**3 / statistics.median(times) / 1e12
+    kernel, flops = matmul_kernel(n, dtype, device)
+    times, _ = time_calls(kernel, device, reps, warmup=3)
+    return flops / statistics.median(times) / 1e12
