@@ -12,7 +12,8 @@ factors), `judge` turns the cases of a run into verdicts. Rules:
                  side, the factor alone); the mirror image is `improved`
 - expect_status  the case ended with the expected status (ok, oom, ...)
 
-Samples are compared through their median. A missing baseline gives `no_baseline`, never a pass.
+Samples are compared through their median. A missing baseline gives `no_baseline`, never a pass; a baseline
+recorded on another hardware profile or device gives `error`, never a comparison.
 Baselines live in `<dir>/<hardware>/<suite>.json`, keep only the metrics their suite's baseline checks read,
 and change only through `update_baseline`; an older file is brought forward by `upgrade_file`.
 """
@@ -28,6 +29,7 @@ from typing import Any, Protocol
 
 from tabulate import tabulate
 
+from ovi_bench.hardware import baseline_mismatch
 from ovi_bench.records import (
     CASE_STATUSES,
     CaseResult,
@@ -328,7 +330,7 @@ def _verdict(case: CaseResult, check: Check, status: str, observed: Any, referen
 
 
 def _judge_one(case: CaseResult, check: Check, baseline: Mapping[str, Any] | None,
-               profile: Profile | None) -> Verdict:
+               profile: Profile | None, refused: str | None = None) -> Verdict:
     name = check.metric
     if check.rule == "expect_status":
         ok = case.status == check.expected
@@ -360,6 +362,8 @@ def _judge_one(case: CaseResult, check: Check, baseline: Mapping[str, Any] | Non
                             f"{render_metric(name, value)} {op} limit {render_metric(name, limit)}{source}")
     except LookupError as exc:
         return _verdict(case, check, "error", observed, None, str(exc).strip("'\""))
+    if refused is not None:
+        return _verdict(case, check, "error", observed, None, f"baseline refused: {refused}")
     if baseline is None or name not in baseline:
         return _verdict(case, check, "no_baseline", observed, None, "no baseline value")
     reference = baseline[name]
@@ -413,9 +417,10 @@ def _judge_time(case: CaseResult, check: Check, observed: Any, reference: Any) -
 
 
 def judge(cases: Sequence[CaseResult], checks: Sequence[Check], baseline: Baseline | None, *,
-          profile: Profile | None = None) -> list[Verdict]:
+          profile: Profile | None = None, refused: str | None = None) -> list[Verdict]:
     """Verdicts for one suite's cases. A case that ended abnormally is judged only by expect_status checks
-    (its other metrics are incomplete); a skipped case is not judged."""
+    (its other metrics are incomplete); a skipped case is not judged. `refused`: why the baseline must not
+    be compared with (another profile or device); each baseline check is then an `error` saying so."""
     verdicts = []
     for case in cases:
         if case.status == "skipped":
@@ -426,21 +431,27 @@ def judge(cases: Sequence[CaseResult], checks: Sequence[Check], baseline: Baseli
                 continue
             if case.status != "ok" and check.rule != "expect_status":
                 continue
-            verdicts.append(_judge_one(case, check, stored, profile))
+            verdicts.append(_judge_one(case, check, stored, profile, refused))
     return verdicts
 
 
 def judge_run(report: RunReport, checks: Mapping[str, Sequence[Check]], baseline_dir: Path, *,
               profile: Profile | None = None) -> RunReport:
     """The report with verdicts for every suite (checks: suite name -> its checks) and the provenance of
-    the baselines used, read from `<baseline_dir>/<report.hardware>/<suite>.json`."""
+    the baselines used, read from `<baseline_dir>/<report.hardware>/<suite>.json`. A baseline recorded on
+    another profile or device (`hardware.baseline_mismatch` on its stored environment) is refused: its
+    checks give `error` verdicts naming the reason, and its provenance says `refused`."""
     verdicts, used = [], {}
     for suite in report.suites:
         baseline = load_baseline(baseline_dir, report.hardware, suite)
+        refused = None if baseline is None else baseline_mismatch(
+            baseline.hardware, baseline.provenance.get("environment"), report.hardware,
+            report.environment.to_dict())
         used[suite] = None if baseline is None else {
             **{k: baseline.provenance.get(k) for k in ("run_id", "engine", "weights", "git_commit", "date")},
-            "path": str(baseline_path(baseline_dir, report.hardware, suite))}
+            "path": str(baseline_path(baseline_dir, report.hardware, suite)),
+            **({"refused": refused} if refused else {})}
         verdicts += judge([c for c in report.cases if c.suite == suite], checks.get(suite, ()), baseline,
-                          profile=profile)
+                          profile=profile, refused=refused)
     return replace(report, verdicts=verdicts, baselines=used,
                    baseline_metrics={suite: baseline_metrics(checks.get(suite, ())) for suite in report.suites})
