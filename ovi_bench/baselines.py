@@ -10,6 +10,8 @@ factors), `judge` turns the cases of a run into verdicts. Rules:
 - time           vs baseline samples: a regression only when median(now) / median(baseline) >= min_factor
                  AND a one-sided Mann-Whitney U test says "slower" at alpha (with one sample on either
                  side, the factor alone); the mirror image is `improved`
+- same           vs baseline: another value (e.g. another attention kernel) is reported `changed`, which
+                 is not a failure; the metrics it explains are judged by their own checks
 - expect_status  the case ended with the expected status (ok, oom, ...)
 
 Samples are compared through their median. A missing baseline gives `no_baseline`, never a pass; a baseline
@@ -46,8 +48,8 @@ from ovi_bench.records import (
 from ovi_bench.schema import BASELINE, SchemaError
 from ovi_bench.units import parse_fraction, parse_quantity
 
-RULES = ("exact", "max", "min", "relative", "time", "expect_status")
-BASELINE_RULES = ("relative", "time")
+RULES = ("exact", "max", "min", "relative", "time", "same", "expect_status")
+BASELINE_RULES = ("relative", "time", "same")
 # A string of this form names a value instead of being one: spec.<key>, params.<key>, profile.<limit>.
 REFERENCE = re.compile(r"^(spec|params|profile)\.([A-Za-z_][\w.]*)$")
 
@@ -97,7 +99,7 @@ def parse_check(raw: Mapping[str, Any]) -> Check:
         raise CheckError(f"check on {metric!r}: rule {rule!r} is not one of {', '.join(RULES)}")
     allowed = {"metric", "rule", "when", "note", "scale", *{
         "exact": ("expected",), "expect_status": ("expected",), "max": ("limit",), "min": ("limit",),
-        "relative": ("tolerance", "floor"), "time": ("min_factor", "alpha"),
+        "relative": ("tolerance", "floor"), "time": ("min_factor", "alpha"), "same": (),
     }[rule]}
     unknown = sorted(set(raw) - allowed)
     if unknown:
@@ -133,6 +135,8 @@ def _parse_rule_fields(metric: str, rule: str, raw: Mapping[str, Any]) -> dict[s
         if isinstance(limit, str) and REFERENCE.match(limit):
             return {"limit": limit}
         return {"limit": parse_quantity(limit, metric)}
+    if rule == "same":
+        return {}
     if rule == "relative":
         if "tolerance" not in raw and "floor" not in raw:
             raise ValueError("needs 'tolerance' and/or 'floor'")
@@ -367,6 +371,11 @@ def _judge_one(case: CaseResult, check: Check, baseline: Mapping[str, Any] | Non
     if baseline is None or name not in baseline:
         return _verdict(case, check, "no_baseline", observed, None, "no baseline value")
     reference = baseline[name]
+    if check.rule == "same":
+        base, now = render_metric(name, reference), render_metric(name, observed)
+        if _plain(observed) == _plain(reference):
+            return _verdict(case, check, "pass", observed, reference, f"{now}, as in the baseline")
+        return _verdict(case, check, "changed", observed, reference, f"{now}, the baseline had {base}")
     if check.rule == "relative":
         return _judge_relative(case, check, observed, reference)
     return _judge_time(case, check, observed, reference)

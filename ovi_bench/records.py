@@ -29,7 +29,8 @@ from ovi_bench.schema import REPORT, SchemaError
 CASE_STATUSES = ("ok", "oom", "crash", "timeout", "error", "skipped", "unsupported")
 NOT_RUN_STATUSES = ("skipped", "unsupported")
 ABNORMAL_STATUSES = ("oom", "crash", "timeout", "error")
-VERDICT_STATUSES = ("pass", "fail", "regression", "improved", "no_baseline", "error")
+# changed: another value than the baseline's where a change is news, not a failure (rule `same`).
+VERDICT_STATUSES = ("pass", "fail", "regression", "improved", "changed", "no_baseline", "error")
 FAILED_VERDICTS = ("fail", "regression", "error")
 # Per-case outcome, derived from its status and verdicts; what every report format and the exit code use.
 OUTCOMES = ("pass", "fail", "error", "skipped", "unsupported")
