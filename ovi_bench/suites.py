@@ -163,7 +163,12 @@ def load_suite(name_or_path: str) -> Suite:
 
 
 def load_suites(name_or_path: str) -> list[Suite]:
-    """The suites a file stands for: itself, or each suite it includes, with the include's overrides."""
+    """The suites a file stands for: itself, or each suite it includes, with the include's overrides; an
+    included suite's own name (`smoke.peak_memory_10s`) stands for that suite alone."""
+    file, dot, _ = name_or_path.partition(".")
+    path = Path(name_or_path)
+    if dot and path.suffix not in (".yaml", ".yml") and not path.exists() and (SUITES_DIR / f"{file}.yaml").is_file():
+        return [find_suite(name_or_path)]
     path = suite_path(name_or_path)
     data = _read(path)
     if isinstance(data, _Mapping) and "include" in data:
