@@ -10,9 +10,12 @@ factors), `judge` turns the cases of a run into verdicts. Rules:
 - time           vs baseline samples: a regression only when median(now) / median(baseline) >= min_factor
                  AND a one-sided Mann-Whitney U test says "slower" at alpha (with one sample on either
                  side, the factor alone); the mirror image is `improved`
+- same           vs baseline: another value (e.g. another attention kernel) is reported `changed`, which
+                 is not a failure; the metrics it explains are judged by their own checks
 - expect_status  the case ended with the expected status (ok, oom, ...)
 
-Samples are compared through their median. A missing baseline gives `no_baseline`, never a pass.
+Samples are compared through their median. A missing baseline gives `no_baseline`, never a pass; a baseline
+recorded on another hardware profile or device gives `error`, never a comparison.
 Baselines live in `<dir>/<hardware>/<suite>.json`, keep only the metrics their suite's baseline checks read,
 and change only through `update_baseline`; an older file is brought forward by `upgrade_file`.
 """
@@ -28,6 +31,7 @@ from typing import Any, Protocol
 
 from tabulate import tabulate
 
+from ovi_bench.hardware import baseline_mismatch
 from ovi_bench.records import (
     CASE_STATUSES,
     NOT_RUN_STATUSES,
@@ -45,11 +49,11 @@ from ovi_bench.records import (
 from ovi_bench.schema import BASELINE, SchemaError
 from ovi_bench.units import parse_fraction, parse_quantity
 
-RULES = ("exact", "max", "min", "relative", "time", "expect_status")
+RULES = ("exact", "max", "min", "relative", "time", "same", "expect_status")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # one path component, no "..", no separators
 MACHINE_SPEED = "machine.matmul_tflops"  # measured in every worker before its case (ovi_bench.worker)
 MAX_SPEED_RATIO = 4.0  # machines further apart than this are not compared at all
-BASELINE_RULES = ("relative", "time")
+BASELINE_RULES = ("relative", "time", "same")
 # A string of this form names a value instead of being one: spec.<key>, params.<key>, profile.<limit>.
 REFERENCE = re.compile(r"^(spec|params|profile)\.([A-Za-z_][\w.]*)$")
 
@@ -103,7 +107,7 @@ def parse_check(raw: Mapping[str, Any]) -> Check:
         raise CheckError(f"check on {metric!r}: rule {rule!r} is not one of {', '.join(RULES)}")
     allowed = {"metric", "rule", "when", "note", "scale", *{
         "exact": ("expected",), "expect_status": ("expected",), "max": ("limit",), "min": ("limit",),
-        "relative": ("tolerance", "floor"), "time": ("min_factor", "alpha"),
+        "relative": ("tolerance", "floor"), "time": ("min_factor", "alpha"), "same": (),
     }[rule]}
     unknown = sorted(set(raw) - allowed)
     if unknown:
@@ -139,6 +143,8 @@ def _parse_rule_fields(metric: str, rule: str, raw: Mapping[str, Any]) -> dict[s
         if isinstance(limit, str) and REFERENCE.match(limit):
             return {"limit": limit}
         return {"limit": parse_quantity(limit, metric)}
+    if rule == "same":
+        return {}
     if rule == "relative":
         if "tolerance" not in raw and "floor" not in raw:
             raise ValueError("needs 'tolerance' and/or 'floor'")
@@ -355,7 +361,7 @@ def _verdict(case: CaseResult, check: Check, status: str, observed: Any, referen
 
 
 def _judge_one(case: CaseResult, check: Check, baseline: Mapping[str, Any] | None,
-               profile: Profile | None) -> Verdict:
+               profile: Profile | None, refused: str | None = None) -> Verdict:
     name = check.metric
     if check.rule == "expect_status":
         ok = case.status == check.expected
@@ -391,9 +397,16 @@ def _judge_one(case: CaseResult, check: Check, baseline: Mapping[str, Any] | Non
                             f"{render_metric(name, value)} {op} limit {render_metric(name, limit)}{source}")
     except LookupError as exc:
         return _verdict(case, check, "error", observed, None, str(exc).strip("'\""))
+    if refused is not None:
+        return _verdict(case, check, "error", observed, None, f"baseline refused: {refused}")
     if baseline is None or name not in baseline:
         return _verdict(case, check, "no_baseline", observed, None, "no baseline value")
     reference = baseline[name]
+    if check.rule == "same":
+        base, now = render_metric(name, reference), render_metric(name, observed)
+        if _plain(observed) == _plain(reference):
+            return _verdict(case, check, "pass", observed, reference, f"{now}, as in the baseline")
+        return _verdict(case, check, "changed", observed, reference, f"{now}, the baseline had {base}")
     if check.rule == "relative":
         return _judge_relative(case, check, observed, reference)
     return _judge_time(case, check, observed, reference, _speed_ratio(case, baseline))
@@ -474,10 +487,11 @@ def _reference_of(check: Check) -> Any:
 
 
 def judge(cases: Sequence[CaseResult], checks: Sequence[Check], baseline: Baseline | None, *,
-          profile: Profile | None = None) -> list[Verdict]:
+          profile: Profile | None = None, refused: str | None = None) -> list[Verdict]:
     """Verdicts for one suite's cases. A case that ended abnormally is judged only by expect_status checks
     (its other metrics are incomplete); a skipped or unsupported case is not judged (it is shown with its
-    reason, and a run where nothing ran is not a pass)."""
+    reason, and a run where nothing ran is not a pass). `refused`: why the baseline must not be compared
+    with (another profile or device); each baseline check is then an `error` saying so."""
     verdicts = []
     for case in cases:
         if case.status in NOT_RUN_STATUSES:
@@ -490,21 +504,27 @@ def judge(cases: Sequence[CaseResult], checks: Sequence[Check], baseline: Baseli
                 continue
             if check.implicit and _reference_of(check) not in case.metrics:
                 continue
-            verdicts.append(_judge_one(case, check, stored, profile))
+            verdicts.append(_judge_one(case, check, stored, profile, refused))
     return verdicts
 
 
 def judge_run(report: RunReport, checks: Mapping[str, Sequence[Check]], baseline_dir: Path, *,
               profile: Profile | None = None) -> RunReport:
     """The report with verdicts for every suite (checks: suite name -> its checks) and the provenance of
-    the baselines used, read from `<baseline_dir>/<report.hardware>/<suite>.json`."""
+    the baselines used, read from `<baseline_dir>/<report.hardware>/<suite>.json`. A baseline recorded on
+    another profile or device (`hardware.baseline_mismatch` on its stored environment) is refused: its
+    checks give `error` verdicts naming the reason, and its provenance says `refused`."""
     verdicts, used = [], {}
     for suite in report.suites:
         baseline = load_baseline(baseline_dir, report.hardware, suite)
+        refused = None if baseline is None else baseline_mismatch(
+            baseline.hardware, baseline.provenance.get("environment"), report.hardware,
+            report.environment.to_dict())
         used[suite] = None if baseline is None else {
             **{k: baseline.provenance.get(k) for k in ("run_id", "engine", "weights", "git_commit", "date")},
-            "path": str(baseline_path(baseline_dir, report.hardware, suite))}
+            "path": str(baseline_path(baseline_dir, report.hardware, suite)),
+            **({"refused": refused} if refused else {})}
         verdicts += judge([c for c in report.cases if c.suite == suite], checks.get(suite, ()), baseline,
-                          profile=profile)
+                          profile=profile, refused=refused)
     return replace(report, verdicts=verdicts, baselines=used,
                    baseline_metrics={suite: baseline_metrics(checks.get(suite, ())) for suite in report.suites})

@@ -53,8 +53,10 @@ def sha256(path: Path) -> str:
 def suite_outcomes(reports: Mapping[str, RunReport], required: Sequence[str]) -> dict[str, SuiteOutcome]:
     """Per suite (the required ones first, then any other the reports ran): how it ended.
 
-    A suite passes when it ran at least one case and none failed or errored (skipped cases do not fail
-    it, as in a run's exit status). `reports` maps each run's directory in the bundle to its report.
+    A suite passes when it ran at least one case, none failed or errored (skipped cases do not fail it, as
+    in a run's exit status) and its baseline checks had a baseline (a first run with
+    --allow-missing-baseline is not a qualification). `reports` maps each run's directory in the bundle to
+    its report.
     """
     outcomes: dict[str, SuiteOutcome] = {}
     for run, report in reports.items():
@@ -70,6 +72,8 @@ def suite_outcomes(reports: Mapping[str, RunReport], required: Sequence[str]) ->
                     failed.append(f"{case.case_id}: {case.status} in {case.stage or '-'}: {first_line}")
                 failed += [f"{v.case_id}: {v.metric} {v.rule} {v.status}: {v.message}"
                            for v in report.verdicts_for(case.case_id) if v.failed]
+            if suite in report.missing_baselines:
+                failed.append(f"no baseline for {report.hardware}: its baseline checks were not judged")
             passed = bool(cases) and not failed
             if not cases:
                 failed.append("no case of this suite ran")

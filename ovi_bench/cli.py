@@ -367,5 +367,70 @@ def doctor(device: str | None) -> int:
     return EXIT_OK
 
 
+# ---- qualify, check-bundle -------------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("hardware")
+@click.option("--device", default=None, help="Device to qualify (default: cuda if available, else cpu).")
+@click.option("--preset", type=click.Choice(["tiny", "full"]), default="full", show_default=True,
+              help="Size of the synthetic weights when no --checkpoint-dir is given (tiny: the smoke cuts).")
+@click.option("--engine", default="reference", show_default=True,
+              help="reference, fake, checkout:PATH or MODULE:FACTORY.")
+@click.option("--checkpoint-dir", type=click.Path(path_type=Path), help="Real weights (upstream ckpts/ layout).")
+@click.option("--bundle-dir", type=click.Path(path_type=Path),
+              help="Where the bundle goes, a new directory (default reports/qualify-<hardware>-<run id>).")
+@click.option("--baselines", type=click.Path(path_type=Path),
+              help="Baselines directory (default: the project's baselines/).")
+@click.option("--allow-missing-baseline", is_flag=True,
+              help="First qualification of new hardware: run although baselines are missing (not qualified "
+                   "until they are reviewed and stored with `baseline update`).")
+@click.option("--suites", "suites", help="Only these qualification suites, comma-separated.")
+@debug_option
+@command_status
+def qualify(hardware: str, device: str | None, preset: str, engine: str, checkpoint_dir: Path | None,
+            bundle_dir: Path | None, baselines: Path | None, allow_missing_baseline: bool,
+            suites: str | None) -> int:
+    """Qualify HARDWARE (a profile of `ovi-bench list hardware`): doctor, then every qualification suite,
+    then one bundle that `ovi-bench check-bundle` verifies."""
+    from ovi_bench.doctor import default_device
+    from ovi_bench.qualify import QualifyOptions
+    from ovi_bench.qualify import qualify as run_qualification
+
+    options = QualifyOptions(
+        hardware=hardware, device=device or default_device(), preset=preset, engine=engine,
+        checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None, bundle_dir=bundle_dir,
+        baselines=str(baselines) if baselines else None, allow_missing_baseline=allow_missing_baseline,
+        suites=[name.strip() for name in suites.split(",") if name.strip()] if suites else [])
+    result = run_qualification(options, _err)
+    if result.bundle is not None:
+        _err(f"bundle: {result.bundle} (summary.html; verify with `ovi-bench check-bundle {result.bundle}`)")
+    subset = f" (only {', '.join(result.suites)})" if options.suites else ""
+    if result.qualified:
+        click.echo(f"qualified: {hardware}{subset}")
+        return EXIT_OK
+    click.echo(f"not qualified: {'; '.join(result.reasons)}")
+    return EXIT_FAILED
+
+
+@main.command("check-bundle")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--require", "required", multiple=True,
+              help="A suite the bundle must hold and pass (repeatable; default: the manifest's list).")
+@command_status
+def check_bundle_command(bundle: Path, required: tuple[str, ...]) -> int:
+    """Verify a qualification bundle: every file present and unchanged, every required suite passing."""
+    from ovi_bench.bundle import check_bundle
+
+    if not bundle.is_dir():
+        raise _usage(f"check-bundle {bundle}: no such directory (give a bundle written by `ovi-bench qualify`)")
+    problems = check_bundle(bundle, list(required) or None)
+    for problem in problems:
+        click.echo(problem)
+    if problems:
+        return EXIT_FAILED
+    click.echo(f"{bundle}: complete, unedited, qualified")
+    return EXIT_OK
+
+
 if __name__ == "__main__":
     main()

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ovi_bench.records import Samples, StageRecord
+from ovi_bench.trackers.memory import judged_peak
 
 UNITS = ("bytes", "s", "count", "hz", "ratio", "flag", "text", "list", "tflops")
 KINDS = ("observed", "expected", "info")
@@ -41,7 +42,7 @@ class Metric:
 
 # What the launcher derives from every case's stage records, and what it adds when a case ends badly.
 STAGE_METRICS = (
-    Metric("peak.*.bytes", "bytes"),  # the allocator's peak on a GPU, host RSS without one
+    Metric("peak.*.bytes", "bytes"),  # what limits are judged on (trackers.memory.judged_peak)
     Metric("peak.*.alloc_bytes", "bytes"),
     Metric("peak.*.reserved_bytes", "bytes"),
     Metric("peak.*.device_used_bytes", "bytes"),
@@ -80,7 +81,9 @@ def unit_of(name: str) -> str | None:
 
 def stage_metrics(stages: list[StageRecord]) -> dict[str, Any]:
     """Flat metrics from stage records: peak.<stage>.*_bytes, end.<stage>.alloc_bytes, time.<stage>.*_s,
-    and peak.total.* over all stages; peak.<stage>.bytes is the allocator's peak, or host RSS without one.
+    and peak.total.* over all stages; peak.<stage>.bytes is the figure the stage's limits are judged on
+    (`judged_peak`: the VRAM + GTT footprint on a unified device, the allocator's peak on another GPU, host RSS
+    on the CPU).
     A stage that ran several times (denoise x repeat) gives the max of its peaks and one time sample per run."""
     peaks = {"alloc_peak": "alloc_bytes", "reserved_peak": "reserved_bytes",
              "device_used_peak": "device_used_bytes", "host_rss_peak": "host_rss_bytes"}
@@ -91,12 +94,11 @@ def stage_metrics(stages: list[StageRecord]) -> dict[str, Any]:
             values = [getattr(s, attr) for s in runs if getattr(s, attr) is not None]
             if values:
                 metrics[f"peak.{name}.{metric}"] = max(values)
-        # One figure per stage on any device: the allocator's peak where there is one, else host RSS.
-        for attr in ("alloc_peak", "host_rss_peak"):
-            values = [getattr(s, attr) for s in runs if getattr(s, attr) is not None]
-            if values:
-                metrics[f"peak.{name}.bytes"] = max(values)
-                break
+        # One figure per stage on any device, the one its limits are judged on: the unified footprint on a
+        # unified device, else the allocator's peak where there is one, else host RSS.
+        judged = [peak for _, peak in map(judged_peak, runs) if peak is not None]
+        if judged:
+            metrics[f"peak.{name}.bytes"] = max(judged)
         if runs[-1].alloc_end is not None:
             metrics[f"end.{name}.alloc_bytes"] = runs[-1].alloc_end
         metrics[f"time.{name}.wall_s"] = Samples([s.wall_s for s in runs])

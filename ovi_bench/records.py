@@ -30,8 +30,9 @@ CASE_STATUSES = ("ok", "oom", "crash", "timeout", "error", "skipped", "unsupport
 NOT_RUN_STATUSES = ("skipped", "unsupported")
 ABNORMAL_STATUSES = ("oom", "crash", "timeout", "error")
 # unsupported: the engine declares it cannot give what the check reads (e.g. no detect_variant); never a pass,
-# never a failure of the engine, always shown.
-VERDICT_STATUSES = ("pass", "fail", "regression", "improved", "no_baseline", "unsupported", "error")
+# never a failure of the engine, always shown. changed: another value than the baseline's where a change is
+# news, not a failure (rule `same`).
+VERDICT_STATUSES = ("pass", "fail", "regression", "improved", "changed", "no_baseline", "unsupported", "error")
 FAILED_VERDICTS = ("fail", "regression", "error")
 # Per-case outcome, derived from its status and verdicts; what every report format and the exit code use.
 OUTCOMES = ("pass", "fail", "error", "skipped", "unsupported")

@@ -59,7 +59,7 @@ class Run:
 
     @classmethod
     def start(cls, options: RunOptions, run_dir: Path | None, progress: Progress) -> Run:
-        suites, profile = _validate(options)
+        suites, profile = validate(options)
         run_id, environment = new_run_id(), Environment.capture()
         run_dir = run_dir or Path("reports") / run_id
         run = cls(run_id, run_dir, options, suites, profile, environment, [], progress)
@@ -82,7 +82,7 @@ class Run:
             raise UsageError(f"--resume {run_dir}: that run is of {options.suites}, not {suites}")
         if timeout_s is not None:
             options.timeout_s = timeout_s
-        loaded, profile = _validate(options)
+        loaded, profile = validate(options)
         with open(path, "r+b") as file:  # drop a torn last line so the next result starts on its own line
             file.truncate(journal.valid_bytes)
         return cls(journal.run_id, run_dir, options, loaded, profile, journal.environment, journal.done, progress)
@@ -161,7 +161,7 @@ def _capabilities_dict(engine: str, device: str, dtype: str) -> dict:
     return _capabilities(engine, device, dtype).to_dict()
 
 
-def _validate(options: RunOptions) -> tuple[list[Suite], HardwareProfile]:
+def validate(options: RunOptions) -> tuple[list[Suite], HardwareProfile]:
     """Everything that can be known before a case runs; a problem raises one line naming it and the fix."""
     suites = [suite for name in options.suites for suite in load_suites(name)]
     names = [s.name for s in suites]
@@ -177,7 +177,7 @@ def _validate(options: RunOptions) -> tuple[list[Suite], HardwareProfile]:
             raise UsageError(str(exc)) from None
     if options.dtype not in DTYPES:
         raise UsageError(f"--dtype {options.dtype!r}: use one of {', '.join(DTYPES)}")
-    _validate_device(options.device)
+    validate_device(options.device)
     if options.checkpoint_dir and not Path(options.checkpoint_dir).is_dir():
         raise UsageError(f"--checkpoint-dir {options.checkpoint_dir}: no such directory")
     try:
@@ -193,7 +193,7 @@ def _validate(options: RunOptions) -> tuple[list[Suite], HardwareProfile]:
     return suites, profile
 
 
-def _validate_device(device: str) -> None:
+def validate_device(device: str) -> None:
     import torch
 
     try:
@@ -210,4 +210,4 @@ def _validate_device(device: str) -> None:
         raise UsageError(f"--device {device}: this machine has {torch.cuda.device_count()} GPU(s)")
 
 
-__all__ = ["PROJECT_BASELINES", "Run", "UsageError", "probe_capabilities"]
+__all__ = ["PROJECT_BASELINES", "Run", "UsageError", "probe_capabilities", "validate", "validate_device"]

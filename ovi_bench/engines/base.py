@@ -118,11 +118,13 @@ class AttentionKernel:
     """An engine's own attention entry point, for the attention suites to time at Ovi's shapes.
 
     `fn(q, k, v)` takes [B, L, H, D] tensors and returns [B, Lq, H, D]; `resolved` names the backend that
-    runs (what `auto` stands for on this device)."""
+    runs (what `auto` stands for on this device); `first_call_s`, where the engine measured it, is the
+    seconds of the backend's first call in this process (a JIT backend's compile), apart from steady speed."""
 
     requested: str
     resolved: str
     fn: Callable[[Any, Any, Any], Any]
+    first_call_s: float | None = None
 
 
 @runtime_checkable

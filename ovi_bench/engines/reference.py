@@ -48,10 +48,11 @@ class ReferenceEngine:
         )
 
     def attention_kernel(self, backend: str, device: str, dtype: str) -> AttentionKernel:
-        from ovi_engine.attention import attend, resolve
+        from ovi_engine.attention import attend, available_backends, resolve
 
         resolved = resolve(backend, device, _attention_dtype(dtype))  # raises AttentionUnavailable with the reason
-        return AttentionKernel(backend, resolved, lambda q, k, v: attend(q, k, v, backend=resolved))
+        first_call_s = available_backends(device, _attention_dtype(dtype))[resolved].first_call_s
+        return AttentionKernel(backend, resolved, lambda q, k, v: attend(q, k, v, backend=resolved), first_call_s)
 
     def add_stage_listener(self, listener: StageListener) -> None:
         self.listeners.append(listener)

@@ -24,8 +24,8 @@ from ovi_bench.report.tables import (
     verdict_table,
 )
 
-STATUS_CLASSES = {"pass", "fail", "error", "regression", "improved", "no_baseline", "skipped", "ok", "oom",
-                  "crash", "timeout"}
+STATUS_CLASSES = {"pass", "fail", "error", "regression", "improved", "changed", "no_baseline", "skipped", "ok",
+                  "oom", "crash", "timeout"}
 
 WRAP_AFTER = re.compile(r"(?<=[,\[])(?=\S)|(?<=\.)(?=[A-Za-z])")
 
@@ -44,6 +44,7 @@ th, td { text-align: left; padding: 5px 10px; border-bottom: 1px solid #eaeef2; 
 th { background: #f6f8fa; font-weight: 600; } tr:last-child td { border-bottom: none; }
 td { font-variant-numeric: tabular-nums; }
 td.pass, td.ok, td.improved { color: #1a7f37; } td.no_baseline, td.skipped { color: #6e7781; }
+td.changed { color: #9a6700; }
 td.fail, td.error, td.regression, td.oom, td.crash, td.timeout { color: #cf222e; font-weight: 600; }
 figure.chart { background: #fff; border: 1px solid #d0d7de; border-radius: 6px; margin: 0 0 16px;
                padding: 12px; }

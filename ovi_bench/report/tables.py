@@ -10,8 +10,9 @@ Table = tuple[list[str], list[list[str]]]
 
 STAGE_FIELDS = ("alloc_peak", "reserved_peak", "alloc_end", "device_used_peak", "host_rss_peak")
 CELL_WIDTH = 60  # characters a value may take in a table before it is clipped
-# Verdicts are listed in this order: what failed, then what has nothing to compare with, then what improved.
-VERDICT_ORDER = ("error", "fail", "regression", "no_baseline", "unsupported", "improved", "pass")
+# Verdicts are listed in this order: what failed, then what has nothing to compare with or cannot be given,
+# then what changed (another value than the baseline's, not a failure), then what improved.
+VERDICT_ORDER = ("error", "fail", "regression", "no_baseline", "unsupported", "changed", "improved", "pass")
 
 
 def clip(text: str, width: int = CELL_WIDTH) -> str:

@@ -19,7 +19,7 @@ from ovi_bench.report.tables import (
 )
 
 LABELS = {"error": "ERROR", "fail": "FAIL", "regression": "REGRESSION", "no_baseline": "NO BASELINE",
-          "improved": "IMPROVED", "unsupported": "UNSUPPORTED"}
+          "improved": "IMPROVED", "unsupported": "UNSUPPORTED", "changed": "CHANGED"}
 
 
 def render_terminal(report: RunReport, run_dir: Path) -> str:

@@ -5,18 +5,32 @@ attention entry point), timed by the harness. Shapes per variant (`ovi_bench.var
 default the variant's own): video self (15,004 / 27,900 / 54,900 tokens), video->audio, audio->video,
 video->text (`text_tokens`), audio self; `heads` x `head_dim`, in the run's dtype. Per shape: the median
 time (`time.attention.<shape>_s`), TFLOP/s, its share of this device's measured matmul rate, and the
-relative error against fp32 math on fresh random inputs. `attention.resolved` is the backend that actually
+relative error against fp32 math on fresh random inputs. The times are steady ones (after `warmup` calls);
+the backend's first call in the process (a JIT compile), where the engine measured it, is
+`attention.first_call_s`, recorded apart and not gated. `attention.resolved` is the backend that actually
 ran: asking for one kernel and getting another (`attention.fallback`) fails the suite. A backend that cannot
 run on this device ends the case as `skipped`, with the reason.
+
+Which kernel really ran is proven, not assumed: one call at the video_self shape runs under the profiler
+(`ovi_bench.kernels`), and `attention.kernel` is the family found (flash, cudnn, aotriton, ..., math),
+`attention.kernel_kind` fused | math | none. On a GPU (CUDA or ROCm) a fused kernel is expected for every
+backend but sdpa_math and reference; on the CPU nothing is expected (SDPA's math kernel is what runs there),
+so the kernel is recorded only. A math kernel where a fused one was expected is a problem in
+`attention.kernel_problems` (which the suites expect empty), with ROCm's known cause where it applies. The
+pipeline scenario records the same at the variant's video_self shape (`kernel_metrics`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from ovi_bench.engines.base import attention_kernel_hook
+from ovi_bench.hardware import device_architecture
+from ovi_bench.kernels import classify_sdpa, math_fallback_cause, ran_ops
 from ovi_bench.metrics import Metric
 from ovi_bench.records import Samples
 from ovi_bench.scenarios import CaseSkipped, Scenario, ScenarioContext
@@ -31,6 +45,58 @@ def shapes(variant: str, area: int | None, text_tokens: int) -> dict[str, tuple[
     video, audio = facts.video_tokens(area=area), facts.audio_latent_length
     return {"video_self": (video, video), "video_to_audio": (video, audio), "audio_to_video": (audio, video),
             "video_to_text": (video, text_tokens), "audio_self": (audio, audio)}
+
+
+# Backends that are the math path by definition: no fused kernel is expected of them.
+MATH_BACKENDS = ("sdpa_math", "reference")
+KERNEL_METRICS = (
+    Metric("attention.kernel", "text"), Metric("attention.kernel_kind", "text"),
+    Metric("attention.kernel_evidence", "text", "info"), Metric("attention.kernel_expected", "text", "info"),
+    Metric("attention.kernel_problems", "list"),
+)
+
+
+@dataclass(frozen=True)
+class DeviceContext:
+    """What decides the kernel expected and the cause of a math fallback: a GPU or not, ROCm's HIP and arch."""
+
+    gpu: bool
+    hip: str | None = None
+    arch: str | None = None
+
+
+def device_context(device: torch.device) -> DeviceContext:
+    if device.type != "cuda":
+        return DeviceContext(gpu=False)
+    props = torch.cuda.get_device_properties(device.index or 0)
+    return DeviceContext(gpu=True, hip=getattr(torch.version, "hip", None), arch=device_architecture(props))
+
+
+def kernel_metrics(call: Callable[[], Any] | None, requested: str, device: torch.device,
+                   shape: str) -> dict[str, Any]:
+    """The attention.kernel* metrics of one profiled `call` of the engine's kernel at `shape` (None: the
+    engine offers no attention_kernel, so nothing is proven)."""
+    context = device_context(device)
+    expected = "fused" if context.gpu and requested not in MATH_BACKENDS else "any"
+    problems = []
+    if call is None:
+        family, kind, evidence = "unknown", "none", "the engine offers no attention_kernel"
+        problems.append(f"{requested} at {shape}: not proven fused ({evidence})")
+    else:
+        try:
+            kernel = classify_sdpa(ran_ops(call, str(device)))
+            family, kind, evidence = kernel.family, kernel.kind, kernel.evidence
+        except torch.OutOfMemoryError as exc:
+            family, kind, evidence = "unknown", "none", str(exc).splitlines()[0]
+            problems.append(f"{requested} at {shape}: one attention call ran out of memory (a math kernel "
+                            "needs the whole score matrix)")
+        if expected == "fused" and kind == "math":
+            cause = math_fallback_cause(kernel, hip=context.hip, arch=context.arch)
+            problems.append(f"{requested} at {shape} ran the math kernel ({evidence}) where a fused one was "
+                            "expected" + (f": {cause}" if cause else ""))
+    return {"attention.kernel": family, "attention.kernel_kind": kind, "attention.kernel_evidence": evidence,
+            "attention.kernel_expected": expected,
+            "attention.kernel_problems": problems if expected == "fused" else []}
 
 
 def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -77,6 +143,9 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
             times, beside = time_calls(lambda q=q, k=k, v=v: kernel.fn(q, k, v), device, params["reps"],
                                        params["warmup"], beside=reference_kernel)
         reference_times += beside
+        if kind == "video_self":
+            metrics.update(kernel_metrics(lambda q=q, k=k, v=v: kernel.fn(q, k, v), requested, device,
+                                          f"video_self {lq}x{lk}"))
         tflops = 4 * heads * lq * lk * head_dim / Samples(times).median / 1e12
         metrics.update({
             f"time.attention.{kind}_s": Samples(times),
@@ -87,6 +156,8 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
         })
         del q, k, v
     metrics["machine.matmul_tflops"] = reference_flops / Samples(reference_times).median / 1e12
+    if kernel.first_call_s is not None:
+        metrics["attention.first_call_s"] = kernel.first_call_s
     metrics["attention.resolved"] = kernel.resolved
     metrics["attention.fallback"] = requested != "auto" and kernel.resolved != requested
     return metrics
@@ -109,8 +180,10 @@ SCENARIO = Scenario(
         Metric("attention.*.share_of_matmul", "ratio"),
         Metric("attention.*.rel_err", "ratio"),
         Metric("attention.*.tokens", "list", "info"),
+        Metric("attention.first_call_s", "s"),
         Metric("attention.resolved", "text"),
         Metric("attention.fallback", "flag"),
+        *KERNEL_METRICS,
     ),
     features=lambda job: ("attention_kernel",),
 )

@@ -1,7 +1,12 @@
 """The whole generation, stage by stage: load, encode_text, denoise (x repeat), release, decode.
 
 Per-step times come from `on_step`; the first `warmup_steps` steps of the first denoise are warm-up and
-left out of `time.denoise.step_s`. Each step's memory peak is read at its `on_step` too. The expected
+left out of `time.denoise.step_s`. Each step's memory peak is read at its `on_step` too. First-run costs
+(compilation, autotuning, cold caches) are recorded apart from the steady figures the suites gate:
+`time.denoise.first_step_s` is the first step, `time.decode.first_s` the first decode, and with
+`steady_decode` the same latents are decoded a second time (another `decode` stage) for `time.decode.steady_s`.
+With `attention_probe: {heads, head_dim}` the attention kernel that runs at the variant's video_self shape is
+proven after the generation, as in the attention scenario (`attention.kernel`, `attention.kernel_problems`). The expected
 shapes (`spec.*`) come from the harness's own derivation (`ovi_bench.variant_facts`), not from the engine.
 
 Release accounting (the seed's OOM): `release.held_bytes` is what stays allocated after `release()` (the
@@ -16,10 +21,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ovi_bench.engines.base import stage_listener_hook
+from ovi_bench.engines.base import attention_kernel_hook, stage_listener_hook
 from ovi_bench.metrics import Metric
 from ovi_bench.records import Samples
 from ovi_bench.scenarios import ENGINE_METRICS, MEDIA_METRICS, Scenario, ScenarioContext
+from ovi_bench.scenarios.attention import KERNEL_METRICS, kernel_metrics
 from ovi_bench.scenarios.spec import DURATION_SLACK_S
 from ovi_bench.units import parse_size
 from ovi_bench.variant_facts import variant_facts
@@ -34,6 +40,24 @@ def _resident(placement: list[dict[str, Any]]) -> dict[str, int]:
 
 def _tensor_bytes(tensor: Any) -> int:
     return int(tensor.numel() * tensor.element_size())
+
+
+def _kernel_at_video_self(ctx: ScenarioContext, probe: dict[str, int], tokens: int) -> dict[str, Any]:
+    """Which attention kernel runs at the variant's video_self shape: one call of the engine's own kernel
+    under the profiler, after the generation, so no stage's time or memory includes it."""
+    import torch
+
+    config = ctx.config
+    device = torch.device(config.device)
+    shape = f"video_self {tokens}x{tokens}"
+    make_kernel = attention_kernel_hook(ctx.engine)
+    if make_kernel is None:
+        return kernel_metrics(None, config.attention, device, shape)
+    dtype_name = "bfloat16" if config.dtype == "auto" else config.dtype  # Ovi attends in bf16
+    kernel = make_kernel(config.attention, config.device, dtype_name)
+    q, k, v = (torch.randn(1, tokens, probe["heads"], probe["head_dim"], device=device,
+                           dtype=getattr(torch, dtype_name)) for _ in range(3))
+    return kernel_metrics(lambda: kernel.fn(q, k, v), config.attention, device, shape)
 
 
 def run(ctx: ScenarioContext) -> dict[str, Any]:
@@ -70,6 +94,9 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
         media = engine.decode_latents(latents)
     description = engine.describe()
     after_decode = description.get("placement", [])
+    if params["steady_decode"]:  # the same latents again: what a decode costs once its first-call work is paid
+        with meter.stage("decode"):
+            engine.decode_latents(latents)
 
     facts = variant_facts(ctx.config.variant)
     area = ctx.config.area
@@ -124,8 +151,17 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
     measured = step_s[params["warmup_steps"]:]
     if measured:
         metrics["time.denoise.step_s"] = Samples(measured)
+    if step_s:
+        metrics["time.denoise.first_step_s"] = step_s[0]
+    decodes = [s.wall_s for s in meter.records if s.name == "decode"]
+    metrics["time.decode.first_s"] = decodes[0]
+    if len(decodes) > 1:
+        metrics["time.decode.steady_s"] = Samples(decodes[1:])
     if step_peaks:
         metrics["peak.denoise_step.bytes"] = Samples(step_peaks)
+    if params["attention_probe"]:
+        tokens = facts.video_tokens(params["height"], params["width"], area)
+        metrics.update(_kernel_at_video_self(ctx, params["attention_probe"], tokens))
     return metrics
 
 
@@ -138,7 +174,7 @@ SCENARIO = Scenario(
         "steps": 2, "mode": "t2v", "prompt": "A cat plays the piano. <AUDCAP>Piano music.<ENDAUDCAP>",
         "negative_prompt": None, "solver": "unipc", "image": None, "height": None, "width": None,
         "warmup_steps": 1, "area": None, "decode_modules": ["video_vae", "audio_codec"],
-        "release_slack": "0 B",
+        "release_slack": "0 B", "steady_decode": False, "attention_probe": None,
     },
     run=run,
     metrics=(
@@ -158,6 +194,8 @@ SCENARIO = Scenario(
         Metric("decode.reloaded_modules", "list"), Metric("decode.reloads", "count"),
         Metric("engine.placement", "list", "info"),
         Metric("time.denoise.step_s", "s"), Metric("peak.denoise_step.bytes", "bytes"),
+        Metric("time.denoise.first_step_s", "s"), Metric("time.decode.first_s", "s"),
+        Metric("time.decode.steady_s", "s"), *KERNEL_METRICS,
     ),
     features=lambda job: ("i2v",) if job.params.get("mode") == "i2v" else (),
 )
