@@ -260,15 +260,17 @@ class BaselineDiff:
     changes: list[MetricChange]
     unchanged: int  # metrics whose stored value stays the same
     kept: list[str]  # case ids in the baseline the report did not rerun successfully (left as they were)
+    without_checks: list[str] = field(default_factory=list)  # suites no baseline check of which reads a file
 
     def render(self) -> str:
+        none = "".join(f"\n{suite}: no check compares with a baseline, nothing stored" for suite in self.without_checks)
         if not self.changes:
-            return f"baselines unchanged ({self.unchanged} metric(s) identical)"
+            return f"baselines unchanged ({self.unchanged} metric(s) identical){none}"
         rows = [[c.suite, c.case_id, c.metric, "(new)" if c.old is None else render_metric(c.metric, c.old),
                  render_metric(c.metric, c.new)] for c in self.changes]
         table = tabulate(rows, headers=["suite", "case", "metric", "baseline", "new"], tablefmt="simple")
         counts = f"{len(self.changes)} change(s), {self.unchanged} unchanged, {len(self.kept)} case(s) kept"
-        return f"{table}\n{counts}"
+        return f"{table}\n{counts}{none}"
 
 
 def update_baseline(report: RunReport, directory: Path, hardware: str | None = None, *,
@@ -288,6 +290,7 @@ def update_baseline(report: RunReport, directory: Path, hardware: str | None = N
     for suite in report.suites:
         keep = set(report.baseline_metrics.get(suite, ()))
         if not keep:  # no check of this suite reads a baseline: no file to keep
+            diff.without_checks.append(suite)
             continue
         old = load_baseline(directory, hardware, suite)
         cases = dict(old.cases) if old else {}

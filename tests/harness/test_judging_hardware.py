@@ -41,10 +41,11 @@ LIMIT = parse_check({"metric": "peak.total.bytes", "rule": "max", "limit": 100})
 
 def report(hardware: str, device: str, step_s: float) -> RunReport:
     case = CaseResult("c", "s", {"variant": "960x960_10s"}, "ok",
-                      metrics={"time.denoise.step_s": Samples([step_s]), "peak.total.bytes": 50})
+                      metrics={"time.denoise.step_s": Samples([step_s]), "peak.total.bytes": 50,
+                               "machine.matmul_tflops": 700.0})
     return RunReport("r", ["s"], "reference", "synthetic:full", hardware,
                      Environment(device_name=device, date="2026-11-23T00:00:00+00:00"), [case],
-                     baseline_metrics={"s": ["time.denoise.step_s"]})
+                     baseline_metrics={"s": ["machine.matmul_tflops", "time.denoise.step_s"]})
 
 
 def judged(tmp_path: Path, stored: RunReport, now: RunReport, *, hardware: str | None = None) -> RunReport:

@@ -97,7 +97,7 @@ def test_sdpa_math_asked_for_on_a_gpu_is_not_a_failure(on):
 def test_another_fused_kernel_than_the_baselines_is_changed_and_times_are_judged():
     job = suite_job("attention_backends", "sdpa")
     times = {f"time.attention.{kind}_s": Samples([1.0, 1.0, 1.0]) for kind in attention.shapes(
-        "720x720_5s", 1024, 32)}
+        "720x720_5s", 1024, 32)} | {"machine.matmul_tflops": 1.0}
     now = {**times, "attention.kernel": "cudnn", "attention.kernel_problems": []}
     verdicts = judged(job, now, baseline={**times, "attention.kernel": "flash"})
     changed = verdicts[("attention.kernel", "same")]
