@@ -16,10 +16,11 @@ scenario records `estimate_error.<stage>` so a suite check keeps the model hones
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from ovi_bench.engines.base import POLICIES
+from ovi_bench.engines.base import POLICIES, EngineConfig
 from ovi_bench.engines.checkout import PRESETS as CHECKOUT_PRESETS
 from ovi_bench.hardware import HardwareProfile
 from ovi_bench.model_shapes import DIMS, block_pair_bytes, group_elements, module_bytes
@@ -29,7 +30,8 @@ from ovi_bench.variant_facts import AUDIO_CHANNELS, VIDEO_CHANNELS, variant_fact
 ESTIMATE = Format("memory estimate", 1, "estimate again with `ovi-bench estimate --format json`")
 STAGES = ("load", "encode_text", "denoise", "release", "decode_video", "decode_audio")
 MiB = 2**20
-ELEMENT_BYTES = {"cuda": 2, "cpu": 4}  # bf16 on an accelerator, float32 on the CPU (EngineConfig dtype auto)
+ELEMENT_BYTES = {"cuda": 2, "cpu": 4}  # dtype auto: bf16 on an accelerator, float32 on the CPU (EngineConfig)
+DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 PROMPTS = 2  # the prompt and the negative prompt, encoded together
 
 # ---- calibrated terms (H100, synthetic:full, bf16; `oom` = 626c742:baselines/h100-80gb/oom_regression.json)
@@ -82,6 +84,11 @@ class EstimateRequest:
     height: int | None = None  # aspect ratio of the frame (scaled to the area), as the pipeline's params
     width: int | None = None
     tile_px: int = DEFAULT_TILE_PX
+    dtype: str = "auto"  # the compute dtype, as EngineConfig.dtype
+
+    @property
+    def element_bytes(self) -> int:
+        return DTYPE_BYTES[self.dtype] if self.dtype != "auto" else ELEMENT_BYTES[self.device_type]
 
     def __post_init__(self) -> None:
         variant_facts(self.variant)  # a bad name raises ValueError with the expected form
@@ -91,6 +98,8 @@ class EstimateRequest:
             raise ValueError(f"unknown preset {self.preset!r} (known: {', '.join(DIMS)})")
         if self.device_type not in ELEMENT_BYTES:
             raise ValueError(f"unknown device type {self.device_type!r} (known: {', '.join(ELEMENT_BYTES)})")
+        if self.dtype != "auto" and self.dtype not in DTYPE_BYTES:
+            raise ValueError(f"unknown dtype {self.dtype!r} (known: auto, {', '.join(DTYPE_BYTES)})")
 
 
 @dataclass(frozen=True)
@@ -184,7 +193,7 @@ _BUILDS = {"all_gpu": {"load": _ALL}, "keep_resident": {"load": _ALL},
 def estimate(request: EstimateRequest) -> Estimate:
     facts = variant_facts(request.variant)
     dims = DIMS[request.preset]
-    e = ELEMENT_BYTES[request.device_type]
+    e = request.element_bytes
     height, width = facts.frame_size(request.height, request.width, request.area)
     tokens = facts.video_tokens(request.height, request.width, request.area) + facts.audio_latent_length
     latent_h, latent_w = facts.video_latent_shape(request.height, request.width, request.area)[2:]
@@ -235,3 +244,22 @@ def estimate(request: EstimateRequest) -> Estimate:
                      "scale; only module bytes are compared at this preset")
     return Estimate(request, (height, width), tokens - facts.audio_latent_length, facts.audio_samples,
                     tuple(stages), tuple(notes))
+
+
+def request_for(config: EngineConfig, params: Mapping[str, Any]) -> EstimateRequest:
+    """The estimate of a pipeline case: its variant, policy, preset, device, dtype and frame."""
+    return EstimateRequest(config.variant, config.policy, "full" if config.checkpoint_dir else config.preset,
+                           config.device.split(":")[0], area=config.area, height=params.get("height"),
+                           width=params.get("width"), dtype=config.dtype)
+
+
+def error_metrics(request: EstimateRequest, measured: Mapping[str, int | None]) -> dict[str, Any]:
+    """`estimate.<stage>.bytes` and `estimate_error.<stage>` = |estimate - measured| / measured, for each
+    stage measured (`measured`: the stage's peak.<stage>.bytes)."""
+    metrics: dict[str, Any] = {}
+    for stage in estimate(request).stages:
+        metrics[f"estimate.{stage.stage}.bytes"] = stage.bytes
+        peak = measured.get(stage.stage)
+        if peak:
+            metrics[f"estimate_error.{stage.stage}"] = abs(stage.bytes - peak) / peak
+    return metrics

@@ -16,7 +16,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ovi_bench.metrics import Metric
+from ovi_bench.estimate import STAGES, error_metrics, request_for
+from ovi_bench.metrics import Metric, stage_metrics
 from ovi_bench.records import Samples
 from ovi_bench.scenarios import ENGINE_METRICS, MEDIA_METRICS, Scenario, ScenarioContext
 from ovi_bench.units import parse_size
@@ -106,6 +107,9 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
         "engine.attention": description.get("attention"),
         "engine.placement": after_release,
     }
+    peaks = stage_metrics(meter.records)  # the memory model against this run (ovi_bench.estimate)
+    metrics.update(error_metrics(request_for(ctx.config, params),
+                                 {stage: peaks.get(f"peak.{stage}.bytes") for stage in STAGES}))
     measured = step_s[params["warmup_steps"]:]
     if measured:
         metrics["time.denoise.step_s"] = Samples(measured)
@@ -139,6 +143,7 @@ SCENARIO = Scenario(
         Metric("decode.reloaded_modules", "list"), Metric("decode.reloads", "count"),
         Metric("engine.placement", "list", "info"),
         Metric("time.denoise.step_s", "s"), Metric("peak.denoise_step.bytes", "bytes"),
+        Metric("estimate.*.bytes", "bytes", "expected"), Metric("estimate_error.*", "ratio"),
     ),
     features=lambda job: ("i2v",) if job.params.get("mode") == "i2v" else (),
 )
