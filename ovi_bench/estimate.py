@@ -201,9 +201,11 @@ def estimate(request: EstimateRequest) -> Estimate:
     pair = block_pair_bytes(dims, e)
     parts = {**modules, "fusion_rest": sum(group_elements("fusion", g, dims) for g in ("video_rest", "audio_rest"))
              * e, "pairs_at_peak": STREAMED_PAIRS_AT_PEAK * pair, "pairs_after": STREAMED_PAIRS_AFTER * pair}
-    held = {"tables": TABLES_BYTES, "prompt": PROMPT_HELD_BYTES,
+    # The held constants were measured at full scale; another preset's are taken in proportion to its weights.
+    scale = sum(modules.values()) / sum(module_bytes(m, DIMS["full"], e) for m in _ALL)
+    held = {"tables": int(TABLES_BYTES * scale), "prompt": int(PROMPT_HELD_BYTES * scale),
             "latents": (VIDEO_CHANNELS * facts.video_latent_frames * latent_h * latent_w
-                        + facts.audio_latent_length * AUDIO_CHANNELS) * e + AFTER_DENOISE_BYTES}
+                        + facts.audio_latent_length * AUDIO_CHANNELS) * e + int(AFTER_DENOISE_BYTES * scale)}
     text_len = CHECKOUT_PRESETS[request.preset].text_len
     tile_pixels = (min(request.tile_px, height) * min(request.tile_px, width)) if request.tiled else height * width
     work = {
@@ -216,7 +218,7 @@ def estimate(request: EstimateRequest) -> Estimate:
                          3 * facts.video_frames * height * width * e  # the decoded clip on the device
                          + VAE_DECODER_COPIES * dims["vae_dec_dim"] * e * tile_pixels),
         "decode_audio": ("vocoder", VOCODER_COPIES * dims["vocoder_channels"] // 64 * facts.audio_samples * e
-                         + AUDIO_CONSTANT_BYTES),
+                         + AUDIO_CONSTANT_BYTES * scale),
     }
     stages = []
     for stage in STAGES:
@@ -240,8 +242,8 @@ def estimate(request: EstimateRequest) -> Estimate:
         notes.append(f"{request.policy}: placement restated from the engine, working sets from all_gpu; not "
                      "yet validated against a measured run")
     if request.preset != "full":
-        notes.append(f"{request.preset} preset: the calibrated constants (held tables, prompt blocks) are full "
-                     "scale; only module bytes are compared at this preset")
+        notes.append(f"{request.preset} preset: module bytes are exact; the held constants are the full-scale "
+                     "ones in proportion to the weights, not measured at this preset")
     return Estimate(request, (height, width), tokens - facts.audio_latent_length, facts.audio_samples,
                     tuple(stages), tuple(notes))
 
