@@ -185,7 +185,7 @@ _STAGES: dict[str, dict[str, tuple[str, ...]]] = {
         "decode_audio": (*_CODECS, "tables", "prompt", "latents")},
 }
 # Modules a stage builds on the device (their synthetic draw is a transient of that stage).
-_BUILDS = {"all_gpu": {"load": _ALL}, "keep_resident": {"load": _ALL},
+_BUILDS: dict[str, dict[str, tuple[str, ...]]] = {"all_gpu": {"load": _ALL}, "keep_resident": {"load": _ALL},
            "sequential": {"load": ("text_encoder",), "denoise": ("fusion",), "decode_video": ("video_vae",),
                           "decode_audio": ("audio_codec",)}}
 
