@@ -24,7 +24,9 @@ from ovi_bench.variant_facts import SNAP, VARIANTS, variant_facts
 
 FRONTIER = Format("oom frontier", 1, "find it again with `ovi-bench frontier`")
 ASPECTS: dict[str, tuple[int, int]] = {"1:1": (1, 1), "16:9": (9, 16), "9:16": (16, 9)}  # (height, width)
-MAX_SIDE = 4096  # the bisection's upper end: a 4096^2 frame (no Ovi variant is trained above 960^2)
+# The bisection's upper end: a 1920^2 frame, 4x the largest variant's area. The working sets were calibrated
+# on 704^2 and 960^2 frames (and 512^2 tiles); a frontier far above 960^2 is an extrapolation of them.
+MAX_SIDE = 1920
 ESTIMATED = "estimated, not yet confirmed by runs"
 
 
@@ -33,7 +35,7 @@ class FrontierPoint:
     variant: str
     duration_s: int
     aspect: str
-    area: int | None  # the largest area that fits; None when none does (a stage independent of the clip)
+    area: int | None  # height x width of the largest frame that fits; None when none does
     frame: tuple[int, int] | None  # (height, width) at that area
     peak_stage: str
     peak_bytes: int  # at `area`, or at the smallest frame when none fits
@@ -82,12 +84,12 @@ def find_frontier(profile: HardwareProfile, policy: str, *, preset: str = "full"
         for aspect in aspects:
             inside, outside = largest_area(base, aspect, budget)
             at = inside or outside
+            boundary = outside if inside is not None and outside is not inside else None
             points.append(FrontierPoint(
                 variant, variant_facts(variant).duration_s, aspect,
-                inside.request.area if inside else None, inside.frame if inside else None,
+                inside.frame[0] * inside.frame[1] if inside else None, inside.frame if inside else None,
                 at.peak.stage, at.peak.bytes, budget - at.peak.bytes,
-                outside.frame if outside is not inside else None,
-                outside.peak.bytes if outside is not inside else None))
+                boundary.frame if boundary else None, boundary.peak.bytes if boundary else None))
     return points
 
 
@@ -137,13 +139,13 @@ def frontier_dict(points: list[FrontierPoint], profile: HardwareProfile, policy:
 
 
 def frontier_rows(points: list[FrontierPoint]) -> list[list[Any]]:
-    gb = 1e9
+    gib = 2**30
     return [[p.variant, p.aspect, f"{p.frame[0]}x{p.frame[1]}" if p.frame else "none fits",
-             f"{p.area:,}" if p.area else "-", p.peak_stage, f"{p.peak_bytes / gb:.2f}", f"{p.margin / gb:+.2f}",
+             f"{p.area:,}" if p.area else "-", p.peak_stage, f"{p.peak_bytes / gib:.2f}", f"{p.margin / gib:+.2f}",
              f"{p.outside_frame[0]}x{p.outside_frame[1]}" if p.outside_frame else "-", p.status] for p in points]
 
 
-FRONTIER_HEADERS = ["variant", "aspect", "largest frame", "area px", "peak stage", "peak GB", "margin GB",
+FRONTIER_HEADERS = ["variant", "aspect", "largest frame", "area px", "peak stage", "peak GiB", "margin GiB",
                     "next frame (OOM)", "status"]
 
 
@@ -185,7 +187,10 @@ def write_frontier(data: dict[str, Any], points: list[FrontierPoint], out: Path)
     paths[0].write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     paths[1].write_text(f"<!-- {FRONTIER.name} schema_version {FRONTIER.version} -->\n# {title}\n\n"
                         f"Preset {data['preset']}, {'tiled' if data['tiled'] else 'untiled'} decode, engine "
-                        f"{data['engine']}; usable memory: {data['usable_source']}.\n\n"
+                        f"{data['engine']}; usable memory: {data['usable_source']}. Frames are searched up to "
+                        f"{MAX_SIDE}x{MAX_SIDE}; the memory model was calibrated on 704x704 and 960x960 frames, so a "
+                        f"frontier well above 960x960 is an extrapolation. 720x720_5s_fp8 counts as bf16 "
+                        f"in memory (measured the same as 720x720_5s with synthetic weights).\n\n"
                         + tabulate(frontier_rows(points), headers=FRONTIER_HEADERS, tablefmt="github") + "\n",
                         encoding="utf-8")
     paths[2].write_text(frontier_chart(points, title), encoding="utf-8")
