@@ -154,3 +154,24 @@ def test_tiny_modules_held_after_release_are_the_engines(tiny_run, policy: str) 
     assert case.metrics["release.held_bytes"] == sum(held.values())
     assert sorted(case.metrics["release.held_modules"]) == sorted(held)
     assert "estimate.denoise.bytes" in case.metrics and "estimate_error.denoise" in case.metrics
+
+
+def test_confirm_runs_each_side_of_the_boundary_with_a_loadable_suite(tmp_path) -> None:
+    from ovi_bench.frontier import confirm
+    from ovi_bench.suites import load_suite
+
+    at_512 = estimate(EstimateRequest("720x720_5s", "all_gpu", "tiny", "cpu", area=512 * 512)).peak.bytes
+    points = find_frontier(_fake(at_512), "all_gpu", preset="tiny", variants=("720x720_5s",), aspects=("1:1",))
+    seen: dict[str, tuple[int, int]] = {}
+
+    def run_case(path, info):  # a stand-in for Run: the suite must load, the case's status is the answer
+        suite = load_suite(str(path))
+        assert suite.budget == "profile" and suite.params["area"] == info["frame"][0] * info["frame"][1]
+        seen[path.stem] = info["frame"]
+        return "ok" if info["frame"] == (512, 512) else "oom"
+
+    confirmed = confirm(points, "all_gpu", run_case, tmp_path)
+    assert seen == {"frontier_0_inside": (512, 512), "frontier_0_outside": (544, 544)}
+    assert confirmed[0].status == "confirmed by runs"
+    contradicted = confirm(points, "all_gpu", lambda path, info: "ok", tmp_path)
+    assert contradicted[0].status == "contradicted by runs: inside ok, outside ok"
