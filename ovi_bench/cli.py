@@ -432,5 +432,122 @@ def check_bundle_command(bundle: Path, required: tuple[str, ...]) -> int:
     return EXIT_OK
 
 
+
+# ---- estimate, frontier (the memory model: ovi_bench.estimate, ovi_bench.frontier) ---------------------------
+
+def _profile(name: str) -> Any:
+    from ovi_bench.hardware import get_profile
+
+    try:
+        return get_profile(name)
+    except KeyError as exc:
+        raise _usage(str(exc.args[0])) from None
+
+
+@main.command()
+@click.option("--variant", required=True, help="e.g. 960x960_10s (see `ovi-bench list variants`).")
+@click.option("--policy", required=True, help="all_gpu, cpu_offload, keep_resident or sequential.")
+@click.option("--hardware", default="consumer-24gb", show_default=True, help="Profile to fit (`list hardware`).")
+@click.option("--tiled/--untiled", default=False, show_default=True, help="Spatially tiled video decode.")
+@click.option("--preset", type=click.Choice(["tiny", "full"]), default="full", show_default=True)
+@click.option("--area", type=click.IntRange(min=1), help="Frame area in pixels (default: the variant's).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@command_status
+def estimate(variant: str, policy: str, hardware: str, tiled: bool, preset: str, area: int | None,
+             fmt: str) -> int:
+    """Predict each stage's memory peak from the model's shapes (no run) and whether it fits the profile."""
+    import json
+
+    from ovi_bench.estimate import EstimateRequest
+    from ovi_bench.estimate import estimate as run_estimate
+
+    profile = _profile(hardware)
+    device = "cpu" if profile.device_type == "cpu" else "cuda"
+    try:
+        result = run_estimate(EstimateRequest(variant, policy, preset, device, tiled=tiled, area=area))
+    except ValueError as exc:
+        raise _usage(str(exc)) from None
+    if fmt == "json":
+        click.echo(json.dumps(result.to_dict(profile), indent=2))
+        return EXIT_OK
+    gib = 2**30
+    rows = [[f.stage, f"{f.bytes / gib:.2f}", f"{f.margin / gib:+.2f}", "yes" if f.fits else "NO",
+             ", ".join(f"{k} {v / gib:.2f}" for k, v in {**stage.resident, **stage.terms}.items())]
+            for f, stage in zip(result.fit(profile), result.stages)]
+    h, w = result.frame
+    click.echo(f"{variant} {policy} at {h}x{w} ({result.video_tokens:,} video tokens), {preset} preset, "
+               f"{'tiled' if tiled else 'untiled'} decode, on {profile.name} ({profile.usable_bytes / gib:.1f} GiB "
+               f"usable: {profile.sources['usable']})")
+    click.echo(tabulate(rows, headers=["stage", "GiB", "margin GiB", "fits", "terms (GiB)"]))
+    peak = result.peak
+    verdict = "fits" if peak.bytes <= profile.usable_bytes else "does NOT fit"
+    click.echo(f"verdict: {verdict}: peak {peak.bytes / gib:.2f} GiB in {peak.stage}, margin "
+               f"{(profile.usable_bytes - peak.bytes) / gib:+.2f} GiB")
+    for note in result.notes:
+        click.echo(f"note: {note}")
+    return EXIT_OK
+
+
+@main.command()
+@click.option("--hardware", required=True, help="Profile whose usable memory is the budget.")
+@click.option("--policy", required=True, help="all_gpu, cpu_offload, keep_resident or sequential.")
+@click.option("--engine", default="reference", show_default=True, help="Engine of the --confirm runs.")
+@click.option("--confirm", is_flag=True, help="Run just inside (must pass) and outside (must OOM) each boundary.")
+@click.option("--device", default="cuda", show_default=True, help="Device of the --confirm runs.")
+@click.option("--variant", "variants", multiple=True, help="Variant(s) (default: every one).")
+@click.option("--aspect", "aspects", multiple=True, type=click.Choice(["1:1", "16:9", "9:16"]),
+              help="Aspect ratio(s) (default: all three).")
+@click.option("--tiled/--untiled", default=False, show_default=True)
+@click.option("--preset", type=click.Choice(["tiny", "full"]), default="full", show_default=True)
+@click.option("--out", type=click.Path(path_type=Path),
+              help="Write OUT.json, OUT.md and OUT.svg (default reports/frontier_<hardware>_<policy>).")
+@click.option("--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True)
+@command_status
+def frontier(hardware: str, policy: str, engine: str, confirm: bool, device: str, variants: tuple[str, ...],
+             aspects: tuple[str, ...], tiled: bool, preset: str, out: Path | None, fmt: str) -> int:
+    """The largest clip that fits the profile under the policy: by the estimate, then (--confirm) by runs."""
+    import json
+
+    from ovi_bench import frontier as frontier_mod
+    from ovi_bench.variant_facts import VARIANTS
+
+    profile = _profile(hardware)
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise _usage(f"unknown variant {unknown[0]!r} (known: {', '.join(VARIANTS)})")
+    try:
+        points = frontier_mod.find_frontier(profile, policy, preset=preset, tiled=tiled,
+                                            variants=variants or VARIANTS, aspects=aspects or tuple(frontier_mod.ASPECTS))
+    except ValueError as exc:
+        raise _usage(str(exc)) from None
+    out = out or Path("reports") / f"frontier_{profile.name}_{policy}"
+    if confirm:
+        points = frontier_mod.confirm(points, policy, _frontier_runner(engine, preset, device, profile.name, out),
+                                      out.parent / f"{out.name}_runs")
+    data = frontier_mod.frontier_dict(points, profile, policy, preset=preset, tiled=tiled, engine=engine)
+    paths = frontier_mod.write_frontier(data, points, out)
+    if fmt == "json":
+        click.echo(json.dumps(data, indent=2))
+    else:
+        click.echo(tabulate(frontier_mod.frontier_rows(points), headers=frontier_mod.FRONTIER_HEADERS))
+        click.echo("wrote " + ", ".join(str(p) for p in paths))
+    return EXIT_OK
+
+
+def _frontier_runner(engine: str, preset: str, device: str, hardware: str, out: Path) -> Callable[..., str]:
+    """Runs one generated suite through ovi_bench.run.Run under the profile's budget; -> the case's status."""
+    from ovi_bench.job import RunOptions
+    from ovi_bench.run import Run
+
+    def run_case(suite: Path, _: dict[str, Any]) -> str:
+        options = RunOptions(suites=[str(suite)], engine=engine, preset=preset, device=device, hardware=hardware,
+                             budget="profile", allow_missing_baseline=True,
+                             baselines=str(out.parent / f"{out.name}_runs" / "baselines"))
+        results = Run.start(options, out.parent / f"{out.name}_runs" / suite.stem, _err).execute()
+        return results[0].status if results else "not run"
+
+    return run_case
+
+
 if __name__ == "__main__":
     main()

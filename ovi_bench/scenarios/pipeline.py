@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ovi_bench.engines.base import attention_kernel_hook, stage_listener_hook
-from ovi_bench.metrics import Metric
+from ovi_bench.estimate import STAGES, error_metrics, request_for
+from ovi_bench.metrics import Metric, stage_metrics
 from ovi_bench.records import Samples
 from ovi_bench.scenarios import ENGINE_METRICS, MEDIA_METRICS, Scenario, ScenarioContext
 from ovi_bench.scenarios.attention import KERNEL_METRICS, kernel_metrics
@@ -148,6 +149,9 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
     if stage_listener_hook(engine) is None:
         for inner in ("decode_video", "decode_audio"):
             metrics[f"unsupported.peak.{inner}"] = "the engine announces no inner stages (add_stage_listener)"
+    peaks = stage_metrics(meter.records)  # the memory model against this run (ovi_bench.estimate)
+    metrics.update(error_metrics(request_for(ctx.config, params),
+                                 {stage: peaks.get(f"peak.{stage}.bytes") for stage in STAGES}))
     measured = step_s[params["warmup_steps"]:]
     if measured:
         metrics["time.denoise.step_s"] = Samples(measured)
@@ -196,6 +200,7 @@ SCENARIO = Scenario(
         Metric("time.denoise.step_s", "s"), Metric("peak.denoise_step.bytes", "bytes"),
         Metric("time.denoise.first_step_s", "s"), Metric("time.decode.first_s", "s"),
         Metric("time.decode.steady_s", "s"), *KERNEL_METRICS,
+        Metric("estimate.*.bytes", "bytes", "expected"), Metric("estimate_error.*", "ratio"),
     ),
     features=lambda job: ("i2v",) if job.params.get("mode") == "i2v" else (),
 )

@@ -1,0 +1,177 @@
+"""The memory model (ovi_bench.estimate) and the OOM frontier's bisection (ovi_bench.frontier), on the CPU.
+
+Full scale: the estimate reproduces measured H100 stage peaks of the engine (626c742's oom_regression
+baseline, restated below to the byte) within 2% (the
+worst, 1.6%, is a load whose synthetic draw was smaller in that run), and the policies' placement rules order the stages the way
+the engine's placement does. Tiny scale against a real run through the harness: on the CPU torch keeps no
+allocator figure and the host RSS is the interpreter and torch (~0.4 GiB) around a few MB of model, so a
+stage's peak cannot be compared. What can be compared honestly is the model's module bytes (the engine's
+describe() placement after release, for every module, from a cpu_offload run where all four stay on the
+host) and which modules are held after release (release.held_bytes, the bytes of the modules the engine's
+placement still lists, under all_gpu and keep_resident).
+"""
+
+from __future__ import annotations
+
+import json
+import textwrap
+
+import pytest
+from click.testing import CliRunner
+
+from ovi_bench.cli import main
+from ovi_bench.estimate import EstimateRequest, estimate
+from ovi_bench.frontier import MAX_SIDE, find_frontier, largest_area
+from ovi_bench.hardware import GiB, HardwareProfile, get_profile
+from ovi_bench.records import RunReport
+
+# 626c742:baselines/h100-80gb/oom_regression.json, peak.<stage>.alloc_bytes (H100, synthetic:full, bf16)
+H100 = {
+    ("720x720_5s", "all_gpu"): (37550590976, 36873174528, 26097992192, 25371882496, 6758092800, 2088805888),
+    ("960x960_5s", "cpu_offload"): (8401190912, 12966516736, 4822987776, 2199832576, 12330200064, 2806776832),
+    ("960x960_10s", "all_gpu"): (36946784768, 36875501056, 27604179456, 25389005312, 11457012224, 2142851072),
+}
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+@pytest.mark.parametrize(("variant", "policy"), sorted(H100))
+def test_full_scale_matches_the_measured_h100_peaks(variant: str, policy: str) -> None:
+    result = estimate(EstimateRequest(variant, policy))
+    for stage, measured in zip(result.stages, H100[variant, policy]):
+        assert abs(stage.bytes - measured) / measured < 0.02, stage
+
+
+def test_policies_place_what_the_engine_places() -> None:
+    peaks = {p: {s.stage: s.bytes for s in estimate(EstimateRequest("960x960_10s", p)).stages}
+             for p in ("all_gpu", "cpu_offload", "keep_resident", "sequential")}
+    assert peaks["keep_resident"]["decode_video"] > peaks["all_gpu"]["decode_video"] + 30 * GiB
+    assert peaks["cpu_offload"]["denoise"] < 8 * GiB < peaks["all_gpu"]["denoise"]
+    assert peaks["sequential"]["load"] < 12 * GiB < peaks["all_gpu"]["load"]  # the text encoder alone
+    tiled = estimate(EstimateRequest("960x960_10s", "all_gpu", tiled=True)).stage("decode_video").bytes
+    assert tiled < peaks["all_gpu"]["decode_video"] - 4 * GiB
+
+
+def test_fit_reports_the_margin_against_the_profile() -> None:
+    fits = {f.stage: f for f in estimate(EstimateRequest("960x960_10s", "all_gpu")).fit(get_profile("consumer-24gb"))}
+    assert not fits["load"].fits and fits["load"].margin < 0
+    assert fits["decode_audio"].fits and fits["decode_audio"].margin == 22 * GiB - fits["decode_audio"].bytes
+
+
+def test_cli_prints_the_table_and_the_verdict() -> None:
+    result = invoke("estimate", "--variant", "960x960_10s", "--policy", "cpu_offload", "--hardware", "consumer-24gb")
+    assert result.exit_code == 0, result.output
+    assert "decode_video" in result.output and "verdict: fits" in result.output
+    result = invoke("estimate", "--variant", "960x960_10s", "--policy", "all_gpu", "--format", "json", "--tiled")
+    data = json.loads(result.output)
+    assert data["schema_version"] == 1 and data["hardware"]["fits"] is False and data["request"]["tiled"]
+
+
+@pytest.mark.parametrize("args", [("--variant", "960x961_10s", "--policy", "all_gpu"),
+                                  ("--variant", "960x960_10s", "--policy", "nope"),
+                                  ("--variant", "960x960_10s", "--policy", "all_gpu", "--hardware", "nope")])
+def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...]) -> None:
+    result = CliRunner().invoke(main, ["estimate", *args])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+
+
+# ---- the frontier's bisection at the tiny preset, under a small fake budget ------------------------------
+def _fake(usable: int) -> HardwareProfile:
+    return HardwareProfile("fake", "a test budget", "cpu", usable, usable, sources={"usable": "this test"})
+
+
+def test_bisection_finds_the_largest_fitting_frame_at_tiny() -> None:
+    base = EstimateRequest("720x720_5s", "all_gpu", "tiny", "cpu")
+    at_512 = estimate(EstimateRequest("720x720_5s", "all_gpu", "tiny", "cpu", area=512 * 512)).peak.bytes
+    inside, outside = largest_area(base, "1:1", at_512)
+    assert inside is not None and inside.frame == (512, 512) and inside.peak.bytes <= at_512
+    assert outside.frame == (544, 544) and outside.peak.bytes > at_512  # the next 32 px snap
+    points = find_frontier(_fake(at_512), "all_gpu", preset="tiny", variants=("720x720_5s",), aspects=("16:9",))
+    h, w = points[0].frame
+    assert w > h and points[0].margin >= 0 and points[0].outside_frame is not None
+
+
+def test_nothing_fits_when_a_stage_independent_of_the_clip_does_not() -> None:
+    smallest = estimate(EstimateRequest("720x720_5s", "all_gpu", "tiny", "cpu", area=32 * 32))
+    point = find_frontier(_fake(smallest.stage("load").bytes - 1), "all_gpu", preset="tiny",
+                          variants=("720x720_5s",), aspects=("1:1",))[0]
+    assert point.area is None and point.peak_stage == "load" and point.margin < 0
+    huge = find_frontier(_fake(10**15), "all_gpu", preset="tiny", variants=("720x720_5s",), aspects=("1:1",))[0]
+    assert huge.frame == (MAX_SIDE, MAX_SIDE) and huge.outside_frame is None
+
+
+def test_frontier_cli_writes_its_table_json_and_chart(tmp_path) -> None:
+    out = tmp_path / "front"
+    result = invoke("frontier", "--hardware", "consumer-24gb", "--policy", "cpu_offload", "--variant",
+                    "960x960_10s", "--aspect", "1:1", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["schema_version"] == 1 and data["points"][0]["status"].startswith("estimated")
+    assert data["points"][0]["frame"][0] >= 960  # 960x960_10s fits 24 GB with cpu_offload, by the estimate
+    assert "schema_version 1" in out.with_suffix(".md").read_text() and "<svg" in out.with_suffix(".svg").read_text()
+
+
+# ---- tiny preset against a real run of the reference engine through the harness --------------------------
+SUITE = """\
+schema_version: 1
+name: estimate_tiny
+description: the tiny pipeline under three policies, for the memory model's CPU comparison
+scenario: pipeline
+matrix:
+  variant: [720x720_5s]
+  policy: [all_gpu, cpu_offload, keep_resident]
+params: {steps: 1, warmup_steps: 0, area: 1024}
+checks:
+  - {metric: video_latent_shape, rule: exact, expected: spec.video_latent_shape}
+"""
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("estimate")
+    (root / "estimate_tiny.yaml").write_text(textwrap.dedent(SUITE))
+    result = invoke("run", str(root / "estimate_tiny.yaml"), "--preset", "tiny", "--hardware", "cpu-tiny",
+                    "--baselines", str(root / "baselines"), "--allow-missing-baseline",
+                    "--report-dir", str(root / "run"))
+    assert result.exit_code == 0, result.output
+    report = RunReport.from_dict(json.loads((root / "run" / "report.json").read_text()))
+    return {c.params["policy"]: c for c in report.cases}
+
+
+def test_tiny_module_bytes_are_the_engines(tiny_run) -> None:
+    placement = {p["module"]: p["bytes"] for p in tiny_run["cpu_offload"].metrics["engine.placement"]}
+    assert set(placement) == {"text_encoder", "fusion", "video_vae", "audio_codec"}
+    modelled = estimate(EstimateRequest("720x720_5s", "keep_resident", "tiny", "cpu", area=1024)).stage("load")
+    assert {m: modelled.resident[m] for m in placement} == placement
+
+
+@pytest.mark.parametrize("policy", ["all_gpu", "keep_resident"])
+def test_tiny_modules_held_after_release_are_the_engines(tiny_run, policy: str) -> None:
+    case = tiny_run[policy]
+    held = estimate(EstimateRequest("720x720_5s", policy, "tiny", "cpu", area=1024)).stage("decode_video").resident
+    assert case.metrics["release.held_bytes"] == sum(held.values())
+    assert sorted(case.metrics["release.held_modules"]) == sorted(held)
+    assert "estimate.denoise.bytes" in case.metrics and "estimate_error.denoise" in case.metrics
+
+
+def test_confirm_runs_each_side_of_the_boundary_with_a_loadable_suite(tmp_path) -> None:
+    from ovi_bench.frontier import confirm
+    from ovi_bench.suites import load_suite
+
+    at_512 = estimate(EstimateRequest("720x720_5s", "all_gpu", "tiny", "cpu", area=512 * 512)).peak.bytes
+    points = find_frontier(_fake(at_512), "all_gpu", preset="tiny", variants=("720x720_5s",), aspects=("1:1",))
+    seen: dict[str, tuple[int, int]] = {}
+
+    def run_case(path, info):  # a stand-in for Run: the suite must load, the case's status is the answer
+        suite = load_suite(str(path))
+        assert suite.budget == "profile" and suite.params["area"] == info["frame"][0] * info["frame"][1]
+        seen[path.stem] = info["frame"]
+        return "ok" if info["frame"] == (512, 512) else "oom"
+
+    confirmed = confirm(points, "all_gpu", run_case, tmp_path)
+    assert seen == {"frontier_0_inside": (512, 512), "frontier_0_outside": (544, 544)}
+    assert confirmed[0].status == "confirmed by runs"
+    contradicted = confirm(points, "all_gpu", lambda path, info: "ok", tmp_path)
+    assert contradicted[0].status == "contradicted by runs: inside ok, outside ok"
