@@ -3,6 +3,9 @@
 # Results land in $OUT/results/ (JSON per benchmark). Parts ($PARTS, default all), device time each:
 #   attention ~1 min  kernels at the anchor shapes       fusion    ~2 min per backend in $FUSION_ATTENTION
 #   upstream  ~1 min per mode in $UPSTREAM_ATTENTION      codecs    ~3 min   pipeline ~4 min
+#   offload   ~2 min  cpu_offload's load: host arenas, load time, peak RSS vs module bytes, encode_text
+#   offload_before ~3 min  the same load on the tree in $OVI_BEFORE_DIR (a `git archive` of an older
+#             commit), measured in the same job so that before and after compare
 #   OUT=/tmp/gpu OVI_UPSTREAM_DIR=.upstream benchmarks/gpu_benchmarks.sh
 # OVI_UPSTREAM_DIR: an export of upstream's ovi/ package with the stand-ins described in
 # shared/tools/README.md (read and run there, never committed); skipped when absent.
@@ -39,6 +42,14 @@ for part in $PARTS; do
         --steps 2 --out "$R/pipeline_960x960_10s_all_gpu.json"
       step pipeline_5s_cpu_offload 150 python3 benchmarks/bench_pipeline.py --variant 720x720_5s \
         --policy cpu_offload --steps 2 --out "$R/pipeline_720x720_5s_cpu_offload.json" ;;
+    offload) for variant in ${OFFLOAD_VARIANTS:-720x720_5s 960x960_10s}; do
+               step "offload $variant" 240 python3 benchmarks/bench_offload.py --variant "$variant" \
+                 --out "$R/offload_$variant.json"
+             done ;;
+    offload_before) [ -d "${OVI_BEFORE_DIR:-}" ] || { echo "!! offload_before: OVI_BEFORE_DIR unset"; continue; }
+             step "offload before" 300 env PYTHONPATH="$(realpath "$OVI_BEFORE_DIR")" python3 \
+               "$OVI_BEFORE_DIR/benchmarks/bench_pipeline.py" --variant 720x720_5s --policy cpu_offload --steps 1 \
+               --out "$R/offload_before_720x720_5s.json" ;;
     *) echo "unknown part $part"; exit 2 ;;
   esac
 done

@@ -8,6 +8,9 @@
 #   peak       ~1 min   per-stage peaks of the 10 s generation, 2 denoise runs for step timings
 #   latents    ~3 min   variant_latents at full scale: real latent shapes, decoded frames and samples
 #                       (needs PyAV, the video extra, to read its i2v image)
+#   upstream   peak_memory_10s (all_gpu) and oom_regression at 960x960_10s (all_gpu, cpu_offload) through the
+#              checkout engine on upstream Ovi at $OVI_UPSTREAM_DIR (its ovi/ package), beside the reference
+#   sequential peak_memory_10s under the sequential policy (text encoder gone before the fusion model loads)
 # Then, to store the baselines: for d in "$OUT"/*/; do ovi-bench baseline update "$d" --hardware h100-80gb; done
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -16,7 +19,7 @@ PARTS=${PARTS:-attention oom peak latents}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 run() { python3 -m ovi_bench run "$@" --device cuda --preset full --hardware "${HARDWARE:-h100-80gb}" \
-          --baselines baselines --timeout "${CASE_TIMEOUT:-5 min}" || echo "exit $? from: $*"; }
+          --timeout "${CASE_TIMEOUT:-5 min}" || echo "exit $? from: $*"; }
 python3 -m ovi_bench doctor --device cuda > "$OUT/doctor.txt" 2>&1
 for part in $PARTS; do
   case $part in
@@ -27,6 +30,12 @@ for part in $PARTS; do
            --report-dir "$OUT/oom_regression" ;;
     peak) run peak_memory_10s --repeat 2 --report-dir "$OUT/peak_memory_10s" ;;
     latents) run variant_latents --report-dir "$OUT/variant_latents" ;;
-    *) echo "unknown part $part (attention, oom, peak, latents)"; exit 2 ;;
+    upstream) run peak_memory_10s --engine "checkout:$OVI_UPSTREAM_DIR" --allow-missing-baseline \
+                --report-dir "$OUT/upstream_peak_memory_10s"
+              run oom_regression --engine "checkout:$OVI_UPSTREAM_DIR" --variant 960x960_10s --policy all_gpu \
+                --allow-missing-baseline --report-dir "$OUT/upstream_oom_regression" ;;
+    sequential) run peak_memory_10s --policy sequential --allow-missing-baseline \
+                  --report-dir "$OUT/peak_memory_10s_sequential" ;;
+    *) echo "unknown part $part (attention, oom, peak, latents, upstream, sequential)"; exit 2 ;;
   esac
 done
