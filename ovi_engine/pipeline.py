@@ -8,7 +8,6 @@ placement policy decides where each module lives in each stage.
 from __future__ import annotations
 
 import dataclasses
-import time
 import wave
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -24,7 +23,14 @@ from ovi_engine.checkpoints import CheckpointFiles, find_checkpoints
 from ovi_engine.fusion import FUSION_PRESETS, FusionModel, build_fusion_model
 from ovi_engine.parallel import enable_sequence_parallel, init_sequence_parallel
 from ovi_engine.prompts import format_prompt
-from ovi_engine.sampling import sample
+from ovi_engine.sampling import (
+    DEFAULT_AUDIO_GUIDANCE,
+    DEFAULT_SHIFT,
+    DEFAULT_SLG_LAYER,
+    DEFAULT_STEPS,
+    DEFAULT_VIDEO_GUIDANCE,
+    sample,
+)
 from ovi_engine.text_encoder import (
     TEXT_ENCODER_PRESETS,
     ByteTokenizer,
@@ -53,10 +59,10 @@ class PipelineConfig:
     seed: int = 0  # seed of the synthetic weights
     area: int | None = None  # frame area override for cheap CPU runs; None = the variant's own
     solver: str = "unipc"
-    shift: float = 5.0
-    video_guidance: float = 4.0
-    audio_guidance: float = 3.0
-    slg_layer: int | None = 11
+    shift: float = DEFAULT_SHIFT
+    video_guidance: float = DEFAULT_VIDEO_GUIDANCE
+    audio_guidance: float = DEFAULT_AUDIO_GUIDANCE
+    slg_layer: int | None = DEFAULT_SLG_LAYER
     sequence_parallel: bool = False  # denoise over all the ranks torchrun started (parallel.py)
 
 
@@ -164,10 +170,6 @@ class OviPipeline:
 
     # ---- construction -------------------------------------------------------------------------------
     @classmethod
-    def from_synthetic(cls, variant: str = "720x720_5s", preset: str = "tiny", **kw: Any) -> OviPipeline:
-        return cls(PipelineConfig(variant=variant, preset=preset, **kw))
-
-    @classmethod
     def from_checkpoint_dir(cls, path: str | Path, variant: str | None = None, **kw: Any) -> OviPipeline:
         return cls(PipelineConfig(variant=variant, checkpoint_dir=Path(path), **kw))
 
@@ -271,7 +273,7 @@ class OviPipeline:
         self,
         text: TextEmbeddings,
         *,
-        steps: int = 50,
+        steps: int = DEFAULT_STEPS,
         seed: int = 0,
         solver: str | None = None,
         image: torch.Tensor | str | Path | None = None,
@@ -337,17 +339,14 @@ class OviPipeline:
             audio = codec.decode(latents.audio.to(self.device, self.dtype)[None])[0].float().cpu()
         return Media(frames, audio, self.spec.fps, self.spec.sample_rate)
 
-    def generate(self, prompt: str, *, negative_prompt: str | None = None, steps: int = 50, seed: int = 0,
+    def generate(self, prompt: str, *, negative_prompt: str | None = None, steps: int = DEFAULT_STEPS, seed: int = 0,
                  image: Any = None, height: int | None = None, width: int | None = None) -> Media:
-        start = time.perf_counter()
         if not any(s.module is not None for s in self.placement.slots.values()):
             self.load()
         text = self.encode_text(prompt, negative_prompt)
         latents = self.denoise(text, steps=steps, seed=seed, image=image, height=height, width=width)
         self.release()
-        media = self.decode_latents(latents)
-        self.last_generate_s = time.perf_counter() - start
-        return media
+        return self.decode_latents(latents)
 
     def placement_report(self) -> list[placement_mod.ModulePlacement]:
         return self.placement.report()

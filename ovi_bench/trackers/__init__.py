@@ -12,15 +12,8 @@ from contextlib import ExitStack, contextmanager
 from typing import Any
 
 from ovi_bench.records import StageRecord
-from ovi_bench.trackers.environment import EnvironmentConfig, EnvironmentTracker
 from ovi_bench.trackers.memory import MemoryConfig, MemoryTracker
 from ovi_bench.trackers.timing import StepTimer, TimingConfig, TimingTracker
-
-TRACKERS: dict[str, tuple[type, type]] = {
-    "memory": (MemoryConfig, MemoryTracker),
-    "timing": (TimingConfig, TimingTracker),
-    "environment": (EnvironmentConfig, EnvironmentTracker),
-}
 
 
 class StageMeter:
@@ -113,9 +106,6 @@ class StageMeter:
 
 
 __all__ = [
-    "TRACKERS",
-    "EnvironmentConfig",
-    "EnvironmentTracker",
     "MemoryConfig",
     "MemoryTracker",
     "StageMeter",
