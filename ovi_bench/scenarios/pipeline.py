@@ -16,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from ovi_bench.finite import check_latents, check_media
 from ovi_bench.metrics import Metric
 from ovi_bench.records import Samples
 from ovi_bench.scenarios import ENGINE_METRICS, MEDIA_METRICS, Scenario, ScenarioContext
@@ -58,12 +59,14 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
                 text, steps=params["steps"], seed=ctx.config.seed, solver=params["solver"], image=image,
                 height=params["height"], width=params["width"], on_step=on_step,
             )
+            check_latents(latents)
         step_s += timer.durations
     with meter.stage("release"):
         engine.release()
     after_release = engine.describe().get("placement", [])
     with meter.stage("decode"):
         media = engine.decode_latents(latents)
+        check_media(media)
     description = engine.describe()
     after_decode = description.get("placement", [])
 

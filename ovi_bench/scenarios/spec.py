@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ovi_bench.finite import check_latents, check_media
 from ovi_bench.metrics import Metric
 from ovi_bench.scenarios import MEDIA_METRICS, Scenario, ScenarioContext
 from ovi_bench.variant_facts import FILE_NAMES, METADATA_KEY, VariantFacts, variant_facts
@@ -98,6 +99,7 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
             with meter.stage("denoise"):
                 latents = engine.denoise(text, steps=params["steps"], seed=ctx.config.seed, image=image,
                                          height=None if image else h, width=None if image else w)
+                check_latents(latents, f"denoise ({label})")
             first = first or latents
             got = {"video": list(latents.video.shape), "audio": list(latents.audio.shape),
                    "tokens": latents.video.shape[1] * (latents.video.shape[2] // 2) * (latents.video.shape[3] // 2)}
@@ -114,6 +116,7 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
     if params["decode"]:
         with meter.stage("decode"):
             media = engine.decode_latents(first)
+            check_media(media)
         metrics.update({
             "video_frames": int(media.video_frames), "audio_samples": int(media.audio_samples),
             "video_duration_s": media.video_frames / media.fps, "audio_duration_s": media.audio_samples / media.sample_rate,
