@@ -32,7 +32,7 @@ def _mismatches(label: str, got: dict[str, Any], want: dict[str, Any]) -> list[s
             if got.get(key) != value]
 
 
-def _write_image(path: Path, height: int, width: int) -> Path:
+def write_image(path: Path, height: int, width: int) -> Path:
     """A binary PPM (any decoder reads it) with a gradient, so the first frame is not constant."""
     rows = torch.arange(height, dtype=torch.int32)[:, None, None] * 255 // max(1, height - 1)
     cols = torch.arange(width, dtype=torch.int32)[None, :, None] * 255 // max(1, width - 1)
@@ -40,6 +40,14 @@ def _write_image(path: Path, height: int, width: int) -> Path:
                         ((rows + cols) // 2).expand(height, width, 1)], dim=2).to(torch.uint8)
     path.write_bytes(f"P6 {width} {height} 255\n".encode() + pixels.numpy().tobytes())
     return path
+
+
+def other_format_prompt(facts: VariantFacts) -> str:
+    """The test prompt with its audio description in the form the variant was not trained on, so that an
+    engine must convert it."""
+    if facts.prompt_format == "audcap":
+        return f"{DESCRIPTION}\nAudio: {AUDIO}"
+    return f"{DESCRIPTION} <AUDCAP>{AUDIO}<ENDAUDCAP>"
 
 
 def _prompt_in_format(prompt: str, facts: VariantFacts) -> bool:
@@ -80,10 +88,8 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
     described = engine.describe().get("variant", {})
     spec_errors = _mismatches("variant", described, {k: v for k, v in facts.summary().items() if k != "name"})
 
-    other = f"{DESCRIPTION}\nAudio: {AUDIO}" if facts.prompt_format == "audcap" \
-        else f"{DESCRIPTION} <AUDCAP>{AUDIO}<ENDAUDCAP>"
     with meter.stage("encode_text"):
-        text = engine.encode_text(other, None)
+        text = engine.encode_text(other_format_prompt(facts), None)
     metrics: dict[str, Any] = {}
     converted = getattr(text, "prompt", None)  # the reference engine keeps the prompt it encoded
     if converted is not None:
@@ -94,7 +100,7 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ovi-spec-") as tmp:
         runs: list[tuple[str, int, int, Path | None]] = [(f"t2v {h}x{w}", h, w, None) for h, w in params["sizes"]]
         ih, iw = params["image_size"]
-        runs.append((f"i2v {ih}x{iw}", ih, iw, _write_image(Path(tmp) / "first_frame.ppm", ih, iw)))
+        runs.append((f"i2v {ih}x{iw}", ih, iw, write_image(Path(tmp) / "first_frame.ppm", ih, iw)))
         for label, h, w, image in runs:
             with meter.stage("denoise"):
                 latents = engine.denoise(text, steps=params["steps"], seed=ctx.config.seed, image=image,
