@@ -14,6 +14,7 @@ and the declared reloads' time and bytes are recorded for the baseline checks.
 from __future__ import annotations
 
 import gc
+import warnings
 from typing import Any
 
 import psutil
@@ -37,11 +38,14 @@ def live_bytes(device: str) -> int:
         torch.cuda.synchronize(dev)
         return int(torch.cuda.memory_allocated(dev))
     storages: dict[int, int] = {}
-    for obj in gc.get_objects():
+    with warnings.catch_warnings():  # isinstance on deprecated module-level objects warns
+        warnings.simplefilter("ignore", FutureWarning)
+        tensors = [obj for obj in gc.get_objects() if isinstance(obj, torch.Tensor)]
+    for tensor in tensors:
         try:
-            if not isinstance(obj, torch.Tensor) or obj.device.type != "cpu":
+            if tensor.device.type != "cpu":
                 continue
-            storage = obj.untyped_storage()
+            storage = tensor.untyped_storage()
             storages[storage.data_ptr()] = storage.nbytes()
         except (RuntimeError, ReferenceError):  # no real storage (sparse, fake, wrapper subclasses)
             continue
