@@ -133,14 +133,15 @@ def final_divergence(diff: Differences, floor: Differences, multiple: float, dty
 
 def media_divergence(diff: Differences, floor: Differences, multiple: float, dtypes: str) -> str | None:
     bad = []
+    margin = -10 * math.log10(multiple)  # a multiple of the error power is this many dB off the floor's figure
     if _exceeds(diff.frames_mse, floor.frames_mse, multiple):
-        bad.append(f"frames PSNR {_psnr_db(diff.frames_mse):.2f} dB below the floor's "
-                   f"{_psnr_db(floor.frames_mse):.2f} dB - 10 log10({multiple:g})")
+        bad.append(f"frames PSNR {_psnr_db(diff.frames_mse):.2f} dB < {_psnr_db(floor.frames_mse) + margin:.2f} dB "
+                   f"(the floor's {_psnr_db(floor.frames_mse):.2f} dB {margin:+.2f} dB for {multiple:g} x its MSE)")
     if _exceeds(1 - diff.frames_ssim, 1 - floor.frames_ssim, multiple):
         bad.append(f"frames 1 - SSIM {1 - diff.frames_ssim:.3g} > {multiple:g} x floor {1 - floor.frames_ssim:.3g}")
     if _exceeds(diff.sound_noise, floor.sound_noise, multiple):
-        bad.append(f"audio SNR {_snr_db(diff.sound_noise):.2f} dB below the floor's {_snr_db(floor.sound_noise):.2f} "
-                   f"dB - 10 log10({multiple:g})")
+        bad.append(f"audio SNR {_snr_db(diff.sound_noise):.2f} dB < {_snr_db(floor.sound_noise) + margin:.2f} dB "
+                   f"(the floor's {_snr_db(floor.sound_noise):.2f} dB {margin:+.2f} dB for {multiple:g} x its noise)")
     return f"{'; '.join(bad)} ({dtypes})" if bad else None
 
 
