@@ -147,3 +147,15 @@ def test_psnr_of_identical_frames_is_infinite_and_reports_hold_it():
     text = canonical_json({"psnr": math.inf, "steps": [0.1, math.nan]})
     data = json.loads(text)
     assert metric_from_json(data["psnr"]) == math.inf and math.isnan(metric_from_json(data["steps"])[1])
+
+
+def test_non_finite_latents_fail_with_one_line_naming_stage_and_tower():
+    from types import SimpleNamespace
+
+    from ovi_bench.finite import NonFiniteOutput, check_latents
+
+    audio = torch.zeros(157, 20)
+    audio[3, 4] = math.nan
+    with pytest.raises(NonFiniteOutput, match=r"^non-finite output after denoise: the audio tower holds 1 NaN and 0 "
+                                              r"Inf of 3140 values$"):
+        check_latents(SimpleNamespace(video=torch.zeros(48, 2, 2, 2), audio=audio))
