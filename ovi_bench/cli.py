@@ -245,9 +245,11 @@ def baseline_show(hardware: str | None, baselines: Path | None) -> int:
 @click.option("--dry-run", is_flag=True, help="Only show what would change.")
 @command_status
 def baseline_update(result: Path, hardware: str | None, baselines: Path | None, dry_run: bool) -> int:
-    """Store RESULT's successful cases as the baseline, showing every value that changes."""
+    """Store RESULT's successful cases as the baseline, showing every value that changes; the reference
+    outputs of its output_fidelity cases are stored too (references/<suite>.json)."""
     from ovi_bench.baselines import update_baseline
     from ovi_bench.hardware import PROFILES
+    from ovi_bench.references import update_references
     from ovi_bench.report import load_report
 
     report = load_report(result)
@@ -258,6 +260,8 @@ def baseline_update(result: Path, hardware: str | None, baselines: Path | None, 
     click.echo(diff.render())
     for suite, path in diff.paths.items():
         click.echo(f"{'would write' if dry_run else 'wrote'} {path} ({suite})")
+    for path, cases in update_references(report, _baselines_dir(baselines), hardware, write=not dry_run).items():
+        click.echo(f"{'would store' if dry_run else 'stored'} {len(cases)} reference output(s) in {path}")
     return EXIT_OK
 
 

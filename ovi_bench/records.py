@@ -8,6 +8,7 @@ and the report writers render them. A run report carries the report format's `sc
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import socket
@@ -66,6 +67,8 @@ class Samples:
 
     @cached_property
     def stdev(self) -> float:
+        if not all(math.isfinite(v) for v in self.values):
+            return math.nan  # statistics.stdev cannot take a NaN or an infinity
         return statistics.stdev(self.values) if self.n > 1 else 0.0
 
     @cached_property
@@ -100,21 +103,50 @@ class Samples:
         return cls(list(data["values"]))
 
 
+# JSON has no NaN or Infinity: a non-finite float is written as {"type": "float", "value": "nan" | "inf" |
+# "-inf"} (in a metric, a list item or a sample) and read back as the float.
+NON_FINITE = "float"
+
+
+def encode_floats(value: Any) -> Any:
+    """`value` with every non-finite float, at any depth of lists and mappings, in its JSON-safe form."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return {"type": NON_FINITE, "value": str(value)}
+    if isinstance(value, (list, tuple)):
+        return [encode_floats(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: encode_floats(v) for k, v in value.items()}
+    return value
+
+
+def decode_floats(value: Any) -> Any:
+    """The inverse of `encode_floats`."""
+    if isinstance(value, Mapping):
+        if value.get("type") == NON_FINITE and set(value) == {"type", "value"}:
+            return float(value["value"])
+        return {k: decode_floats(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [decode_floats(v) for v in value]
+    return value
+
+
 def metric_to_json(value: Any) -> Any:
-    return value.to_dict() if isinstance(value, Samples) else value
+    return encode_floats(value.to_dict() if isinstance(value, Samples) else value)
 
 
 def metric_from_json(value: Any) -> Any:
+    value = decode_floats(value)
     if isinstance(value, Mapping) and value.get("type") == "samples":
         return Samples.from_dict(value)
     return value
 
 
 def numeric(value: Any) -> float | None:
-    """The number a rule compares: a Samples' median, a plain number, else None."""
+    """The number a rule compares: a Samples' median, a plain number, else None (NaN is not a number: no
+    rule may pass it)."""
     if isinstance(value, Samples):
-        return value.median
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = value.median
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and not math.isnan(value):
         return float(value)
     return None
 
@@ -406,8 +438,9 @@ class OutputError(OSError):
 
 
 def canonical_json(data: Any) -> str:
-    """The one JSON form the harness writes: sorted keys, 2-space indent, UTF-8, no NaN, final newline."""
-    return json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+    """The one JSON form the harness writes: sorted keys, 2-space indent, UTF-8, final newline; a NaN or
+    Infinity anywhere is written in `encode_floats`' form (metric_from_json reads it back)."""
+    return json.dumps(encode_floats(data), indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -22,6 +22,7 @@ from ovi_bench.job import Job, RunOptions
 from ovi_bench.journal import JOURNAL_NAME, append_result, read_journal, write_header
 from ovi_bench.launchers import Progress, run_case
 from ovi_bench.records import CaseResult, Environment, OutputError, RunReport
+from ovi_bench.references import attach_stored_reference
 from ovi_bench.report import write_all
 from ovi_bench.scenarios import get_scenario
 from ovi_bench.suites import SUITES_DIR, Suite, load_suites, validate_axis
@@ -88,7 +89,9 @@ class Run:
         return cls(journal.run_id, run_dir, options, loaded, profile, journal.environment, journal.done, progress)
 
     def jobs(self) -> list[Job]:
-        return [job for suite in self.suites for job in suite.expand(self.options, self.profile)]
+        """Every case; a fidelity case with a stored reference for this hardware is pointed at it."""
+        return [attach_stored_reference(job, self.baselines_dir, self.profile.name)
+                for suite in self.suites for job in suite.expand(self.options, self.profile)]
 
     def execute(self) -> list[CaseResult]:
         """Every case not already in the journal, appended to it as each ends."""

@@ -280,8 +280,12 @@ class OviPipeline:
         height: int | None = None,
         width: int | None = None,
         on_step: Callable[[int, int], None] | None = None,
+        on_latents: Callable[[int, torch.Tensor, torch.Tensor], None] | None = None,
+        slg_layer: int | None = None,
     ) -> Latents:
-        """t2v, or i2v when ``image`` (uint8 [H,W,3] tensor or an image file) gives the first frame."""
+        """t2v, or i2v when ``image`` (uint8 [H,W,3] tensor or an image file) gives the first frame.
+        on_latents(i, video, audio) sees each step's latents (sampling.sample); slg_layer, when given,
+        replaces the configured skip-layer guidance block for this call (<= 0: none)."""
         first_frame = self._encode_image(image) if image is not None else None
         video_shape = self.spec.video_latent_shape(height, width, self.config.area)
         if first_frame is not None:  # the image's own latent size (it was already fitted to the area)
@@ -302,10 +306,11 @@ class OviPipeline:
                 neg_context=text.negative.to(self.device),
                 video_guidance=self.config.video_guidance,
                 audio_guidance=self.config.audio_guidance,
-                slg_layer=self.config.slg_layer,
+                slg_layer=self.config.slg_layer if slg_layer is None else slg_layer,
                 first_frame_latent=first_frame,
                 attention=self.config.attention,
                 on_step=on_step,
+                on_latents=on_latents,
             )
         return Latents(video[0], audio[0], self.spec.name)
 

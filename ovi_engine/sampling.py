@@ -62,13 +62,16 @@ def sample(
     first_frame_latent: Tensor | None = None,
     attention: str = "auto",
     on_step: Callable[[int, int], None] | None = None,
+    on_latents: Callable[[int, Tensor, Tensor], None] | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Denoise video [B,48,F,h,w] and audio [B,L,20] noise into latents of the same shapes and dtypes.
 
     Both passes of a step go through `model.forward_passes`, which computes their shared part once.
     slg_layer: the block pair the unconditional pass skips; None or <= 0 skips none (as upstream).
     Contexts are [B, Ltext, text_dim]. first_frame_latent [B,48,1,h,w] makes it i2v: the first latent
-    frame is held at the clean image and the model sees it at t = 0. on_step(i, steps) runs after each step.
+    frame is held at the clean image and the model sees it at t = 0. on_step(i, steps) runs after each step,
+    after on_latents(i, video, audio) with that step's latents ([48,F,h,w] and [L,20] of the first batch item;
+    live tensors the loop goes on updating: copy what you keep).
     """
     video_solver = make_solver(solver, steps, shift, device=video_noise.device)
     audio_solver = make_solver(solver, steps, shift, device=audio_noise.device)
@@ -86,6 +89,8 @@ def sample(
             attention=attention)
         video = video_solver.step(_guided(video_pos, video_neg, video_guidance, i, "video"), i, video)
         audio = audio_solver.step(_guided(audio_pos, audio_neg, audio_guidance, i, "audio"), i, audio)
+        if on_latents is not None:
+            on_latents(i, video[0], audio[0])
         if on_step is not None:
             on_step(i, steps)
     if first_frame_latent is not None:

@@ -31,8 +31,9 @@ POLICIES: dict[str, str] = {
 # Attention backend names the `attention` axis may take; `auto` is the engine's own choice.
 ATTENTION_BACKENDS = ("auto", "sdpa", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "sdpa_math", "flex", "sage",
                       "flash_attn_2", "flash_attn_3", "flash_attn_4", "xformers", "reference")
-# Optional things an engine may or may not do; a scenario that needs one says so.
-FEATURES = ("sequence_parallel", "i2v", "attention_kernel")
+# Optional things an engine may or may not do; a scenario that needs one says so. step_latents: denoise
+# takes `on_step_latents`; slg_layer: denoise takes `slg_layer` (both passed only to an engine declaring them).
+FEATURES = ("sequence_parallel", "i2v", "attention_kernel", "step_latents", "slg_layer")
 PRESETS = ("tiny", "full")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 
@@ -146,6 +147,12 @@ class Engine(Protocol):
         height: int | None = None,
         width: int | None = None,
         on_step: Callable[[int, int], None] | None = None,
+        # Feature step_latents: called after step i with that step's video [48, F, h, w] and audio [L, 20]
+        # latents (the harness copies what it keeps), before on_step.
+        on_step_latents: Callable[[int, Any, Any], None] | None = None,
+        # Feature slg_layer: the block pair the unconditional pass skips (skip-layer guidance); None: the
+        # engine's default; <= 0: none, as upstream.
+        slg_layer: int | None = None,
     ) -> Latents: ...
 
     def release(self) -> None: ...

@@ -461,26 +461,35 @@ class DecodeCapture:
 
 class StepObserver:
     """Wraps each scheduler generate() creates, so that `on_step(i, steps)` follows the last scheduler's
-    i-th step (video and audio step once each per denoising step)."""
+    i-th step (video and audio step once each per denoising step). generate() makes the video scheduler
+    first, then the audio one; `on_step_latents(i, video, audio)` gets what their i-th steps returned."""
 
-    def __init__(self, engine: Any, on_step: Callable[[int, int], None] | None):
+    def __init__(self, engine: Any, on_step: Callable[[int, int], None] | None,
+                 on_step_latents: Callable[[int, Any, Any], None] | None = None):
         self.make = engine.get_scheduler_time_steps
         self.on_step = on_step
+        self.on_step_latents = on_step_latents
         self.counts: list[int] = []
+        self.latest: list[Any] = []  # per scheduler, the sample its last step returned (batch item 0)
         self.steps = 0
 
     def __call__(self, *args: Any, **kwargs: Any) -> tuple[Any, Any]:
         scheduler, timesteps = self.make(*args, **kwargs)
         index = len(self.counts)
         self.counts.append(0)
+        self.latest.append(None)
         self.steps = len(timesteps)
         step = scheduler.step
 
         def observed_step(*a: Any, **kw: Any) -> Any:
             out = step(*a, **kw)
             self.counts[index] += 1
-            if self.on_step is not None and self.counts[index] == min(self.counts):
-                self.on_step(self.counts[index] - 1, self.steps)
+            self.latest[index] = (out[0] if isinstance(out, tuple) else out.prev_sample)[0]
+            if self.counts[index] == min(self.counts):
+                if self.on_step_latents is not None:
+                    self.on_step_latents(self.counts[index] - 1, *self.latest[:2])
+                if self.on_step is not None:
+                    self.on_step(self.counts[index] - 1, self.steps)
             return out
 
         scheduler.step = observed_step
@@ -534,6 +543,8 @@ class CheckoutEngine:
             "sequence_parallel": "needs upstream's xDiT dependency (xfuser), not installed" if not _importable("xfuser")
             else "the checkout engine does not start the checkout's xDiT sequence-parallel path",
             "i2v": None,
+            "step_latents": None,  # each scheduler's step observed (StepObserver)
+            "slg_layer": None,  # generate()'s own slg_layer argument
             "detect_variant": "the checkout has no checkpoint variant detection",
         }
         return Capabilities(variants=variants, policies=policies, attention=attention,
@@ -632,7 +643,9 @@ class CheckoutEngine:
 
     def denoise(self, text: CheckoutText, *, steps: int, seed: int, solver: str = "unipc", image: Path | None = None,
                 height: int | None = None, width: int | None = None,
-                on_step: Callable[[int, int], None] | None = None) -> CheckoutLatents:
+                on_step: Callable[[int, int], None] | None = None,
+                on_step_latents: Callable[[int, Any, Any], None] | None = None,
+                slg_layer: int | None = None) -> CheckoutLatents:
         engine, config = self._loaded(), self.config
         assert config is not None
         side = variant_facts(config.variant).side
@@ -641,7 +654,7 @@ class CheckoutEngine:
         with contextlib.ExitStack() as stack:
             stack.enter_context(patched(engine, "text_model", ReplayedTextModel(text, engine.text_model.device)
                                         if engine.text_model is not None else None))
-            stack.enter_context(patched(engine, "get_scheduler_time_steps", StepObserver(engine, on_step)))
+            stack.enter_context(patched(engine, "get_scheduler_time_steps", StepObserver(engine, on_step, on_step_latents)))
             stack.enter_context(patched(engine.vae_model_video, "wrapped_decode", capture.video_decoder))
             stack.enter_context(patched(engine.vae_model_audio, "wrapped_decode", capture.audio_decoder))
             if config.area:
@@ -654,7 +667,8 @@ class CheckoutEngine:
                 sample_steps=steps, shift=defaults.get("shift", 5.0),
                 video_guidance_scale=defaults.get("video_guidance_scale", 5.0),
                 audio_guidance_scale=defaults.get("audio_guidance_scale", 4.0),
-                slg_layer=defaults.get("slg_layer", 9), video_negative_prompt=text.negative_prompt,
+                slg_layer=defaults.get("slg_layer", 9) if slg_layer is None else slg_layer,
+                video_negative_prompt=text.negative_prompt,
                 audio_negative_prompt=text.negative_prompt)
         if result is None:
             raise CheckoutError(f"the checkout's generate() failed and returned None: {errors.last or 'no error logged'}")

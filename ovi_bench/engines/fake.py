@@ -92,7 +92,9 @@ class FakeEngine:
 
     def denoise(self, text: Any, *, steps: int, seed: int, solver: str = "unipc", image: Path | None = None,
                 height: int | None = None, width: int | None = None,
-                on_step: Callable[[int, int], None] | None = None) -> FakeLatents:
+                on_step: Callable[[int, int], None] | None = None,
+                on_step_latents: Callable[[int, Any, Any], None] | None = None,
+                slg_layer: int | None = None) -> FakeLatents:
         assert self.config is not None, "load() first"
         spec = variant_facts(self.config.variant)
         generator = torch.Generator().manual_seed(seed)
@@ -101,6 +103,8 @@ class FakeEngine:
         for step in range(steps):
             self._maybe_fail("denoise")
             video.mul_(0.5)
+            if on_step_latents is not None:
+                on_step_latents(step, video, audio)
             if on_step is not None:
                 on_step(step, steps)
         return FakeLatents(video, audio)

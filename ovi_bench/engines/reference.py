@@ -79,9 +79,11 @@ class ReferenceEngine:
 
     def denoise(self, text: Any, *, steps: int, seed: int, solver: str = "unipc", image: Path | None = None,
                 height: int | None = None, width: int | None = None,
-                on_step: Callable[[int, int], None] | None = None) -> Any:
+                on_step: Callable[[int, int], None] | None = None,
+                on_step_latents: Callable[[int, Any, Any], None] | None = None,
+                slg_layer: int | None = None) -> Any:
         return self.pipeline.denoise(text, steps=steps, seed=seed, solver=solver, image=image, height=height,
-                                     width=width, on_step=on_step)
+                                     width=width, on_step=on_step, on_latents=on_step_latents, slg_layer=slg_layer)
 
     def release(self) -> None:
         self.pipeline.release()

@@ -3,7 +3,8 @@
 Attention suites: the median time per attention shape and backend (log axis, whiskers min to max).
 Other suites: the memory peak per stage and case, on an axis that starts near the smallest peak so that
 differences of a few percent are visible, every bar labelled with its value; and the step times (or, without
-per-step timings, each stage's wall time). Any suite judged against a baseline: now / baseline per metric.
+per-step timings, each stage's wall time). output_fidelity: the divergence from the reference per step.
+Any suite judged against a baseline: now / baseline per metric.
 
 matplotlib's SVG backend is used through `Figure` (no pyplot, no global backend); text stays <text> in the
 page's own font stack, so nothing is fetched, and ids and metadata are fixed, so the same run draws the same
@@ -64,6 +65,7 @@ def suite_charts(report: RunReport, suite: str) -> list[Chart]:
         charts = [attention_chart(name, cases)]
     else:
         charts = [memory_chart(name, cases), time_chart(name, cases)]
+    charts.append(divergence_chart(name, cases))
     charts.append(baseline_chart(name, report, {c.case_id for c in cases}))
     return [c for c in charts if c is not None]
 
@@ -101,6 +103,37 @@ def time_chart(name: str, cases: list[CaseResult]) -> Chart | None:
     if not bars:
         return None
     return Chart(f"chart-{name}-time", title, draw(bars, fmt, log=True))
+
+
+def divergence_chart(name: str, cases: list[CaseResult]) -> Chart | None:
+    """output_fidelity: per case and tower, the relative error against the reference after each step (solid)
+    and the allowed multiple of the floor (dashed); a symmetric-log axis, so an exact 0 is drawn too."""
+    lines = [(c, tower) for c in cases for tower in ("video", "audio")
+             if isinstance(c.metrics.get(f"fidelity.{tower}.step_rel_err"), list)]
+    if not lines:
+        return None
+    palette = matplotlib.colormaps["tab10"]
+    with matplotlib.rc_context(RC):
+        fig = Figure(figsize=(WIDTH_IN, 3.2))
+        ax = fig.add_subplot()
+        for i, (case, tower) in enumerate(lines):
+            errors = case.metrics[f"fidelity.{tower}.step_rel_err"]
+            allowed = [case.metrics.get("fidelity.floor_multiple", 1.0) * f
+                       for f in case.metrics.get(f"fidelity.{tower}.step_floor", [])]
+            color = palette(i % palette.N)
+            ax.plot(range(len(errors)), errors, color=color, marker="o", markersize=3,
+                    label=f"{case_label(case.case_id, case.suite)} {tower}")
+            ax.plot(range(len(allowed)), allowed, color=color, linestyle="--", linewidth=0.8)
+        ax.set_yscale("symlog", linthresh=1e-7)
+        ax.set_xlabel("denoising step")
+        ax.set_ylabel("relative L2 error")
+        ax.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+        ax.grid(color="#eaeef2")
+        out = io.StringIO()
+        fig.savefig(out, format="svg", bbox_inches="tight", metadata={"Date": None})
+    svg = out.getvalue()
+    return Chart(f"chart-{name}-divergence", "Divergence from the reference per step (dashed: allowed, the "
+                 "declared multiple of the fp32-vs-bf16 floor)", svg[svg.index("<svg"):])
 
 
 def attention_chart(name: str, cases: list[CaseResult]) -> Chart | None:

@@ -23,6 +23,8 @@ SCENARIO_MODULES = {
     "spec": "ovi_bench.scenarios.spec",
     "attention": "ovi_bench.scenarios.attention",
     "sequence_parallel": "ovi_bench.scenarios.sequence_parallel",
+    "fidelity": "ovi_bench.scenarios.fidelity",
+    "repeated": "ovi_bench.scenarios.repeated",
 }
 
 

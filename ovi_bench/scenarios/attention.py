@@ -31,6 +31,7 @@ import torch
 from ovi_bench.engines.base import attention_kernel_hook
 from ovi_bench.hardware import device_architecture
 from ovi_bench.kernels import classify_sdpa, math_fallback_cause, ran_ops
+from ovi_bench.finite import require_finite
 from ovi_bench.metrics import Metric
 from ovi_bench.records import Samples
 from ovi_bench.scenarios import CaseSkipped, Scenario, ScenarioContext
@@ -138,6 +139,7 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
         with ctx.meter.stage(f"attention_{kind}"):
             want = reference_attention(q, k, v)
             got = kernel.fn(q, k, v).float()
+            require_finite(f"attention_{kind}", {"attention output": got})
             rel_err = float((got - want).norm() / want.norm())
             del got, want
             times, beside = time_calls(lambda q=q, k=k, v=v: kernel.fn(q, k, v), device, params["reps"],

@@ -23,6 +23,7 @@ from typing import Any
 
 from ovi_bench.engines.base import attention_kernel_hook, stage_listener_hook
 from ovi_bench.estimate import STAGES, error_metrics, request_for
+from ovi_bench.finite import check_latents, check_media
 from ovi_bench.metrics import Metric, stage_metrics
 from ovi_bench.records import Samples
 from ovi_bench.scenarios import ENGINE_METRICS, MEDIA_METRICS, Scenario, ScenarioContext
@@ -86,6 +87,7 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
                 text, steps=params["steps"], seed=ctx.config.seed, solver=params["solver"], image=image,
                 height=params["height"], width=params["width"], on_step=on_step,
             )
+            check_latents(latents)
         step_s += timer.durations
         steps_run.append(len(timer.durations))
     with meter.stage("release"):
@@ -93,6 +95,7 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
     after_release = engine.describe().get("placement", [])
     with meter.stage("decode"):
         media = engine.decode_latents(latents)
+        check_media(media)
     description = engine.describe()
     after_decode = description.get("placement", [])
     if params["steady_decode"]:  # the same latents again: what a decode costs once its first-call work is paid

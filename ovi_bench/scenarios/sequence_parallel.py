@@ -19,6 +19,7 @@ from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
+from ovi_bench.finite import check_latents
 from ovi_bench.metrics import Metric
 from ovi_bench.records import CaseResult, Samples, numeric
 from ovi_bench.scenarios import ENGINE_METRICS, CaseSkipped, Scenario, ScenarioContext
@@ -56,6 +57,7 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
         timer = meter.step_timer()
         latents = engine.denoise(text, steps=params["steps"], seed=ctx.config.seed, solver=params["solver"],
                                  on_step=timer.on_step)
+        check_latents(latents)
     record = next(s for s in reversed(meter.records) if s.name == "denoise")
     peak = record.alloc_peak if record.alloc_peak is not None else record.host_rss_peak
     mine = (timer.durations[params["warmup_steps"]:], int(peak or 0))
@@ -86,6 +88,7 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
             single.load(replace(ctx.config, sequence_parallel=False))
             want = single.denoise(single.encode_text(params["prompt"], params["negative_prompt"]),
                                   steps=params["steps"], seed=ctx.config.seed, solver=params["solver"])
+            check_latents(want, "single_rank_reference")
             mismatches = [f"{name}: {list(got.shape)} != {list(ref.shape)}"
                           for name, got, ref in (("video", latents.video, want.video), ("audio", latents.audio, want.audio))
                           if got.shape != ref.shape]

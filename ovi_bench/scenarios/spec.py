@@ -18,6 +18,7 @@ from typing import Any
 
 import torch
 
+from ovi_bench.finite import check_latents, check_media
 from ovi_bench.metrics import Metric
 from ovi_bench.scenarios import MEDIA_METRICS, Scenario, ScenarioContext
 from ovi_bench.variant_facts import FILE_NAMES, METADATA_KEY, VariantFacts, variant_facts
@@ -32,7 +33,7 @@ def _mismatches(label: str, got: dict[str, Any], want: dict[str, Any]) -> list[s
             if got.get(key) != value]
 
 
-def _write_image(path: Path, height: int, width: int) -> Path:
+def write_image(path: Path, height: int, width: int) -> Path:
     """A binary PPM (any decoder reads it) with a gradient, so the first frame is not constant."""
     rows = torch.arange(height, dtype=torch.int32)[:, None, None] * 255 // max(1, height - 1)
     cols = torch.arange(width, dtype=torch.int32)[None, :, None] * 255 // max(1, width - 1)
@@ -40,6 +41,14 @@ def _write_image(path: Path, height: int, width: int) -> Path:
                         ((rows + cols) // 2).expand(height, width, 1)], dim=2).to(torch.uint8)
     path.write_bytes(f"P6 {width} {height} 255\n".encode() + pixels.numpy().tobytes())
     return path
+
+
+def other_format_prompt(facts: VariantFacts) -> str:
+    """The test prompt with its audio description in the form the variant was not trained on, so that an
+    engine must convert it."""
+    if facts.prompt_format == "audcap":
+        return f"{DESCRIPTION}\nAudio: {AUDIO}"
+    return f"{DESCRIPTION} <AUDCAP>{AUDIO}<ENDAUDCAP>"
 
 
 def _prompt_in_format(prompt: str, facts: VariantFacts) -> bool:
@@ -80,10 +89,8 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
     described = engine.describe().get("variant", {})
     spec_errors = _mismatches("variant", described, {k: v for k, v in facts.summary().items() if k != "name"})
 
-    other = f"{DESCRIPTION}\nAudio: {AUDIO}" if facts.prompt_format == "audcap" \
-        else f"{DESCRIPTION} <AUDCAP>{AUDIO}<ENDAUDCAP>"
     with meter.stage("encode_text"):
-        text = engine.encode_text(other, None)
+        text = engine.encode_text(other_format_prompt(facts), None)
     metrics: dict[str, Any] = {}
     converted = getattr(text, "prompt", None)  # the reference engine keeps the prompt it encoded
     if converted is not None:
@@ -96,11 +103,12 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ovi-spec-") as tmp:
         runs: list[tuple[str, int, int, Path | None]] = [(f"t2v {h}x{w}", h, w, None) for h, w in params["sizes"]]
         ih, iw = params["image_size"]
-        runs.append((f"i2v {ih}x{iw}", ih, iw, _write_image(Path(tmp) / "first_frame.ppm", ih, iw)))
+        runs.append((f"i2v {ih}x{iw}", ih, iw, write_image(Path(tmp) / "first_frame.ppm", ih, iw)))
         for label, h, w, image in runs:
             with meter.stage("denoise"):
                 latents = engine.denoise(text, steps=params["steps"], seed=ctx.config.seed, image=image,
                                          height=None if image else h, width=None if image else w)
+                check_latents(latents, f"denoise ({label})")
             first = first or latents
             got = {"video": list(latents.video.shape), "audio": list(latents.audio.shape),
                    "tokens": latents.video.shape[1] * (latents.video.shape[2] // 2) * (latents.video.shape[3] // 2)}
@@ -119,6 +127,7 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
     if params["decode"]:
         with meter.stage("decode"):
             media = engine.decode_latents(first)
+            check_media(media)
         metrics.update({
             "video_frames": int(media.video_frames), "audio_samples": int(media.audio_samples),
             "video_duration_s": media.video_frames / media.fps, "audio_duration_s": media.audio_samples / media.sample_rate,

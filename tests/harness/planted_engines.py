@@ -8,11 +8,19 @@
   checks must fail however fast or slow the machine is that day (benchmarks/gate_flakiness.py).
 - `math_claiming_flash`: its attention kernel claims sdpa_flash and runs SDPA's math kernel; on a GPU the
   attention suites must fail it (tests/harness/test_kernel_proof.py fakes the GPU's device context).
+- output_fidelity must name the first divergent step and tower of: `first_frame_not_clean` (i2v),
+  `slg_on_conditional`, `shift_3`, `no_prompt_conversion` (also the prompt check), `attention_perturbed`.
+- repeated_generation must catch `leaky` (1 MiB kept per generation) and `reloads_fusion` (rebuilt under
+  keep_resident).
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
+from unittest import mock
+
+import torch
 
 import torch
 import torch.nn.functional as F
@@ -73,3 +81,130 @@ class MathClaimingFlash(ReferenceEngine):
 
 def math_claiming_flash() -> MathClaimingFlash:
     return MathClaimingFlash()
+# ---- output_fidelity: each changes the result, not the shapes or the memory ------------------------------
+# Patches apply only inside this engine's own calls, so the reference engine the scenario runs in the same
+# worker afterwards is the unmodified one.
+
+class FirstFrameNotClean(ReferenceEngine):
+    """i2v: the image's latent starts the first frame, but it is neither held clean nor seen at t = 0."""
+
+    def denoise(self, text: Any, **kwargs: Any) -> Any:
+        from ovi_engine import pipeline
+
+        original = pipeline.sample
+
+        def sample(model: Any, *, video_noise: Any, first_frame_latent: Any = None, **rest: Any) -> Any:
+            if first_frame_latent is not None:
+                video_noise = video_noise.clone()
+                video_noise[:, :, :1] = first_frame_latent
+            return original(model, video_noise=video_noise, first_frame_latent=None, **rest)
+
+        with mock.patch.object(pipeline, "sample", sample):
+            return super().denoise(text, **kwargs)
+
+
+class SlgOnConditional(ReferenceEngine):
+    """Skip-layer guidance applied to the conditional pass instead of the unconditional one."""
+
+    def denoise(self, text: Any, **kwargs: Any) -> Any:
+        from ovi_engine.fusion import FusionModel
+
+        original = FusionModel.forward_passes
+
+        def forward_passes(model: Any, video: Any, audio: Any, t: Any, passes: list, **rest: Any) -> Any:
+            cond, uncond = passes
+            swapped = [replace(cond, skip_block=uncond.skip_block), replace(uncond, skip_block=cond.skip_block)]
+            return original(model, video, audio, t, swapped, **rest)
+
+        with mock.patch.object(FusionModel, "forward_passes", forward_passes):
+            return super().denoise(text, **kwargs)
+
+
+class Shift3(ReferenceEngine):
+    """The solver's shift changed from Ovi's 5 to 3."""
+
+    def load(self, config: EngineConfig) -> None:
+        super().load(config)
+        self.pipeline.config.shift = 3.0
+
+
+class NoPromptConversion(ReferenceEngine):
+    """The prompt is fed to the text encoder as given, not converted to the variant's format."""
+
+    def encode_text(self, prompt: str, negative_prompt: str | None = None) -> Any:
+        from ovi_engine import pipeline
+
+        with mock.patch.object(pipeline, "format_prompt", lambda text, prompt_format: text):
+            return super().encode_text(prompt, negative_prompt)
+
+
+class AttentionPerturbed(ReferenceEngine):
+    """Every attention output perturbed by 1e-2 relative (seeded Gaussian noise): a drifting new kernel."""
+
+    def denoise(self, text: Any, **kwargs: Any) -> Any:
+        from ovi_engine import dit
+
+        original = dit.attend
+        generator = torch.Generator().manual_seed(0)
+
+        def attend(q: Any, k: Any, v: Any, **rest: Any) -> Any:
+            out = original(q, k, v, **rest)
+            noise = torch.randn(out.shape, generator=generator).to(out.device, out.dtype)
+            return out + 1e-2 * out.float().pow(2).mean().sqrt().to(out.dtype) * noise
+
+        with mock.patch.object(dit, "attend", attend):
+            return super().denoise(text, **kwargs)
+
+
+# ---- repeated_generation -------------------------------------------------------------------------------
+
+LEAK_BYTES = 1 << 20
+
+
+class Leaky(ReferenceEngine):
+    """Keeps a 1 MiB tensor per generation (a cache that only grows)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.kept: list[torch.Tensor] = []
+
+    def decode_latents(self, latents: Any) -> Any:
+        self.kept.append(torch.ones(LEAK_BYTES, dtype=torch.uint8, device=latents.video.device))
+        return super().decode_latents(latents)
+
+
+class ReloadsFusion(ReferenceEngine):
+    """Frees the fusion model after every denoise, whatever the policy keeps: the next generation rebuilds it."""
+
+    def denoise(self, text: Any, **kwargs: Any) -> Any:
+        latents = super().denoise(text, **kwargs)
+        self.pipeline.placement.free("fusion")
+        return latents
+
+
+def first_frame_not_clean() -> FirstFrameNotClean:
+    return FirstFrameNotClean()
+
+
+def slg_on_conditional() -> SlgOnConditional:
+    return SlgOnConditional()
+
+
+def shift_3() -> Shift3:
+    return Shift3()
+
+
+def no_prompt_conversion() -> NoPromptConversion:
+    return NoPromptConversion()
+
+
+def attention_perturbed() -> AttentionPerturbed:
+    return AttentionPerturbed()
+
+
+def leaky() -> Leaky:
+    return Leaky()
+
+
+def reloads_fusion() -> ReloadsFusion:
+    return ReloadsFusion()

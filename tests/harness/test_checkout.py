@@ -44,13 +44,13 @@ def ovi11_5s() -> CheckoutEngine:
 
 
 def test_11_10s_variant_its_prompt_format_and_i2v(tmp_path: Path) -> None:
-    from ovi_bench.scenarios.spec import _write_image
+    from ovi_bench.scenarios.spec import write_image
 
     engine = loaded(UPSTREAM / "ovi-1.1", "960x960_10s")
     text = engine.encode_text(PROMPT_960)
     assert text.prompt == "A cat plays the piano. Audio: Piano music."
     assert latent_shapes(engine, PROMPT_960, height=960, width=960) == expected_shapes("960x960_10s", 960, 960)
-    image = _write_image(tmp_path / "frame.ppm", 720, 720)
+    image = write_image(tmp_path / "frame.ppm", 720, 720)
     assert latent_shapes(engine, PROMPT_960, image=image) == expected_shapes("960x960_10s", 720, 720)
     assert engine.describe()["fusion_file_requested"] == "model_960x960_10s.safetensors"
 
