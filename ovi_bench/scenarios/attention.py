@@ -29,9 +29,9 @@ from typing import Any
 import torch
 
 from ovi_bench.engines.base import attention_kernel_hook
+from ovi_bench.finite import require_finite
 from ovi_bench.hardware import device_architecture
 from ovi_bench.kernels import classify_sdpa, math_fallback_cause, ran_ops
-from ovi_bench.finite import require_finite
 from ovi_bench.metrics import Metric
 from ovi_bench.records import Samples
 from ovi_bench.scenarios import CaseSkipped, Scenario, ScenarioContext

@@ -21,8 +21,6 @@ from typing import Any
 from unittest import mock
 
 import torch
-
-import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
