@@ -118,7 +118,7 @@ def test_a_stopping_doctor_warning_ends_it_before_any_run(tmp_path):
 
 def test_the_suites_in_order_and_the_smoke_cuts_at_tiny():
     assert qualification_suites("full") == ["attention_backends", "variant_latents", "oom_regression",
-                                            "peak_memory_10s"]
+                                            "peak_memory_10s", "output_fidelity"]
     assert qualification_suites("tiny", ["peak_memory_10s", "attention_backends"]) == [
         "smoke.attention_backends", "smoke.peak_memory_10s"]
 
