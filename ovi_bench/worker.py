@@ -101,7 +101,12 @@ def machine_speed(device: str) -> float:
     dev = torch.device(device)
     if dev.type == "cuda":
         return matmul_tflops(4096, torch.bfloat16, dev, reps=20)
-    return matmul_tflops(384, torch.float32, dev, reps=30)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a thread pool on a busy 2-core machine stalls at random (see the attention scenario)
+    try:
+        return matmul_tflops(384, torch.float32, dev, reps=30)
+    finally:
+        torch.set_num_threads(threads)
 
 
 def unsupported_reason(job: Job, capabilities: Capabilities, scenario_axes: tuple[str, ...],

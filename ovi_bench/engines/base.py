@@ -33,7 +33,7 @@ ATTENTION_BACKENDS = ("auto", "sdpa", "sdpa_cudnn", "sdpa_flash", "sdpa_efficien
                       "flash_attn_2", "flash_attn_3", "flash_attn_4", "xformers", "reference")
 # Optional things an engine may or may not do; a scenario that needs one says so. step_latents: denoise
 # takes `on_step_latents`; slg_layer: denoise takes `slg_layer` (both passed only to an engine declaring them).
-FEATURES = ("sequence_parallel", "i2v", "attention_kernel", "step_latents", "slg_layer")
+FEATURES = ("sequence_parallel", "i2v", "attention_kernel", "prompt_conversion", "step_latents", "slg_layer")
 PRESETS = ("tiny", "full")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 

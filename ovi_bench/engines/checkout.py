@@ -545,7 +545,9 @@ class CheckoutEngine:
             "i2v": None,
             "step_latents": None,  # each scheduler's step observed (StepObserver)
             "slg_layer": None,  # generate()'s own slg_layer argument
-            "detect_variant": "the checkout has no checkpoint variant detection",
+            "attention_kernel": None,  # the checkout's own attention entry point (attention_kernel)
+            "prompt_conversion": None if table is not None and any("formatter" in spec for spec in table.values())
+            else "the checkout has no prompt formatter (Ovi 1.0): prompts are used as given",
         }
         return Capabilities(variants=variants, policies=policies, attention=attention,
                             features={f: features.get(f, "not declared") for f in FEATURES})
@@ -755,9 +757,8 @@ class CheckoutEngine:
         if "<AUDCAP>a<ENDAUDCAP>" in formatter("v\nAudio: a"):
             return "audcap"
         converted = formatter("v <AUDCAP>a<ENDAUDCAP>")
-        if re.search(r"^Audio: a$", converted, re.MULTILINE):
-            return "audio_line"
-        return "audio_inline" if "Audio: a" in converted else "as given"  # 1.1 converts in place, not to a line
+        # "Audio: <description>" to the end of the prompt, on its own line or not (1.1 converts in place)
+        return "audio_line" if re.search(r"Audio: a\s*$", converted) else "as given"
 
     def _placement(self) -> list[dict[str, Any]]:
         engine = self.engine
