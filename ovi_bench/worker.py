@@ -33,7 +33,8 @@ class Sender(Protocol):
 
 
 class JsonLinesSender:
-    """A torchrun rank's messages, one JSON line each, flushed at once so the parent sees them as they happen."""
+    """A torchrun rank's messages, one JSON line each, flushed at once so the parent
+    sees them as they happen."""
 
     def __init__(self, path: Path) -> None:
         self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by worker_main

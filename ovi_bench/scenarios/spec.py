@@ -55,7 +55,8 @@ def _prompt_in_format(prompt: str, facts: VariantFacts) -> bool:
     """The audio description appears once, in the variant's own form only."""
     if facts.prompt_format == "audcap":
         return f"<AUDCAP>{AUDIO}<ENDAUDCAP>" in prompt and "Audio:" not in prompt
-    return re.search(rf"^Audio: {re.escape(AUDIO)}$", prompt, re.MULTILINE) is not None and "<AUDCAP>" not in prompt
+    return (re.search(rf"^Audio: {re.escape(AUDIO)}$", prompt, re.MULTILINE) is not None
+            and "<AUDCAP>" not in prompt)
 
 
 def _detection(detect: Any, variant: str, directory: Path) -> dict[str, Any]:
@@ -101,7 +102,8 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
     latent_errors: list[str] = []
     first: Any = None
     with tempfile.TemporaryDirectory(prefix="ovi-spec-") as tmp:
-        runs: list[tuple[str, int, int, Path | None]] = [(f"t2v {h}x{w}", h, w, None) for h, w in params["sizes"]]
+        runs: list[tuple[str, int, int, Path | None]] = [(f"t2v {h}x{w}", h, w,
+                                                          None) for h, w in params["sizes"]]
         ih, iw = params["image_size"]
         runs.append((f"i2v {ih}x{iw}", ih, iw, write_image(Path(tmp) / "first_frame.ppm", ih, iw)))
         for label, h, w, image in runs:
@@ -111,7 +113,8 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
                 check_latents(latents, f"denoise ({label})")
             first = first or latents
             got = {"video": list(latents.video.shape), "audio": list(latents.audio.shape),
-                   "tokens": latents.video.shape[1] * (latents.video.shape[2] // 2) * (latents.video.shape[3] // 2)}
+                   "tokens": latents.video.shape[1] * (latents.video.shape[2] // 2)
+                   * (latents.video.shape[3] // 2)}
             want = {"video": facts.video_latent_shape(h, w, area), "audio": facts.audio_latent_shape(),
                     "tokens": facts.video_tokens(h, w, area)}
             latent_errors += _mismatches(label, got, want)
@@ -130,7 +133,8 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
             check_media(media)
         metrics.update({
             "video_frames": int(media.video_frames), "audio_samples": int(media.audio_samples),
-            "video_duration_s": media.video_frames / media.fps, "audio_duration_s": media.audio_samples / media.sample_rate,
+            "video_duration_s": media.video_frames / media.fps,
+            "audio_duration_s": media.audio_samples / media.sample_rate,
             "fps": media.fps, "sample_rate": media.sample_rate,
             "spec.video_frames": facts.video_frames, "spec.audio_samples": facts.audio_samples,
             "spec.fps": facts.fps, "spec.sample_rate": facts.sample_rate, "spec.duration_s": facts.duration_s,
