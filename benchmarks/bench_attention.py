@@ -21,7 +21,8 @@ from ovi_engine.attention.bench import AttentionInputs, matmul_tflops, measure
 
 SCHEMA = "ovi-bench/attention/1"
 TEXT_TOKENS = 512  # umT5 context length
-# (video tokens, audio tokens) at each variant's default 960x960 / 720x720 t2v size (shared/reference/VARIANTS.md)
+# (video tokens, audio tokens) at each variant's default 960x960 / 720x720 t2v size
+# (shared/reference/VARIANTS.md)
 VARIANT_TOKENS = {"720x720_5s": (15004, 157), "960x960_5s": (27900, 157), "960x960_10s": (54900, 314)}
 QUICK = {
     ("video_self", 15004, 15004),
@@ -162,7 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         for r in report["results"]
     ]
-    print(f"{report['environment']['device_name']}: matmul {report['matmul_tflops']:.4g} TFLOP/s, auto -> {report['auto']}")
+    print(f"{report['environment']['device_name']}: matmul {report['matmul_tflops']:.4g} TFLOP/s, auto -> "
+          f"{report['auto']}")
     print(
         tabulate(
             rows,

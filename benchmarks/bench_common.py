@@ -46,7 +46,8 @@ class ClockSampler:
 
     def _run(self) -> None:
         while not self._stop.wait(0.05):
-            self.samples.append((torch.cuda.clock_rate(self.device), torch.cuda.power_draw(self.device) / 1000))
+            self.samples.append((torch.cuda.clock_rate(self.device),
+                                 torch.cuda.power_draw(self.device) / 1000))
 
     def __enter__(self) -> Self:
         if self.device.type == "cuda":
@@ -66,7 +67,8 @@ class ClockSampler:
                 "power_w_median": statistics.median(watts), "power_w_max": max(watts)}
 
 
-def codec_parser(doc: str | None, presets: dict[str, Any], *, reps: int, warmup: int | None) -> argparse.ArgumentParser:
+def codec_parser(doc: str | None, presets: dict[str, Any], *, reps: int,
+                 warmup: int | None) -> argparse.ArgumentParser:
     """--preset --device --dtype [--warmup] --reps --seed --out, as every codec benchmark takes them."""
     parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--preset", choices=sorted(presets), default="full")
@@ -85,7 +87,8 @@ def parse_codec_args(parser: argparse.ArgumentParser) -> tuple[argparse.Namespac
     args = parser.parse_args()
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda but no CUDA device is visible (use --preset tiny --device cpu to smoke-test)")
+        parser.error("--device cuda but no CUDA device is visible (use --preset tiny --device "
+                     "cpu to smoke-test)")
     if getattr(args, "warmup", 0) < 0 or args.reps < 1:
         parser.error("--warmup must be >= 0 and --reps >= 1")
     return args, device

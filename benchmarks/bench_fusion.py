@@ -59,7 +59,8 @@ def make_step(
     model: FusionModel, video_shape: tuple[int, ...], audio_shape: tuple[int, ...], device: torch.device,
     attention: str,
 ) -> Callable[[], None]:
-    """One denoising step on random latents and prompts: the cond and the uncond (SLG) pass, as Ovi samples."""
+    """One denoising step on random latents and prompts: the cond and the uncond (SLG)
+    pass, as Ovi samples."""
     dtype = model.video_model.head.head.weight.dtype
     gen = torch.Generator(device).manual_seed(0)
     video = torch.randn(1, *video_shape, generator=gen, device=device).to(dtype)
@@ -108,7 +109,8 @@ def bench_variant(
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write")
     add_step_arguments(parser, default_variants=",".join(DEFAULT_VARIANTS))
     return check_args(parser, parser.parse_args(argv))
@@ -153,7 +155,8 @@ def main(argv: list[str] | None = None) -> int:
     for variant in args.variants:
         result = bench_variant(model, variant, args.preset, device, attention, args.steps_timed)
         results.append(result)
-        peak = "" if result.peak_above_resident_gib is None else f", peak +{result.peak_above_resident_gib:.2f} GiB"
+        peak = ("" if result.peak_above_resident_gib is None
+                else f", peak +{result.peak_above_resident_gib:.2f} GiB")
         clock = "" if not result.clocks else (f", SM {result.clocks['sm_clock_mhz_median']:.0f} MHz at "
                                               f"{result.clocks['power_w_median']:.0f} W")
         print(f"{variant}: {result.video_tokens}+{result.audio_tokens} tokens, "

@@ -88,9 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         "encode_text_peak_allocated_gib": encode_peak,
     }
     write_report(result, args.out)
-    print(f"load {load_s:.2f} s, modules {total / GIB:.2f} GiB, host peak RSS {peak_after_load / GIB:.2f} GiB "
-          f"(x{result['host_rss_peak_over_module_bytes']:.2f} of the modules over the start); "
-          f"encode_text {', '.join(f'{s:.2f}' for s in encode_s)} s -> {args.out}")
+    print(f"load {load_s:.2f} s, modules {total / GIB:.2f} GiB, host peak RSS "
+          f"{peak_after_load / GIB:.2f} GiB (x{result['host_rss_peak_over_module_bytes']:.2f} of the modules "
+          f"over the start); encode_text {', '.join(f'{s:.2f}' for s in encode_s)} s -> {args.out}")
     return 0
 
 

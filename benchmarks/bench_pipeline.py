@@ -40,7 +40,8 @@ class StageMeter:
                 torch.cuda.reset_peak_memory_stats(self.device)
             self.started[event.stage] = time.perf_counter()
             return
-        record: dict[str, object] = {"stage": event.stage, "wall_s": time.perf_counter() - self.started[event.stage]}
+        record: dict[str, object] = {"stage": event.stage,
+                                     "wall_s": time.perf_counter() - self.started[event.stage]}
         if cuda:
             record.update(
                 peak_allocated_gb=torch.cuda.max_memory_allocated(self.device) / 1e9,

@@ -8,7 +8,8 @@ t1 / (N * tN). With --check it also compares one forward against the same model 
 
     NCCL_NVLS_ENABLE=0 torchrun --nproc-per-node 4 benchmarks/bench_sequence_parallel.py \\
         --variants 720x720_5s --check --reference reports/sp_1.json --out reports/sp_4.json
-    torchrun --nproc-per-node 2 benchmarks/bench_sequence_parallel.py --preset tiny --device cpu --out /tmp/sp.json
+    torchrun --nproc-per-node 2 benchmarks/bench_sequence_parallel.py --preset tiny \\
+        --device cpu --out /tmp/sp.json
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ def check_against_single(model: FusionModel, sp: SequenceParallel, variant: str,
     gen = torch.Generator(device).manual_seed(1)
     video = torch.randn(1, *video_shape, generator=gen, device=device).to(dtype)
     audio = torch.randn(1, *audio_shape, generator=gen, device=device).to(dtype)
-    text = torch.randn(1, model.config.video.text_len, model.config.text_dim, generator=gen, device=device).to(dtype)
+    text = torch.randn(1, model.config.video.text_len, model.config.text_dim, generator=gen,
+                       device=device).to(dtype)
     t = torch.full((1,), 700.0, device=device)
     split = model(video, audio, t, text, text, attention=attention)
     enable_sequence_parallel(model, None)
@@ -72,11 +74,13 @@ def summarize(per_rank: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, required=True, help="JSON file to write (rank 0)")
     add_step_arguments(parser, default_variants="720x720_5s")
     parser.add_argument("--check", action="store_true", help="compare one split forward with the unsplit one")
-    parser.add_argument("--reference", type=Path, help="this benchmark's JSON from a 1-rank run: adds efficiency")
+    parser.add_argument("--reference", type=Path,
+                        help="this benchmark's JSON from a 1-rank run: adds efficiency")
     args = check_args(parser, parser.parse_args(argv))
     if args.reference is not None and not args.reference.is_file():
         parser.error(f"--reference {args.reference} is not a file")
@@ -89,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     dtype = torch.bfloat16
     attention = resolve(args.attention, sp.device, dtype)
     start = time.perf_counter()
-    model = build_fusion_model(args.preset, device=sp.device, dtype=dtype, seed=args.seed, compile=args.compile)
+    model = build_fusion_model(args.preset, device=sp.device, dtype=dtype, seed=args.seed,
+                               compile=args.compile)
     synchronize(sp.device)
     build_s = time.perf_counter() - start
     enable_sequence_parallel(model, sp)
@@ -116,8 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             if variant in reference:
                 result["efficiency"] = reference[variant]["median_s"] / (sp.world_size * result["median_s"])
             peak = result["peak_allocated_gib_max"]
-            print(f"{variant} on {sp.world_size} ranks: {result['video_tokens']}+{result['audio_tokens']} tokens, "
-                  f"{result['median_s']:.3f} s/step"
+            print(f"{variant} on {sp.world_size} ranks: "
+                  f"{result['video_tokens']}+{result['audio_tokens']} tokens, {result['median_s']:.3f} s/step"
                   + (f", peak {peak:.2f} GiB/rank" if peak is not None else "")
                   + (f", efficiency {result['efficiency']:.2f}" if "efficiency" in result else "")
                   + (f", check {result['check_rel_error']}" if args.check else ""), flush=True)

@@ -41,7 +41,8 @@ def one_run(engine: str, directory: Path) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=10)
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
@@ -53,9 +54,11 @@ def main() -> None:
             for name, engine in ENGINES.items():
                 run = one_run(engine, Path(tmp) / f"{name}-{number}")
                 results[name].append(run)
-                print(f"{name} run {number + 1}: exit {run['exit_status']}, time verdicts {run['time_verdicts']}",
+                print(f"{name} run {number + 1}: exit {run['exit_status']}, time verdicts "
+                      f"{run['time_verdicts']}",
                       flush=True)
-    summary = {"reference_passed": sum(r["regressions"] == 0 and r["exit_status"] == 0 for r in results["reference"]),
+    summary = {"reference_passed": sum(r["regressions"] == 0 and r["exit_status"] == 0
+                                       for r in results["reference"]),
                "slow_attention_failed": sum(r["regressions"] > 0 for r in results["slow_attention"]),
                "runs": args.runs}
     write_atomic(args.out, canonical_json({"schema_version": BENCHMARK.version,

@@ -5,7 +5,8 @@ device time of its kernels into attention, GEMM and the rest (elementwise, norms
 step's wall time: the difference is time the GPU sat idle. The SM clock and power are sampled through NVML
 during the timed steps, to tell a throttled card from a slow kernel.
 
-    python benchmarks/profile_fusion.py --variant 960x960_10s --attention flash_attn_3 --compile --out prof.json
+    python benchmarks/profile_fusion.py --variant 960x960_10s --attention flash_attn_3 \\
+        --compile --out prof.json
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def family(kernel: str) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--variant", default="960x960_10s", choices=sorted(VARIANTS))
     parser.add_argument("--attention", default="auto")
     parser.add_argument("--compile", action="store_true", help="torch.compile the elementwise helpers")

@@ -7,7 +7,8 @@ choose. A case is compared stage by stage on `peak.<stage>.bytes` (the allocator
 did not end ok (an OOM is cut short) and stages measured as 0 are listed with the reason, not compared.
 The first file that holds a case id wins (a baseline and the report it came from hold the same numbers).
 
-    python benchmarks/validate_estimate.py RUN/report.json ... [--video-vae V.json] --out DIR/estimate_validation
+    python benchmarks/validate_estimate.py RUN/report.json ... [--video-vae V.json] \\
+        --out DIR/estimate_validation
 """
 
 from __future__ import annotations
@@ -109,9 +110,9 @@ def markdown(rows: list[Row], title: str, provenance: str) -> str:
     stages = [s for s in (*STAGES, "decode_video (working set)") if s in worst]
     within = sum(1 for r in rows if r.error is not None and abs(r.error) <= TARGET)
     compared = sum(1 for r in rows if r.error is not None)
-    return (f"<!-- estimate validation, benchmark result schema_version {BENCHMARK.version} -->\n# {title}\n\n"
-            f"{provenance}\n\nTarget: |error| <= {100 * TARGET:.0f}% per stage. {within} of {compared} compared "
-            f"stage peaks are within it.\n\n"
+    return (f"<!-- estimate validation, benchmark result schema_version {BENCHMARK.version} "
+            f"-->\n# {title}\n\n{provenance}\n\nTarget: |error| <= {100 * TARGET:.0f}% per "
+            f"stage. {within} of {compared} compared stage peaks are within it.\n\n"
             + tabulate([[s, f"{100 * worst[s]:.2f}"] for s in stages], headers=["stage", "max |error| %"],
                        tablefmt="github")
             + "\n\n" + tabulate(table, headers=["case", "stage", "predicted GiB", "measured GiB", "error %",

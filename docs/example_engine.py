@@ -36,7 +36,8 @@ class ExampleMedia:
 class ExampleEngine:
     def capabilities(self, device: str, dtype: str) -> Capabilities:
         # Every variant, policy and backend name is accepted (nothing here depends on them) but one feature.
-        return Capabilities.everything(features={"sequence_parallel": "the example engine has no model to split",
+        return Capabilities.everything(features={"sequence_parallel": "the example engine has "
+                                                                      "no model to split",
                                                   "attention_kernel": "the example engine has no attention"})
 
     def load(self, config: EngineConfig) -> None:
@@ -63,7 +64,8 @@ class ExampleEngine:
         pass
 
     def decode_latents(self, latents: ExampleLatents) -> ExampleMedia:
-        return ExampleMedia(self.spec.video_frames, self.spec.audio_samples, self.spec.fps, self.spec.sample_rate)
+        return ExampleMedia(self.spec.video_frames, self.spec.audio_samples, self.spec.fps,
+                            self.spec.sample_rate)
 
     def describe(self) -> dict:
         return {"variant": self.spec.summary(), "placement": [], "attention": "none", "weights": "none"}

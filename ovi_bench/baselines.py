@@ -263,7 +263,8 @@ class BaselineDiff:
     without_checks: list[str] = field(default_factory=list)  # suites no baseline check of which reads a file
 
     def render(self) -> str:
-        none = "".join(f"\n{suite}: no check compares with a baseline, nothing stored" for suite in self.without_checks)
+        none = "".join(f"\n{suite}: no check compares with a baseline, nothing stored"
+                       for suite in self.without_checks)
         if not self.changes:
             return f"baselines unchanged ({self.unchanged} metric(s) identical){none}"
         rows = [[c.suite, c.case_id, c.metric, "(new)" if c.old is None else render_metric(c.metric, c.old),
@@ -373,7 +374,8 @@ def _judge_one(case: CaseResult, check: Check, baseline: Mapping[str, Any] | Non
                         f"status {case.status}{where}, expected {check.expected}")
     if name not in case.metrics:
         why = next((v for k, v in case.metrics.items()
-                    if k.startswith("unsupported.") and name.startswith(k.removeprefix("unsupported.") + ".")), None)
+                    if k.startswith("unsupported.")
+                    and name.startswith(k.removeprefix("unsupported.") + ".")), None)
         if why is not None:
             return _verdict(case, check, "unsupported", None, None, str(why))
         return _verdict(case, check, "error", None, None, "metric not recorded by this case")
@@ -388,7 +390,8 @@ def _judge_one(case: CaseResult, check: Check, baseline: Mapping[str, Any] | Non
             relation = f"{render_metric(name, observed)} {sign} {render_metric(name, expected)}"
             return _verdict(case, check, "pass" if ok else "fail", observed, expected, relation)
         if check.rule in ("max", "min"):
-            raw_limit: Any = _resolve(check.limit, case, profile) if isinstance(check.limit, str) else check.limit
+            raw_limit: Any = (_resolve(check.limit, case, profile) if isinstance(check.limit, str)
+                              else check.limit)
             limit = float(raw_limit)
             value = numeric(observed)
             if value is None:
@@ -464,8 +467,8 @@ def _judge_time(case: CaseResult, check: Check, observed: Any, reference: Any, s
         return _verdict(case, check, "error", observed, reference, speed)
     now = Samples([v * speed for v in now.values])
     ratio = now.median / base.median
-    facts = (f"median {render_metric(check.metric, now.median)} (at the baseline machine's speed, x{speed:.2f}) "
-             f"vs baseline {render_metric(check.metric, base.median)} ({ratio:.3f}x)")
+    facts = (f"median {render_metric(check.metric, now.median)} (at the baseline machine's "
+             f"speed, x{speed:.2f}) vs baseline {render_metric(check.metric, base.median)} ({ratio:.3f}x)")
     min_factor = check.min_factor
     if isinstance(min_factor, str):
         try:
@@ -530,4 +533,5 @@ def judge_run(report: RunReport, checks: Mapping[str, Sequence[Check]], baseline
         verdicts += judge([c for c in report.cases if c.suite == suite], checks.get(suite, ()), baseline,
                           profile=profile, refused=refused)
     return replace(report, verdicts=verdicts, baselines=used,
-                   baseline_metrics={suite: baseline_metrics(checks.get(suite, ())) for suite in report.suites})
+                   baseline_metrics={suite: baseline_metrics(checks.get(suite, ()))
+                                     for suite in report.suites})

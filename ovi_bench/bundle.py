@@ -165,8 +165,8 @@ def render_summary(manifest: Mapping[str, Any], environment: Mapping[str, Any]) 
     for suite, outcome in manifest["suites"].items():
         required = "yes" if suite in manifest["required_suites"] else "no"
         failed = "<br>".join(escape(line) for line in outcome["failed"]) or "-"
-        rows.append(f'<tr><td>{escape(suite)}</td><td>{required}</td><td class="{escape(outcome["outcome"])}">'
-                    f'{escape(outcome["outcome"])}</td><td>{outcome["cases"]}</td><td>{failed}</td></tr>')
+        rows.append(f'<tr><td>{escape(suite)}</td><td>{required}</td><td '
+                    f'class="{escape(outcome["outcome"])}">{escape(outcome["outcome"])}</td><td>{outcome["cases"]}</td><td>{failed}</td></tr>')
     facts = [(key, environment.get(key)) for key in ("device_name", "device_arch", "torch", "hip", "cuda",
                                                     "driver", "git_commit", "date")]
     env_rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in facts if v)
@@ -178,9 +178,10 @@ def render_summary(manifest: Mapping[str, Any], environment: Mapping[str, Any]) 
             f'<h2>Suites</h2><table><tr><th>suite</th><th>required</th><th>outcome</th><th>cases</th>'
             f'<th>failed checks</th></tr>{"".join(rows)}</table>'
             f'<h2>Environment</h2><table>{env_rows}</table>'
-            f'<h2>Suite and baseline files used (sha256)</h2><table>{inputs or "<tr><td>none</td></tr>"}</table>'
-            f'<p>Created {escape(manifest["created"])}, bundle schema {manifest["schema_version"]}. '
-            f'Verify with <code>ovi-bench check-bundle DIR</code>.</p></body></html>\n')
+            '<h2>Suite and baseline files used '
+            f'(sha256)</h2><table>{inputs or "<tr><td>none</td></tr>"}</table><p>Created '
+            f'{escape(manifest["created"])}, bundle schema {manifest["schema_version"]}. Verify with '
+            '<code>ovi-bench check-bundle DIR</code>.</p></body></html>\n')
 
 
 def check_bundle(bundle: Path, required_suites: Sequence[str] | None = None) -> list[str]:
@@ -205,7 +206,8 @@ def check_bundle(bundle: Path, required_suites: Sequence[str] | None = None) -> 
         elif sha256(path) != digest:
             problems.append(f"{name}: sha256 differs from the manifest (edited after the run)")
     present = {p.relative_to(bundle).as_posix() for p in bundle.rglob("*") if p.is_file()} - {MANIFEST}
-    problems += [f"{name}: not in the manifest (added after the run)" for name in sorted(present - set(listed))]
+    problems += [f"{name}: not in the manifest (added after the run)"
+                 for name in sorted(present - set(listed))]
     for group, files in manifest.get("inputs", {}).items():
         problems += [f"{name}: {group} input hash differs from the file's"
                      for name, digest in files.items() if listed.get(name) != digest]

@@ -85,7 +85,8 @@ def main(debug: bool) -> None:
 @click.argument("suites", nargs=-1)
 @click.option("--engine", default="reference", show_default=True,
               help="reference, fake, checkout:PATH or MODULE:FACTORY.")
-@click.option("--checkpoint-dir", type=click.Path(path_type=Path), help="Real weights (upstream ckpts/ layout).")
+@click.option("--checkpoint-dir", type=click.Path(path_type=Path),
+              help="Real weights (upstream ckpts/ layout).")
 @click.option("--preset", type=click.Choice(["tiny", "full"]), default="tiny", show_default=True,
               help="Size of the synthetic weights when no --checkpoint-dir is given.")
 @click.option("--variant", "variants", multiple=True, help="Variant(s) to run instead of the suite's.")
@@ -100,7 +101,8 @@ def main(debug: bool) -> None:
               help="Baselines directory (default: the project's baselines/, found like its suites/).")
 @click.option("--allow-missing-baseline", is_flag=True,
               help="First run on new hardware: a suite with no baseline here does not fail the run.")
-@click.option("--report-dir", type=click.Path(path_type=Path), help="Run directory (default reports/<run id>).")
+@click.option("--report-dir", type=click.Path(path_type=Path),
+              help="Run directory (default reports/<run id>).")
 @click.option("--repeat", type=click.IntRange(min=1), default=1, show_default=True,
               help="Denoise runs per case (more timing samples).")
 @click.option("--timeout", help="Per-case time limit, e.g. '600 s' (default: the suite's, else 1 h).")
@@ -158,14 +160,15 @@ def execute(run: Any) -> int:
     try:
         results = run.execute()
     except KeyboardInterrupt:
-        _err(f"interrupted: finished cases are in {run.journal}; finish with `ovi-bench run --resume {run.run_dir}`")
+        _err(f"interrupted: finished cases are in {run.journal}; finish with `ovi-bench run "
+             f"--resume {run.run_dir}`")
         return EXIT_INTERRUPTED
     report = run.report(results)
     _err(render_terminal(report, run.run_dir))
     return report.exit_status
 
 
-# ---- compare, report, baseline -------------------------------------------------------------------------------
+# ---- compare, report, baseline -----------------------------------------------------------------------------
 
 @main.command()
 @click.argument("result_a", type=click.Path(path_type=Path))
@@ -229,12 +232,13 @@ def baseline_show(hardware: str | None, baselines: Path | None) -> int:
         stored = load_baseline(baselines, path.parent.name, path.stem)
         assert stored is not None
         prov = stored.provenance
-        rows.append([path.parent.name, stored.suite, len(stored.cases), prov.get("engine"), prov.get("weights"),
-                     (prov.get("git_commit") or "")[:10], prov.get("date")])
+        rows.append([path.parent.name, stored.suite, len(stored.cases), prov.get("engine"),
+                     prov.get("weights"), (prov.get("git_commit") or "")[:10], prov.get("date")])
     if not rows:
         click.echo(f"no baselines in {baselines}" + (f" for {hardware}" if hardware else ""))
     else:
-        click.echo(tabulate(rows, headers=["hardware", "suite", "cases", "engine", "weights", "commit", "date"]))
+        click.echo(tabulate(rows,
+                            headers=["hardware", "suite", "cases", "engine", "weights", "commit", "date"]))
     return EXIT_OK
 
 
@@ -254,13 +258,14 @@ def baseline_update(result: Path, hardware: str | None, baselines: Path | None, 
 
     report = load_report(result)
     if hardware is not None and hardware not in PROFILES and hardware != report.hardware:
-        raise _usage(f"--hardware {hardware!r}: not a known profile (known: {', '.join(PROFILES)}; this run's "
-                     f"is {report.hardware})")
+        raise _usage(f"--hardware {hardware!r}: not a known profile (known: "
+                     f"{', '.join(PROFILES)}; this run's is {report.hardware})")
     diff = update_baseline(report, _baselines_dir(baselines), hardware, write=not dry_run)
     click.echo(diff.render())
     for suite, path in diff.paths.items():
         click.echo(f"{'would write' if dry_run else 'wrote'} {path} ({suite})")
-    for path, cases in update_references(report, _baselines_dir(baselines), hardware, write=not dry_run).items():
+    for path, cases in update_references(report, _baselines_dir(baselines), hardware,
+                                         write=not dry_run).items():
         click.echo(f"{'would store' if dry_run else 'stored'} {len(cases)} reference output(s) in {path}")
     return EXIT_OK
 
@@ -285,14 +290,16 @@ def baseline_upgrade(baselines: Path | None, dry_run: bool) -> int:
         if version is None:
             click.echo(f"{path}: already schema_version {BASELINE.version}")
         else:
-            click.echo(f"{path}: schema_version {version} -> {BASELINE.version}{' (dry run)' if dry_run else ''}")
+            click.echo(f"{path}: schema_version {version} -> "
+                       f"{BASELINE.version}{' (dry run)' if dry_run else ''}")
     return EXIT_OK
 
 
-# ---- list, doctor ----------------------------------------------------------------------------------------------
+# ---- list, doctor ------------------------------------------------------------------------------------------
 
 @main.command("list")
-@click.argument("what", type=click.Choice(["suites", "engines", "backends", "variants", "policies", "hardware"]))
+@click.argument("what",
+                type=click.Choice(["suites", "engines", "backends", "variants", "policies", "hardware"]))
 @click.option("--device", default="cpu", show_default=True, help="Device whose backends to probe.")
 @click.option("--engine", default="reference", show_default=True, help="Engine whose backends to list.")
 @command_status
@@ -308,19 +315,21 @@ def _listing(what: str, device: str, engine: str = "reference") -> tuple[list[li
     if what == "engines":
         from ovi_bench.engines import ENGINES
 
-        return [[name, target] for name, target in ENGINES.items()], ["engine", "factory (or pass MODULE:FACTORY)"]
+        return ([[name, target] for name, target in ENGINES.items()],
+                ["engine", "factory (or pass MODULE:FACTORY)"])
     if what == "backends":
         from ovi_bench.run import probe_capabilities
 
         attention = probe_capabilities(engine, device, "auto").attention
-        return ([[name, "yes" if reason is None else "no", reason or ""] for name, reason in attention.items()],
+        return ([[name, "yes" if reason is None else "no", reason or ""]
+                 for name, reason in attention.items()],
                 ["backend", "available", f"reason ({engine} on {device})"])
     if what == "variants":
         from ovi_bench.variant_facts import VARIANTS, variant_facts
 
         facts = [variant_facts(name) for name in VARIANTS]
-        return ([[f.name, f.video_latent_frames, f.audio_latent_length, "x".join(map(str, f.video_latent_shape())),
-                  f.prompt_format] for f in facts],
+        return ([[f.name, f.video_latent_frames, f.audio_latent_length,
+                  "x".join(map(str, f.video_latent_shape())), f.prompt_format] for f in facts],
                 ["variant", "latent frames", "audio latents", "video latent", "prompt format"])
     if what == "policies":
         from ovi_bench.engines.base import POLICIES
@@ -371,7 +380,7 @@ def doctor(device: str | None) -> int:
     return EXIT_OK
 
 
-# ---- qualify, check-bundle -------------------------------------------------------------------------------------
+# ---- qualify, check-bundle ---------------------------------------------------------------------------------
 
 @main.command()
 @click.argument("hardware")
@@ -380,7 +389,8 @@ def doctor(device: str | None) -> int:
               help="Size of the synthetic weights when no --checkpoint-dir is given (tiny: the smoke cuts).")
 @click.option("--engine", default="reference", show_default=True,
               help="reference, fake, checkout:PATH or MODULE:FACTORY.")
-@click.option("--checkpoint-dir", type=click.Path(path_type=Path), help="Real weights (upstream ckpts/ layout).")
+@click.option("--checkpoint-dir", type=click.Path(path_type=Path),
+              help="Real weights (upstream ckpts/ layout).")
 @click.option("--bundle-dir", type=click.Path(path_type=Path),
               help="Where the bundle goes, a new directory (default reports/qualify-<hardware>-<run id>).")
 @click.option("--baselines", type=click.Path(path_type=Path),
@@ -426,7 +436,8 @@ def check_bundle_command(bundle: Path, required: tuple[str, ...]) -> int:
     from ovi_bench.bundle import check_bundle
 
     if not bundle.is_dir():
-        raise _usage(f"check-bundle {bundle}: no such directory (give a bundle written by `ovi-bench qualify`)")
+        raise _usage(f"check-bundle {bundle}: no such directory (give a bundle written by "
+                     "`ovi-bench qualify`)")
     problems = check_bundle(bundle, list(required) or None)
     for problem in problems:
         click.echo(problem)
@@ -437,7 +448,7 @@ def check_bundle_command(bundle: Path, required: tuple[str, ...]) -> int:
 
 
 
-# ---- estimate, frontier (the memory model: ovi_bench.estimate, ovi_bench.frontier) ---------------------------
+# ---- estimate, frontier (the memory model: ovi_bench.estimate, ovi_bench.frontier) -------------------------
 
 def _profile(name: str) -> Any:
     from ovi_bench.hardware import get_profile
@@ -451,7 +462,8 @@ def _profile(name: str) -> Any:
 @main.command()
 @click.option("--variant", required=True, help="e.g. 960x960_10s (see `ovi-bench list variants`).")
 @click.option("--policy", required=True, help="all_gpu, cpu_offload, keep_resident or sequential.")
-@click.option("--hardware", default="consumer-24gb", show_default=True, help="Profile to fit (`list hardware`).")
+@click.option("--hardware", default="consumer-24gb", show_default=True,
+              help="Profile to fit (`list hardware`).")
 @click.option("--tiled/--untiled", default=False, show_default=True, help="Spatially tiled video decode.")
 @click.option("--preset", type=click.Choice(["tiny", "full"]), default="full", show_default=True)
 @click.option("--area", type=click.IntRange(min=1), help="Frame area in pixels (default: the variant's).")
@@ -480,8 +492,8 @@ def estimate(variant: str, policy: str, hardware: str, tiled: bool, preset: str,
             for f, stage in zip(result.fit(profile), result.stages)]
     h, w = result.frame
     click.echo(f"{variant} {policy} at {h}x{w} ({result.video_tokens:,} video tokens), {preset} preset, "
-               f"{'tiled' if tiled else 'untiled'} decode, on {profile.name} ({profile.usable_bytes / gib:.1f} GiB "
-               f"usable: {profile.sources['usable']})")
+               f"{'tiled' if tiled else 'untiled'} decode, on {profile.name} "
+               f"({profile.usable_bytes / gib:.1f} GiB usable: {profile.sources['usable']})")
     click.echo(tabulate(rows, headers=["stage", "GiB", "margin GiB", "fits", "terms (GiB)"]))
     peak = result.peak
     verdict = "fits" if peak.bytes <= profile.usable_bytes else "does NOT fit"
@@ -496,7 +508,8 @@ def estimate(variant: str, policy: str, hardware: str, tiled: bool, preset: str,
 @click.option("--hardware", required=True, help="Profile whose usable memory is the budget.")
 @click.option("--policy", required=True, help="all_gpu, cpu_offload, keep_resident or sequential.")
 @click.option("--engine", default="reference", show_default=True, help="Engine of the --confirm runs.")
-@click.option("--confirm", is_flag=True, help="Run just inside (must pass) and outside (must OOM) each boundary.")
+@click.option("--confirm", is_flag=True,
+              help="Run just inside (must pass) and outside (must OOM) each boundary.")
 @click.option("--device", default="cuda", show_default=True, help="Device of the --confirm runs.")
 @click.option("--variant", "variants", multiple=True, help="Variant(s) (default: every one).")
 @click.option("--aspect", "aspects", multiple=True, type=click.Choice(["1:1", "16:9", "9:16"]),
@@ -521,12 +534,14 @@ def frontier(hardware: str, policy: str, engine: str, confirm: bool, device: str
         raise _usage(f"unknown variant {unknown[0]!r} (known: {', '.join(VARIANTS)})")
     try:
         points = frontier_mod.find_frontier(profile, policy, preset=preset, tiled=tiled,
-                                            variants=variants or VARIANTS, aspects=aspects or tuple(frontier_mod.ASPECTS))
+                                            variants=variants or VARIANTS,
+                                            aspects=aspects or tuple(frontier_mod.ASPECTS))
     except ValueError as exc:
         raise _usage(str(exc)) from None
     out = out or Path("reports") / f"frontier_{profile.name}_{policy}"
     if confirm:
-        points = frontier_mod.confirm(points, policy, _frontier_runner(engine, preset, device, profile.name, out),
+        points = frontier_mod.confirm(points, policy,
+                                      _frontier_runner(engine, preset, device, profile.name, out),
                                       out.parent / f"{out.name}_runs")
     data = frontier_mod.frontier_dict(points, profile, policy, preset=preset, tiled=tiled, engine=engine)
     paths = frontier_mod.write_frontier(data, points, out)
@@ -544,8 +559,8 @@ def _frontier_runner(engine: str, preset: str, device: str, hardware: str, out: 
     from ovi_bench.run import Run
 
     def run_case(suite: Path, _: dict[str, Any]) -> str:
-        options = RunOptions(suites=[str(suite)], engine=engine, preset=preset, device=device, hardware=hardware,
-                             budget="profile", allow_missing_baseline=True,
+        options = RunOptions(suites=[str(suite)], engine=engine, preset=preset, device=device,
+                             hardware=hardware, budget="profile", allow_missing_baseline=True,
                              baselines=str(out.parent / f"{out.name}_runs" / "baselines"))
         results = Run.start(options, out.parent / f"{out.name}_runs" / suite.stem, _err).execute()
         return results[0].status if results else "not run"

@@ -69,19 +69,24 @@ def memory_warnings(config: MemoryConfiguration, *, need_bytes: int,
     need = f"the 960x960_10s peak needs up to {format_size(need_bytes)} ({PEAK_PROFILE} total_peak)"
     if config.card is None:
         warnings.append(DoctorWarning("no_sysfs_card", f"no sysfs memory view ({config.card_match}): the "
-                                      "VRAM + GTT footprint cannot be measured, limits fall back to the allocator"))
+                                      "VRAM + GTT footprint cannot be measured, limits fall back "
+                                      "to the allocator"))
     if config.gtt_total_bytes is not None and config.gtt_total_bytes < need_bytes:
-        warnings.append(DoctorWarning("gtt_too_small", f"GTT is {format_size(config.gtt_total_bytes)}; {need}: "
+        warnings.append(DoctorWarning("gtt_too_small",
+                                      f"GTT is {format_size(config.gtt_total_bytes)}; {need}: "
                                       "raise ttm.pages_limit (docs/suites.md, Qualify a Strix Halo)"))
     limit = config.pages_limit_bytes
     if limit is not None and limit < need_bytes:
-        warnings.append(DoctorWarning("pages_limit_too_small", f"ttm pages_limit allows {format_size(limit)}; "
+        warnings.append(DoctorWarning("pages_limit_too_small",
+                                      f"ttm pages_limit allows {format_size(limit)}; "
                                       f"{need}"))
     if (config.carveout_bytes is not None and config.gtt_total_bytes is not None
             and config.carveout_bytes < config.gtt_total_bytes):
-        warnings.append(DoctorWarning("carveout_only", f"HIP and torch see the {format_size(config.carveout_bytes)}"
-                                      f" carve-out; the GPU allocates beyond it from {format_size(config.gtt_total_bytes)}"
-                                      " of GTT: limits are judged on VRAM + GTT from sysfs, not on torch's total"))
+        warnings.append(DoctorWarning("carveout_only",
+                                      f"HIP and torch see the {format_size(config.carveout_bytes)}"
+                                      " carve-out; the GPU allocates beyond it from "
+                                      f"{format_size(config.gtt_total_bytes)} of GTT: limits are judged on "
+                                      "VRAM + GTT from sysfs, not on torch's total"))
     if mem_get_info is not None and mem_get_info[0] > mem_get_info[1]:
         free, total = mem_get_info
         warnings.append(DoctorWarning("mem_get_info", f"mem_get_info reports {format_size(free)} free of "
@@ -96,7 +101,8 @@ def attention_warnings(*, hip: str | None, arch: str | None,
                        environ: Mapping[str, str] = os.environ) -> list[DoctorWarning]:
     if aotriton_flag_needed(hip=hip, arch=arch, environ=environ):
         return [DoctorWarning("aotriton_flag", f"{AOTRITON_FLAG} is not 1 on {arch}: SDPA falls back to the "
-                              f"math kernel (~145 GB of attention scores at 960x960_10s); set {AOTRITON_FLAG}=1")]
+                              "math kernel (~145 GB of attention scores at 960x960_10s); set "
+                              f"{AOTRITON_FLAG}=1")]
     return []
 
 
@@ -120,8 +126,8 @@ def doctor_report(device: str | None = None, *, paths: SystemPaths = DEFAULT_PAT
                   ["memory total", format_size(total)], ["memory free", format_size(free)],
                   ["unified memory", "yes" if getattr(props, "is_integrated", False) else "no"]]
         if hip is not None:
-            config = memory_configuration(props, hip=hip, device_arch=arch, paths=paths, load_amdsmi=load_amdsmi,
-                                          environ=environ)
+            config = memory_configuration(props, hip=hip, device_arch=arch, paths=paths,
+                                          load_amdsmi=load_amdsmi, environ=environ)
             facts += configuration_facts(config)
             warnings += memory_warnings(config, need_bytes=PROFILES[PEAK_PROFILE].limit("total_peak"),
                                         mem_get_info=(free, total))

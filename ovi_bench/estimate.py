@@ -35,9 +35,10 @@ DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 PROMPTS = 2  # the prompt and the negative prompt, encoded together
 
 # ---- calibrated terms (H100, synthetic:full, bf16; `oom` = 626c742:baselines/h100-80gb/oom_regression.json)
-# Synthetic weights are drawn in float32 on the device, several tensors at once (ovi_engine.weights.synthesize):
-# oom peak.load - end.load is 866 MB of 36.66 GB built on the device (all_gpu), and 6.99 GB when the same
-# modules are drawn on the device for host arenas (cpu_offload). Checkpoint loading would differ.
+# Synthetic weights are drawn in float32 on the device, several tensors at once
+# (ovi_engine.weights.synthesize): oom peak.load - end.load is 866 MB of 36.66 GB built on the device
+# (all_gpu), and 6.99 GB when the same modules are drawn on the device for host arenas (cpu_offload).
+# Checkpoint loading would differ.
 DRAW_TRANSIENT = 0.02363  # of the bytes a stage builds on the device
 DRAW_TRANSIENT_FOR_HOST = 0.1905  # of the bytes a cpu_offload load builds for the host
 # What the engine keeps besides module weights: oom end.load - modules = 23.8 MB when the fusion model is
@@ -139,7 +140,8 @@ class Estimate:
         return max(self.stages, key=lambda s: s.bytes)
 
     def fit(self, profile: HardwareProfile) -> list[Fit]:
-        return [Fit(s.stage, s.bytes, profile.usable_bytes, profile.usable_bytes - s.bytes) for s in self.stages]
+        return [Fit(s.stage, s.bytes, profile.usable_bytes,
+                    profile.usable_bytes - s.bytes) for s in self.stages]
 
     def to_dict(self, profile: HardwareProfile | None = None) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -199,7 +201,8 @@ def estimate(request: EstimateRequest) -> Estimate:
     latent_h, latent_w = facts.video_latent_shape(request.height, request.width, request.area)[2:]
     modules = {m: module_bytes(m, dims, e) for m in _ALL}
     pair = block_pair_bytes(dims, e)
-    parts = {**modules, "fusion_rest": sum(group_elements("fusion", g, dims) for g in ("video_rest", "audio_rest"))
+    parts = {**modules,
+             "fusion_rest": sum(group_elements("fusion", g, dims) for g in ("video_rest", "audio_rest"))
              * e, "pairs_at_peak": STREAMED_PAIRS_AT_PEAK * pair, "pairs_after": STREAMED_PAIRS_AFTER * pair}
     # The held constants were measured at full scale; another preset's are taken in proportion to its weights.
     scale = sum(modules.values()) / sum(module_bytes(m, DIMS["full"], e) for m in _ALL)
@@ -207,7 +210,8 @@ def estimate(request: EstimateRequest) -> Estimate:
             "latents": (VIDEO_CHANNELS * facts.video_latent_frames * latent_h * latent_w
                         + facts.audio_latent_length * AUDIO_CHANNELS) * e + int(AFTER_DENOISE_BYTES * scale)}
     text_len = CHECKOUT_PRESETS[request.preset].text_len
-    tile_pixels = (min(request.tile_px, height) * min(request.tile_px, width)) if request.tiled else height * width
+    tile_pixels = ((min(request.tile_px, height) * min(request.tile_px, width)) if request.tiled
+                   else height * width)
     work = {
         "encode_text": ("text_attention",
                         TEXT_ATTENTION_FACTOR * (PROMPTS + 1) * dims["text_heads"] * text_len**2 * 4),
@@ -242,8 +246,8 @@ def estimate(request: EstimateRequest) -> Estimate:
         notes.append(f"{request.policy}: placement restated from the engine, working sets from all_gpu; not "
                      "yet validated against a measured run")
     if request.preset != "full":
-        notes.append(f"{request.preset} preset: module bytes are exact; the held constants are the full-scale "
-                     "ones in proportion to the weights, not measured at this preset")
+        notes.append(f"{request.preset} preset: module bytes are exact; the held constants "
+                     "are the full-scale ones in proportion to the weights, not measured at this preset")
     return Estimate(request, (height, width), tokens - facts.audio_latent_length, facts.audio_samples,
                     tuple(stages), tuple(notes))
 

@@ -36,7 +36,8 @@ def non_finite(stage: str, towers: dict[str, Any]) -> str | None:
         counts = _counts(value)
         if counts is not None and (counts[0] or counts[1]):
             nan, inf, total = counts
-            return f"non-finite output after {stage}: the {tower} tower holds {nan} NaN and {inf} Inf of {total} values"
+            return (f"non-finite output after {stage}: the {tower} tower holds {nan} NaN and {inf} Inf "
+                    f"of {total} values")
     return None
 
 

@@ -19,7 +19,8 @@ SEED = "the seed's target for Ovi 960x960_10s"
 
 
 def device_architecture(props: Any) -> str:
-    """gfx1151-style on ROCm (gcnArchName), sm_90-style on CUDA (whose builds fill gcnArchName with the name)."""
+    """gfx1151-style on ROCm (gcnArchName), sm_90-style on CUDA (whose builds fill
+    gcnArchName with the name)."""
     import torch
 
     if torch.version.hip is not None:
@@ -66,8 +67,8 @@ PROFILES: dict[str, HardwareProfile] = {
             limits={"total_peak": 4 * GiB, "after_release": 2 * GiB, "decode": 3 * GiB},
             sources={"usable": "half of an 8 GiB CI runner",
                      **dict.fromkeys(("total_peak", "after_release", "decode"),
-                                     "sanity bound for the tiny preset: host RSS includes the interpreter and "
-                                     "torch (~0.4 GiB); not the seed's figures")},
+                                     "sanity bound for the tiny preset: host RSS includes the "
+                                     "interpreter and torch (~0.4 GiB); not the seed's figures")},
         ),
         HardwareProfile(
             "h100-80gb", "NVIDIA H100 80GB HBM3", "cuda", 80 * GiB, 76 * GiB,
@@ -88,8 +89,8 @@ PROFILES: dict[str, HardwareProfile] = {
         HardwareProfile(
             "consumer-24gb", "24 GB consumer card (RTX 3090 / 4090 class)", "cuda", 24 * GiB, 22 * GiB,
             limits={"total_peak": 22 * GiB, "after_release": 5 * GB, "decode": 22 * GiB},
-            sources={"usable": "24 GiB less ~2 GiB for the CUDA context and a desktop on the same card (92%); "
-                               "an estimate, not measured on a card here",
+            sources={"usable": "24 GiB less ~2 GiB for the CUDA context and a desktop on the "
+                               "same card (92%); an estimate, not measured on a card here",
                      "total_peak": "the usable size",
                      "after_release": SEED,
                      "decode": "the usable size: the seed's 30 GB decode target is above what the card has"},
@@ -97,8 +98,8 @@ PROFILES: dict[str, HardwareProfile] = {
         HardwareProfile(
             "consumer-32gb", "32 GB card (RTX 5090 class)", "cuda", 32 * GiB, 30 * GiB,
             limits={"total_peak": 30 * GiB, "after_release": 5 * GB, "decode": 30 * GiB},
-            sources={"usable": "32 GiB less ~2 GiB for the CUDA context and a desktop on the same card (94%); "
-                               "an estimate, not measured on a card here",
+            sources={"usable": "32 GiB less ~2 GiB for the CUDA context and a desktop on the "
+                               "same card (94%); an estimate, not measured on a card here",
                      "total_peak": "the usable size",
                      "after_release": SEED,
                      "decode": "the usable size: the seed's 30 GB decode target is about the whole card"},
@@ -109,7 +110,8 @@ PROFILES: dict[str, HardwareProfile] = {
             unified_memory=True,
             limits={"total_peak": 100 * GB, "after_release": 5 * GB, "decode": 30 * GB},
             sources={"usable": "128 GB less ~18 GB kept for the OS, the desktop and the Python process "
-                               "itself (the host side of the shared pool); declared, not read from the device",
+                               "itself (the host side of the shared pool); declared, not "
+                               "read from the device",
                      "total_peak": SEED + ": the whole generation peaks at <= 100 GB",
                      "after_release": SEED + ": <= 5 GB stays allocated after release",
                      "decode": SEED + ": decode takes <= 30 GB"},
@@ -171,6 +173,6 @@ def baseline_mismatch(baseline_hardware: str, baseline_environment: Mapping[str,
         stored = (baseline_environment or {}).get(name)
         now = run_environment.get(name)
         if stored is not None and now is not None and stored != now:
-            return (f"the baseline of profile {run_hardware!r} was recorded on {name} {stored!r}, this run has "
-                    f"{now!r}: not the same hardware")
+            return (f"the baseline of profile {run_hardware!r} was recorded on {name} "
+                    f"{stored!r}, this run has {now!r}: not the same hardware")
     return None

@@ -88,7 +88,8 @@ class SdpaKernel:
         return self.kind == "fused"
 
 
-def _first_match(names: Iterable[str], table: tuple[tuple[re.Pattern[str], str], ...]) -> tuple[str, str] | None:
+def _first_match(names: Iterable[str],
+                 table: tuple[tuple[re.Pattern[str], str], ...]) -> tuple[str, str] | None:
     for name in names:
         for pattern, family in table:
             if pattern.search(name):
@@ -112,7 +113,8 @@ def classify_sdpa(ran: RanOps) -> SdpaKernel:
     return SdpaKernel("none", "none", "")
 
 
-def aotriton_flag_needed(*, hip: str | None, arch: str | None, environ: Mapping[str, str] = os.environ) -> bool:
+def aotriton_flag_needed(*, hip: str | None, arch: str | None,
+                         environ: Mapping[str, str] = os.environ) -> bool:
     """A ROCm torch on a gfx11/gfx12 device (gfx1151 among them) without the AOTriton flag set to 1."""
     return (hip is not None and bool(arch) and AOTRITON_EXPERIMENTAL_ARCH.match(arch or "") is not None
             and environ.get(AOTRITON_FLAG) != "1")

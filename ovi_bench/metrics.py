@@ -34,7 +34,8 @@ class Metric:
 
     def __post_init__(self) -> None:
         if self.unit not in UNITS or self.kind not in KINDS:
-            raise ValueError(f"metric {self.name}: unit {self.unit!r} / kind {self.kind!r} not in {UNITS} / {KINDS}")
+            raise ValueError(f"metric {self.name}: unit {self.unit!r} / kind {self.kind!r} not in "
+                             f"{UNITS} / {KINDS}")
 
     def matches(self, name: str) -> bool:
         return fnmatch.fnmatchcase(name, self.name)
@@ -82,9 +83,10 @@ def unit_of(name: str) -> str | None:
 def stage_metrics(stages: list[StageRecord]) -> dict[str, Any]:
     """Flat metrics from stage records: peak.<stage>.*_bytes, end.<stage>.alloc_bytes, time.<stage>.*_s,
     and peak.total.* over all stages; peak.<stage>.bytes is the figure the stage's limits are judged on
-    (`judged_peak`: the VRAM + GTT footprint on a unified device, the allocator's peak on another GPU, host RSS
-    on the CPU).
-    A stage that ran several times (denoise x repeat) gives the max of its peaks and one time sample per run."""
+    (`judged_peak`: the VRAM + GTT footprint on a unified device, the allocator's peak on another GPU, host
+    RSS on the CPU).
+    A stage that ran several times (denoise x repeat) gives the max of its peaks and
+    one time sample per run."""
     peaks = {"alloc_peak": "alloc_bytes", "reserved_peak": "reserved_bytes",
              "device_used_peak": "device_used_bytes", "host_rss_peak": "host_rss_bytes"}
     metrics: dict[str, Any] = {}

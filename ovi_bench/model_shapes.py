@@ -1,4 +1,5 @@
-"""Parameter shapes of Ovi's four large modules, as functions of their widths: the checkpoint schemas, compact.
+"""Parameter shapes of Ovi's four large modules, as functions of their widths: the
+checkpoint schemas, compact.
 
 Each module's tensors are grouped (a transformer's `*_block` groups hold one layer, repeated per layer) and
 every width in a shape is named (`dim`, `4*vae_dec_dim`, `vocoder_channels/8`), so one table gives the bytes
@@ -42,7 +43,8 @@ DIMS: dict[str, dict[str, int]] = {
                    "text_dim": 4096},
                   {"vocab_size": 256384, "dim_ffn": 10240, "num_heads": 64, "encoder_layers": 24},
                   {"dim": 160, "dec_dim": 256}, 384, 1536),
-    "tiny": _dims(_TINY.fusion, _TINY.text_encoder, _TINY.video_vae, _TINY.audio_vae_dim, _TINY.vocoder_channels),
+    "tiny": _dims(_TINY.fusion, _TINY.text_encoder, _TINY.video_vae, _TINY.audio_vae_dim,
+                  _TINY.vocoder_channels),
 }
 # The text encoder's own width is the fusion model's text width, and its head count is its own.
 _RENAMES = {"text_encoder": {"dim": "text_encoder_dim", "num_heads": "text_heads"}}
@@ -60,7 +62,8 @@ def evaluate(size: int | str, dims: dict[str, int], module: str = "") -> int:
 
 def group_elements(module: str, group: str, dims: dict[str, int]) -> int:
     """Elements of one group (one layer for a block group)."""
-    return sum(count * math.prod(evaluate(s, dims, module) for s in shape) for shape, count in SHAPES[module][group])
+    return sum(count * math.prod(evaluate(s, dims, module) for s in shape)
+               for shape, count in SHAPES[module][group])
 
 
 def module_elements(module: str, dims: dict[str, int]) -> int:
@@ -73,7 +76,8 @@ def module_bytes(module: str, dims: dict[str, int], element_bytes: int) -> int:
     total = 0
     for group in SHAPES[module]:
         layers = dims[LAYERS[module]] if group.endswith("block") else 1
-        total += group_elements(module, group, dims) * layers * (4 if group in FLOAT32_GROUPS else element_bytes)
+        total += (group_elements(module, group, dims) * layers
+                  * (4 if group in FLOAT32_GROUPS else element_bytes))
     return total
 
 

@@ -38,7 +38,8 @@ from ovi_bench.report.terminal import render_terminal
 from ovi_bench.run import PROJECT_BASELINES, Run, UsageError, new_run_id, validate, validate_device
 from ovi_bench.suites import SUITES_DIR, Suite, load_suites, suite_path
 
-QUALIFY_SUITES = ("attention_backends", "variant_latents", "oom_regression", "peak_memory_10s", "output_fidelity")
+QUALIFY_SUITES = ("attention_backends", "variant_latents", "oom_regression", "peak_memory_10s",
+                  "output_fidelity")
 # Doctor warnings under which a qualification would measure nothing worth judging (doctor.py's codes).
 STOPPING_WARNINGS = {
     "gtt_too_small": "the 960x960_10s peak cannot fit in GTT",
@@ -82,7 +83,8 @@ def qualification_suites(preset: str, chosen: Sequence[str] = ()) -> list[str]:
     names = [name for name in QUALIFY_SUITES if (SUITES_DIR / f"{name}.yaml").is_file()]
     unknown = [name for name in chosen if name not in names]
     if unknown:
-        raise UsageError(f"--suites {','.join(unknown)}: not a qualification suite (choose from {', '.join(names)})")
+        raise UsageError(f"--suites {','.join(unknown)}: not a qualification suite (choose from "
+                         f"{', '.join(names)})")
     names = [name for name in names if not chosen or name in chosen]
     if preset != "tiny":
         return names
@@ -96,7 +98,8 @@ def suite_files(name: str, suite: Suite) -> list[Path]:
     return [*files, *([suite.path] if suite.path else [])]
 
 
-def check_inputs(options: QualifyOptions, names: Sequence[str]) -> tuple[HardwareProfile, dict[str, Suite], Path]:
+def check_inputs(options: QualifyOptions,
+                 names: Sequence[str]) -> tuple[HardwareProfile, dict[str, Suite], Path]:
     """Everything that can be wrong before a case runs (UsageError: one line, what and the fix)."""
     try:
         profile = get_profile(options.hardware)
@@ -105,12 +108,14 @@ def check_inputs(options: QualifyOptions, names: Sequence[str]) -> tuple[Hardwar
     validate_device(options.device)
     device_type = "cuda" if options.device.startswith("cuda") else "cpu"
     if profile.device_type != device_type:
-        raise UsageError(f"hardware {profile.name} is a {profile.device_type} profile, --device {options.device} is "
-                         f"not (use --device {'cuda' if profile.device_type == 'cuda' else 'cpu'})")
+        raise UsageError(f"hardware {profile.name} is a {profile.device_type} profile, --device "
+                         f"{options.device} is not (use --device "
+                         f"{'cuda' if profile.device_type == 'cuda' else 'cpu'})")
     detected = detect_profile(options.device)
     if detected.name != profile.name:
-        raise UsageError(f"--device {options.device} is detected as {detected.name} ({detected.description}), not "
-                         f"{profile.name}: qualify it as {detected.name}, or run on a {profile.name}")
+        raise UsageError(f"--device {options.device} is detected as {detected.name} "
+                         f"({detected.description}), not {profile.name}: qualify it as {detected.name}, or "
+                         f"run on a {profile.name}")
     engine_factory(options.engine)
     suites: dict[str, Suite] = {}
     baselines = Path(options.baselines) if options.baselines else PROJECT_BASELINES
@@ -122,8 +127,9 @@ def check_inputs(options: QualifyOptions, names: Sequence[str]) -> tuple[Hardwar
         if baseline_metrics(suite.checks_at(scale)) and load_baseline(baselines, profile.name, name) is None:
             missing.append(name)
     if missing and not options.allow_missing_baseline:
-        raise UsageError(f"no baseline for {profile.name} of {', '.join(missing)} in {baselines}: for a first "
-                         "qualification of this hardware add --allow-missing-baseline (docs/suites.md, Qualify)")
+        raise UsageError(f"no baseline for {profile.name} of {', '.join(missing)} in "
+                         f"{baselines}: for a first qualification of this hardware add "
+                         "--allow-missing-baseline (docs/suites.md, Qualify)")
     bundle = options.bundle_dir or Path("reports") / f"qualify-{profile.name}-{new_run_id()}"
     for path in (bundle, staging_dir(bundle)):
         if path.exists() and any(path.iterdir()):

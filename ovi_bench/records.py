@@ -33,7 +33,8 @@ ABNORMAL_STATUSES = ("oom", "crash", "timeout", "error")
 # unsupported: the engine declares it cannot give what the check reads (e.g. no detect_variant); never a pass,
 # never a failure of the engine, always shown. changed: another value than the baseline's where a change is
 # news, not a failure (rule `same`).
-VERDICT_STATUSES = ("pass", "fail", "regression", "improved", "changed", "no_baseline", "unsupported", "error")
+VERDICT_STATUSES = ("pass", "fail", "regression", "improved", "changed", "no_baseline", "unsupported",
+                    "error")
 FAILED_VERDICTS = ("fail", "regression", "error")
 # Per-case outcome, derived from its status and verdicts; what every report format and the exit code use.
 OUTCOMES = ("pass", "fail", "error", "skipped", "unsupported")
@@ -385,7 +386,8 @@ class RunReport:
     @cached_property
     def missing_baselines(self) -> list[str]:
         """Suites whose checks compare with a baseline and found none for this hardware."""
-        return [suite for suite in self.suites if self.baseline_metrics.get(suite) and self.baselines.get(suite) is None]
+        return [suite for suite in self.suites if self.baseline_metrics.get(suite)
+                and self.baselines.get(suite) is None]
 
     @cached_property
     def problems(self) -> list[str]:
@@ -393,7 +395,8 @@ class RunReport:
         problems = []
         if self.missing_baselines and not self.allow_missing_baseline:
             problems.append(f"no baseline for {self.hardware} of {', '.join(self.missing_baselines)} "
-                            "(first run on this hardware: --allow-missing-baseline, then `ovi-bench baseline update`)")
+                            "(first run on this hardware: --allow-missing-baseline, then `ovi-bench "
+                            "baseline update`)")
         if self.cases and all(o in NOT_RUN_STATUSES for o in self.outcomes.values()):
             problems.append("no case ran (every case was skipped or unsupported)")
         if not self.cases:
@@ -411,8 +414,8 @@ class RunReport:
                 "engine": self.engine, "weights": self.weights, "hardware": self.hardware,
                 "environment": self.environment.to_dict(), "summary": self.summary,
                 "exit_status": self.exit_status, "baselines": self.baselines,
-                "baseline_metrics": self.baseline_metrics, "allow_missing_baseline": self.allow_missing_baseline,
-                "problems": self.problems,
+                "baseline_metrics": self.baseline_metrics,
+                "allow_missing_baseline": self.allow_missing_baseline, "problems": self.problems,
                 "cases": [c.to_dict() for c in self.cases], "verdicts": [v.to_dict() for v in self.verdicts]}
 
     @classmethod
@@ -440,7 +443,8 @@ class OutputError(OSError):
 def canonical_json(data: Any) -> str:
     """The one JSON form the harness writes: sorted keys, 2-space indent, UTF-8, final newline; a NaN or
     Infinity anywhere is written in `encode_floats`' form (metric_from_json reads it back)."""
-    return json.dumps(encode_floats(data), indent=2, sort_keys=True, ensure_ascii=False, allow_nan=False) + "\n"
+    return json.dumps(encode_floats(data), indent=2, sort_keys=True, ensure_ascii=False,
+                      allow_nan=False) + "\n"
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -459,7 +463,8 @@ def write_atomic(path: Path, text: str) -> None:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, REPORT_FILE_MODE)  # mkstemp makes it 0600; reports and baselines are for everyone to read
+        # mkstemp makes it 0600; reports and baselines are for everyone to read
+        os.chmod(tmp, REPORT_FILE_MODE)
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)

@@ -45,7 +45,8 @@ class Output:
 
 def _pool_video(x: torch.Tensor) -> torch.Tensor:
     c, f, h, w = x.shape
-    pooled = F.adaptive_avg_pool3d(x[None].float(), tuple(min(n, m) for n, m in zip((f, h, w), VIDEO_POOL[1:])))[0]
+    pooled = F.adaptive_avg_pool3d(x[None].float(),
+                                   tuple(min(n, m) for n, m in zip((f, h, w), VIDEO_POOL[1:])))[0]
     groups = VIDEO_POOL[0] if c % VIDEO_POOL[0] == 0 else 1
     return pooled.reshape(groups, c // groups, *pooled.shape[1:]).mean(1)
 
@@ -71,7 +72,8 @@ def _blocks(sound: torch.Tensor) -> torch.Tensor:
 
 def digests(output: Output) -> dict[str, str]:
     """sha256 of the full final latents, frames and audio: equal digests mean the same output, bit for bit."""
-    tensors = {**{f"{t}_latents": output.final[t] for t in TOWERS}, "frames": output.frames, "audio": output.sound}
+    tensors = {**{f"{t}_latents": output.final[t] for t in TOWERS}, "frames": output.frames,
+               "audio": output.sound}
     return {name: hashlib.sha256(t.contiguous().numpy().tobytes()).hexdigest() for name, t in tensors.items()}
 
 
@@ -126,7 +128,8 @@ class StoredReference:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> StoredReference:
-        return cls(output=output_from_json(data["output"]), floor=decode_floats(data["floor"]), dtype=data["dtype"],
+        return cls(output=output_from_json(data["output"]), floor=decode_floats(data["floor"]),
+                   dtype=data["dtype"],
                    floor_dtype=data["floor_dtype"], device=data["device"], digests=dict(data["digests"]))
 
     def refusal(self, dtype: str, device: str) -> str | None:
@@ -134,9 +137,9 @@ class StoredReference:
         if dtype != self.dtype:
             return f"the stored reference ran in {self.dtype}, this run in {dtype}: store one in {dtype}"
         if dtype != "float32" and device != self.device:
-            return (f"the stored reference is a {self.dtype} result of {self.device}, this run is on {device}: "
-                    f"{self.dtype} results of two devices are not compared (store a reference on this device: "
-                    "`ovi-bench baseline update`)")
+            return (f"the stored reference is a {self.dtype} result of {self.device}, this run "
+                    f"is on {device}: {self.dtype} results of two devices are not compared "
+                    "(store a reference on this device: `ovi-bench baseline update`)")
         return None
 
 
@@ -178,7 +181,8 @@ def update_references(report: RunReport, directory: Path, hardware: str | None =
     hardware = hardware or report.hardware
     stored: dict[str, list[str]] = {}
     for suite in report.suites:
-        cases = [c for c in report.cases if c.suite == suite and c.status == "ok" and PAYLOAD_METRIC in c.metrics]
+        cases = [c for c in report.cases if c.suite == suite and c.status == "ok"
+                 and PAYLOAD_METRIC in c.metrics]
         if not cases:
             continue
         path = references_path(directory, hardware, suite)
@@ -196,7 +200,8 @@ def update_references(report: RunReport, directory: Path, hardware: str | None =
 def attach_stored_reference(job: Any, directory: Path, hardware: str) -> Any:
     """A fidelity job with `params.stored_reference` set to the file holding its case, when one is stored
     for this hardware and the suite asks for it (`reference: auto` or `stored`); other jobs unchanged."""
-    if job.scenario != SCENARIO or job.params.get("reference") == "engine" or job.params.get("stored_reference"):
+    if (job.scenario != SCENARIO or job.params.get("reference") == "engine"
+        or job.params.get("stored_reference")):
         return job
     path = references_path(directory, hardware, job.suite)
     if job.case_id not in stored_case_ids(path):

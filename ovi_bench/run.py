@@ -68,7 +68,8 @@ class Run:
             run_dir.mkdir(parents=True, exist_ok=True)
             write_header(run.journal, run_id, options, environment)
         except FileExistsError:
-            raise UsageError(f"{run.journal} exists: use --resume {run_dir} or another --report-dir") from None
+            raise UsageError(f"{run.journal} exists: use --resume {run_dir} or "
+                             "another --report-dir") from None
         except OSError as exc:
             raise OutputError(f"cannot write report directory {run_dir}: {exc.strerror or exc}") from None
         return run
@@ -86,7 +87,8 @@ class Run:
         loaded, profile = validate(options)
         with open(path, "r+b") as file:  # drop a torn last line so the next result starts on its own line
             file.truncate(journal.valid_bytes)
-        return cls(journal.run_id, run_dir, options, loaded, profile, journal.environment, journal.done, progress)
+        return cls(journal.run_id, run_dir, options, loaded, profile, journal.environment, journal.done,
+                   progress)
 
     def jobs(self) -> list[Job]:
         """Every case; a fidelity case with a stored reference for this hardware is pointed at it."""
@@ -126,7 +128,8 @@ class Run:
             derive = get_scenario(suite.scenario).derive
             if derive is not None:
                 derive([c for c in results if c.suite == suite.name])
-        report = RunReport(run_id=self.run_id, suites=[s.name for s in self.suites], engine=self.options.engine,
+        report = RunReport(run_id=self.run_id, suites=[s.name for s in self.suites],
+                           engine=self.options.engine,
                            weights=self.options.weights, hardware=self.profile.name,
                            environment=self.environment, cases=results,
                            allow_missing_baseline=self.options.allow_missing_baseline)
@@ -139,8 +142,8 @@ class Run:
             cases = [c for c in results if c.suite == suite.name]
             for check in suite.checks_at(scale):
                 if check.when and not any(check.applies_to(c) for c in cases):
-                    self.progress(f"{suite.name}: check {check.describe()} when {check.when} matched no case of "
-                                  "this run")
+                    self.progress(f"{suite.name}: check {check.describe()} when {check.when} "
+                                  "matched no case of this run")
         report = judge_run(report, {s.name: s.checks_at(scale) for s in self.suites}, self.baselines_dir,
                            profile=self.profile)
         write_all(report, self.run_dir)

@@ -32,8 +32,8 @@ class Format:
             raise SchemaError(f"{source}: {self.name} of schema_version {found}, older than this ovi-bench's "
                               f"{self.version}: {self.upgrade_hint}")
         if isinstance(found, int) and not isinstance(found, bool) and found > self.version:
-            raise SchemaError(f"{source}: {self.name} of schema_version {found} was written by a newer ovi-bench "
-                              f"(this one reads {self.version}): upgrade ovi-bench")
+            raise SchemaError(f"{source}: {self.name} of schema_version {found} was written by a "
+                              f"newer ovi-bench (this one reads {self.version}): upgrade ovi-bench")
         raise SchemaError(f"{source}: not a {self.name} (schema_version {found!r})")
 
 

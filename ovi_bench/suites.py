@@ -3,8 +3,9 @@
 Sizes, percentages and durations are parsed here (checks by `baselines.parse_check`), so a bad value fails
 before anything runs. A suite expands into cases: the cartesian product of its matrix, with the command
 line's overrides applied. `presets:` gives params, a budget and matrix axes per weight preset (tiny CPU runs
-decode small frames and run fewer ranks, full-scale runs the variant's own). A file with `include:` instead of a scenario runs other suites
-with overrides (the smoke suite): each included suite keeps its own checks and is named `<file>.<suite>`.
+decode small frames and run fewer ranks, full-scale runs the variant's own). A file with `include:` instead of
+a scenario runs other suites with overrides (the smoke suite): each included suite keeps its own checks and is
+named `<file>.<suite>`.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ class Suite:
         matrix = {axis: [scenario.axis_defaults[axis]] for axis in scenario.axes}
         matrix.update(self.matrix)
         matrix.update(preset.get("matrix", {}))
-        matrix.update({axis: values for axis, values in options.overrides().items() if values and axis in matrix})
+        matrix.update({axis: values
+                       for axis, values in options.overrides().items() if values and axis in matrix})
         params = {**scenario.params, **self.params, **preset.get("params", {})}
         budget = options.budget if options.budget is not None else self.budget_for(options.preset)
         if budget == "profile":
@@ -87,8 +89,8 @@ class Suite:
                 sequence_parallel=int(axes.get("nproc", 1)) > 1)
             label = ",".join(f"{k}={v}" for k, v in axes.items())
             jobs.append(Job(
-                case_id=f"{self.name}[{label}]", suite=self.name, scenario=self.scenario, engine=options.engine,
-                config=config, axes=axes, params=params, repeat=options.repeat,
+                case_id=f"{self.name}[{label}]", suite=self.name, scenario=self.scenario,
+                engine=options.engine, config=config, axes=axes, params=params, repeat=options.repeat,
                 budget_bytes=parse_size(budget) if isinstance(budget, str) else budget,
                 unified_memory=bool(profile and profile.unified_memory),
                 timeout_s=options.timeout_s or self.timeout_s or DEFAULT_TIMEOUT_S))
@@ -204,13 +206,15 @@ def _parse_include(path: Path, data: _Mapping) -> list[Suite]:
         if key not in data:
             raise fail(data.line, f"missing required key {key!r}")
     if not isinstance(data["name"], str) or not PLAIN_NAME.match(data["name"]):
-        raise fail(data.lines["name"], f"name {data['name']!r} must be a plain identifier (letters, digits, _ and -)")
+        raise fail(data.lines["name"],
+                   f"name {data['name']!r} must be a plain identifier (letters, digits, _ and -)")
     if data["schema_version"] != SUITE_SCHEMA_VERSION:
         raise fail(data.lines["schema_version"], f"schema_version {data['schema_version']!r}, this ovi-bench "
                                                  f"reads suites of schema_version {SUITE_SCHEMA_VERSION}")
     entries = data["include"]
     if not isinstance(entries, list) or not entries:
-        raise fail(data.lines["include"], "include must be a list of {suite, matrix, params, budget, timeout}")
+        raise fail(data.lines["include"],
+                   "include must be a list of {suite, matrix, params, budget, timeout}")
     suites = []
     for entry in entries:
         line = entry.line if isinstance(entry, _Mapping) else data.lines["include"]
@@ -225,7 +229,8 @@ def _parse_include(path: Path, data: _Mapping) -> list[Suite]:
         except SuiteError as exc:
             raise fail(entry.lines["suite"], f"include {entry['suite']!r}: {exc}") from None
         if len(base) != 1:
-            raise fail(entry.lines["suite"], f"{entry['suite']!r} includes other suites; include a plain suite")
+            raise fail(entry.lines["suite"],
+                       f"{entry['suite']!r} includes other suites; include a plain suite")
         included = base[0]
         scenario = get_scenario(included.scenario)
         matrix = _parse_matrix(entry.get("matrix"), entry.lines.get("matrix", line), scenario, fail)
@@ -241,7 +246,8 @@ def _parse_include(path: Path, data: _Mapping) -> list[Suite]:
         suites.append(replace(
             included, name=f"{data['name']}.{included.name}", matrix={**included.matrix, **matrix},
             params={**included.params, **params}, presets=presets,
-            budget=budget if budget is not None else included.budget, timeout_s=timeout_s or included.timeout_s,
+            budget=budget if budget is not None else included.budget,
+            timeout_s=timeout_s or included.timeout_s,
         ))
     return suites
 
@@ -263,7 +269,8 @@ def _parse_suite(path: Path, data: Any) -> Suite:
         raise fail(lines["schema_version"], f"schema_version {data['schema_version']!r}, this ovi-bench "
                                             f"reads suites of schema_version {SUITE_SCHEMA_VERSION}")
     if not isinstance(data["name"], str) or not PLAIN_NAME.match(data["name"]):
-        raise fail(lines["name"], f"name {data['name']!r} must be a plain identifier (letters, digits, _ and -): "
+        raise fail(lines["name"],
+                   f"name {data['name']!r} must be a plain identifier (letters, digits, _ and -): "
                                   "it names the suite's baseline file")
     if data["scenario"] not in SCENARIO_MODULES:
         raise fail(lines["scenario"], f"unknown scenario {data['scenario']!r} "
@@ -299,7 +306,8 @@ def _parse_matrix(data: Any, line: int, scenario: Any,
     for axis, values in data.items():
         where = data.lines[axis]
         if axis not in scenario.axes:
-            raise fail(where, f"scenario {scenario.name!r} has no axis {axis!r} (axes: {', '.join(scenario.axes)})")
+            raise fail(where,
+                       f"scenario {scenario.name!r} has no axis {axis!r} (axes: {', '.join(scenario.axes)})")
         values = values if isinstance(values, list) else [values]
         if not values:
             raise fail(where, f"axis {axis!r} has no values")
@@ -374,10 +382,11 @@ def _parse_presets(data: Any, line: int, scenario: Any,
         if not isinstance(entry, _Mapping) or any(k not in PRESET_KEYS for k in entry):
             raise fail(where, f"preset {preset!r} must be a mapping with {', '.join(PRESET_KEYS)}")
         presets[preset] = {"params": _parse_params(entry.get("params"), where, scenario, fail),
-                           "matrix": _parse_matrix(entry.get("matrix"), entry.lines.get("matrix", where), scenario,
-                                                   fail)}
+                           "matrix": _parse_matrix(entry.get("matrix"), entry.lines.get("matrix", where),
+                                                   scenario, fail)}
         if "budget" in entry:
-            presets[preset]["budget"] = _parse_budget(entry["budget"], lambda msg, entry=entry: fail(entry.lines["budget"], msg))
+            presets[preset]["budget"] = _parse_budget(
+                entry["budget"], lambda msg, entry=entry: fail(entry.lines["budget"], msg))
     return presets
 
 
@@ -426,7 +435,8 @@ def implicit_checks(scenario: Scenario, explicit: list[Check]) -> list[Check]:
         for observed in metric.expects:
             key = "expected" if metric.rule == "exact" else "limit"
             if (observed, metric.rule, metric.name) not in stated:
-                implicit.append(replace(parse_check({"metric": observed, "rule": metric.rule, key: metric.name,
+                implicit.append(replace(parse_check({"metric": observed, "rule": metric.rule,
+                                                     key: metric.name,
                                                      "note": "every recorded expectation is compared"}),
                                         implicit=True))
     return implicit

@@ -31,7 +31,8 @@ def parse_size(text: str | float) -> int:
     """'100 GB' -> 100_000_000_000, '256 MiB' -> 268435456; a bare number is bytes."""
     value, unit = _split(text, "size such as '64 GiB'")
     if unit.lower() not in _SIZE_UNITS and unit:
-        raise ValueError(f"unknown size unit {unit!r} in {text!r} (use B, kB, MB, GB, TB, KiB, MiB, GiB, TiB)")
+        raise ValueError(f"unknown size unit {unit!r} in {text!r} (use B, kB, MB, GB, TB, "
+                         "KiB, MiB, GiB, TiB)")
     return int(value * _SIZE_UNITS[unit.lower() or "b"])
 
 
@@ -61,7 +62,8 @@ def format_size(n_bytes: float | None) -> str:
 
 
 def parse_quantity(text: str | float, metric: str) -> float:
-    """A limit for `metric` in the unit its name implies: '*bytes' -> size, '*_s' -> duration, else a number."""
+    """A limit for `metric` in the unit its name implies: '*bytes' -> size, '*_s' ->
+    duration, else a number."""
     if metric.endswith("bytes"):
         return float(parse_size(text))
     if metric.endswith("_s"):

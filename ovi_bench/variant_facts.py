@@ -79,7 +79,8 @@ class VariantFacts:
     def audio_latent_shape(self) -> list[int]:
         return [self.audio_latent_length, AUDIO_CHANNELS]
 
-    def video_tokens(self, height: int | None = None, width: int | None = None, area: int | None = None) -> int:
+    def video_tokens(self, height: int | None = None, width: int | None = None,
+                     area: int | None = None) -> int:
         _, frames, h, w = self.video_latent_shape(height, width, area)
         return frames * (h // PATCH_HW) * (w // PATCH_HW)
 

@@ -33,7 +33,8 @@ class Sender(Protocol):
 
 
 class JsonLinesSender:
-    """A torchrun rank's messages, one JSON line each, flushed at once so the parent sees them as they happen."""
+    """A torchrun rank's messages, one JSON line each, flushed at once so the parent
+    sees them as they happen."""
 
     def __init__(self, path: Path) -> None:
         self.file = open(path, "a", encoding="utf-8")  # noqa: SIM115 - closed by worker_main
@@ -102,7 +103,8 @@ def machine_speed(device: str) -> float:
     if dev.type == "cuda":
         return matmul_tflops(4096, torch.bfloat16, dev, reps=20)
     threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a thread pool on a busy 2-core machine stalls at random (see the attention scenario)
+    # One thread: a pool on a busy 2-core machine stalls at random (see the attention scenario).
+    torch.set_num_threads(1)
     try:
         return matmul_tflops(384, torch.float32, dev, reps=30)
     finally:

@@ -636,7 +636,8 @@ class AudioCodec(nn.Module):
         return self
 
     def runtime_state_dict(self) -> dict[str, Tensor]:
-        """Upstream ``FeaturesUtils`` layout: ``mel_converter.*``, ``tod.vae.*``, ``tod.vocoder.vocoder.*``."""
+        """Upstream ``FeaturesUtils`` layout: ``mel_converter.*``, ``tod.vae.*``,
+        ``tod.vocoder.vocoder.*``."""
         parts = (
             ("mel_converter.", self.mel_converter),
             ("tod.vae.", self._require(self.vae, "load_vae")),
@@ -662,7 +663,8 @@ class AudioCodec(nn.Module):
 
     @torch.inference_mode()
     def encode(self, wave: Tensor) -> Tensor:
-        """Waveform ``[B, S]`` (S a multiple of samples_per_latent) -> latent means ``[B, S / 512, latent_dim]``."""
+        """Waveform ``[B, S]`` (S a multiple of samples_per_latent) -> latent means
+        ``[B, S / 512, latent_dim]``."""
         vae = self._require(self.vae, "load_vae")
         mel = self.mel_converter(wave.to(next(vae.parameters()).device))
         return vae.encode(mel.to(self.dtype)).transpose(1, 2)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 from ovi_engine.variants import VARIANTS, get_variant
 
-TEXT_ENCODER_NAMES = ("models_t5_umt5-xxl-enc-bf16.pth", "umt5-xxl-enc-bf16.pth", "umt5_xxl_enc_bf16.safetensors")
+TEXT_ENCODER_NAMES = ("models_t5_umt5-xxl-enc-bf16.pth", "umt5-xxl-enc-bf16.pth",
+                      "umt5_xxl_enc_bf16.safetensors")
 VIDEO_VAE_NAMES = ("Wan2.2_VAE.pth", "wan2.2_vae.pth", "wan2.2_vae.safetensors")
 AUDIO_VAE_NAMES = ("v1-16.pth",)
 VOCODER_NAMES = ("best_netG.pt",)

@@ -62,7 +62,8 @@ class TowerConfig:
 
     @property
     def embed_hidden(self) -> int:
-        """Hidden width of the audio embedding's conv SwiGLU: 2/3 of 4*dim, rounded up to 256 (8192 at 3072)."""
+        """Hidden width of the audio embedding's conv SwiGLU: 2/3 of 4*dim, rounded up
+        to 256 (8192 at 3072)."""
         return 256 * math.ceil(int(2 * 4 * self.dim / 3) / 256)
 
 
@@ -129,7 +130,8 @@ def linear_gelu(layer: nn.Linear, x: Tensor) -> Tensor:
     """Linear + tanh GELU. On CUDA cuBLASLt applies the GELU in the matmul's epilogue (no extra pass over
     the 4.7x wide intermediate); elsewhere that op means exact GELU, so the two steps stay separate."""
     if x.is_cuda:
-        flat = torch._addmm_activation(layer.bias, x.reshape(-1, x.shape[-1]), layer.weight.t(), use_gelu=True)
+        flat = torch._addmm_activation(layer.bias, x.reshape(-1, x.shape[-1]), layer.weight.t(),
+                                       use_gelu=True)
         return flat.view(*x.shape[:-1], -1)
     return F.gelu(layer(x), approximate="tanh")
 
@@ -226,7 +228,8 @@ class AttentionProjections(nn.Module):
 
 
 class SelfAttention(AttentionProjections):
-    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, backend: str, shard: SequenceShard | None) -> Tensor:
+    def forward(self, x: Tensor, cos: Tensor, sin: Tensor, backend: str,
+                shard: SequenceShard | None) -> Tensor:
         q = norm_rope(self.norm_q, self.q(x), cos, sin, self.num_heads)
         k = norm_rope(self.norm_k, self.k(x), cos, sin, self.num_heads)
         v = self.v(x).unflatten(-1, (self.num_heads, -1))
@@ -255,7 +258,8 @@ class CrossAttention(AttentionProjections):
         q_rope: Tensor | None = None
         if _compiled_norm_with_rope is not None:
             assert self.norm_q.eps is not None
-            q, q_rope = _compiled_norm_with_rope(self.q(x), self.norm_q.weight, self.norm_q.eps, own.cos, own.sin, h)
+            q, q_rope = _compiled_norm_with_rope(self.q(x), self.norm_q.weight, self.norm_q.eps, own.cos,
+                                                 own.sin, h)
         else:
             q = self.norm_q(self.q(x)).unflatten(-1, (h, -1))
         k = self.norm_k(self.k(own.context)).view(b, -1, h, q.shape[-1])
@@ -348,12 +352,14 @@ class DiTTower(nn.Module):
         else:
             k = cfg.embed_kernel
             self.patch_embedding = nn.Sequential(
-                nn.Conv1d(cfg.in_dim, cfg.dim, k, padding=k // 2), nn.SiLU(), ConvSwiGLU(cfg.dim, cfg.embed_hidden, k)
+                nn.Conv1d(cfg.in_dim, cfg.dim, k, padding=k // 2), nn.SiLU(),
+                ConvSwiGLU(cfg.dim, cfg.embed_hidden, k)
             )
         self.text_embedding = nn.Sequential(
             nn.Linear(cfg.text_dim, cfg.dim), nn.GELU(approximate="tanh"), nn.Linear(cfg.dim, cfg.dim)
         )
-        self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim))
+        self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, cfg.dim), nn.SiLU(),
+                                            nn.Linear(cfg.dim, cfg.dim))
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(cfg.dim, 6 * cfg.dim))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.head = Head(cfg.dim, cfg.in_dim * math.prod(cfg.patch_size), cfg.eps)
@@ -367,7 +373,8 @@ class DiTTower(nn.Module):
         e = self.time_embedding(sinusoidal_embedding(t, cfg.freq_dim).to(dtype))
         e0 = self.time_projection(e).unflatten(-1, (6, cfg.dim))
         angles = rope_angles(grid, cfg.head_dim, cfg.rope_scale, x.device)[:, None]
-        return TowerState(x, e, e0, self.embed_context(context), angles.cos().float(), angles.sin().float(), grid)
+        return TowerState(x, e, e0, self.embed_context(context), angles.cos().float(), angles.sin().float(),
+                          grid)
 
     def embed_context(self, context: Tensor) -> Tensor:
         """Text features [B, Ltext, text_dim] -> [B, text_len, dim], zero-padded to text_len as upstream."""

@@ -1,4 +1,5 @@
-"""Ovi's fusion transformer: a video tower and an audio tower whose blocks run in pairs and attend to each other.
+"""Ovi's fusion transformer: a video tower and an audio tower whose blocks run in pairs
+and attend to each other.
 
 Per block pair (upstream `ovi/modules/fusion.py`): audio self-attention, video self-attention, audio
 cross-attention (text + the updated video tokens), audio FFN, video cross-attention (text + the audio tokens
@@ -56,8 +57,8 @@ def _towers(
     dim: int, ffn_dim: int, num_heads: int, num_layers: int, freq_dim: int, text_dim: int, text_len: int = 512
 ) -> FusionConfig:
     def tower(modality: str, in_dim: int, patch_size: tuple[int, ...], rope_scale: float) -> TowerConfig:
-        return TowerConfig(modality, in_dim, dim, ffn_dim, num_heads, num_layers, patch_size, freq_dim=freq_dim,
-                           text_dim=text_dim, text_len=text_len, rope_scale=rope_scale)
+        return TowerConfig(modality, in_dim, dim, ffn_dim, num_heads, num_layers, patch_size,
+                           freq_dim=freq_dim, text_dim=text_dim, text_len=text_len, rope_scale=rope_scale)
 
     return FusionConfig(tower("video", 48, (1, 2, 2), 1.0), tower("audio", 20, (1,), AUDIO_ROPE_SCALE))
 

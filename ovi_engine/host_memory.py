@@ -21,8 +21,10 @@ ALIGNMENT = 256  # bytes: where each tensor starts, as the CUDA caching allocato
 Owner = tuple[nn.Module, str]  # a submodule and the name it registers a parameter or buffer under
 
 
-def module_tensors(modules: Iterable[nn.Module], skip: Collection[int] = ()) -> dict[int, tuple[Tensor, list[Owner]]]:
-    """Every parameter and buffer of ``modules`` once (ids in ``skip`` left out), with where it is registered."""
+def module_tensors(modules: Iterable[nn.Module],
+                   skip: Collection[int] = ()) -> dict[int, tuple[Tensor, list[Owner]]]:
+    """Every parameter and buffer of ``modules`` once (ids in ``skip`` left out), with
+    where it is registered."""
     found: dict[int, tuple[Tensor, list[Owner]]] = {}
     for module in modules:
         for sub in module.modules():
@@ -63,7 +65,8 @@ class HostArena:
         if self.pinned:
             error = torch.cuda.cudart().cudaHostRegister(self.host.data_ptr(), total, 0)
             if int(error) != 0:
-                raise RuntimeError(f"cudaHostRegister of a {total}-byte host arena failed (cudaError {int(error)})")
+                raise RuntimeError(f"cudaHostRegister of a {total}-byte host arena failed "
+                                   f"(cudaError {int(error)})")
             weakref.finalize(self, _unregister, self.host)
         self.device_buffer: Tensor | None = None  # the device copy while the tensors live there
         # New tensor objects (a meta tensor's data cannot be swapped for a CPU one); later moves swap .data.
@@ -72,7 +75,8 @@ class HostArena:
             view = self._view(self.host, t, offset)
             if not t.is_meta:
                 view.copy_(t)
-            packed = nn.Parameter(view, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter) else view
+            packed = (nn.Parameter(view, requires_grad=t.requires_grad) if isinstance(t, nn.Parameter)
+                      else view)
             for sub, key in owners:
                 (sub._parameters if key in sub._parameters else sub._buffers)[key] = packed
             self.tensors.append(packed)

@@ -33,7 +33,8 @@ def write_mp4(path: Path, frames: np.ndarray, fps: int, audio: np.ndarray, sampl
         sound = container.add_stream("aac", rate=sample_rate)
         sound.layout = "mono"
         for frame in frames:
-            container.mux(video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")))
+            container.mux(video.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame),
+                                                                  format="rgb24")))
         container.mux(video.encode())
         block = sound.codec_context.frame_size or 1024
         for start in range(0, len(audio), block):
@@ -51,7 +52,8 @@ def probe_mp4(path: Path) -> dict[str, float | int | str]:
     av = _av()
     with av.open(str(path)) as container:
         v, a = container.streams.video[0], container.streams.audio[0]
-        info: dict[str, float | int | str] = {"video_codec": v.codec_context.name, "audio_codec": a.codec_context.name,
+        info: dict[str, float | int | str] = {"video_codec": v.codec_context.name,
+                                              "audio_codec": a.codec_context.name,
                                               "fps": float(v.average_rate), "sample_rate": a.rate}
         frames = samples = 0
         for packet in container.demux(v, a):

@@ -134,7 +134,8 @@ class SequenceShard:
 
 
 
-def init_sequence_parallel(device: str | torch.device | None = None, timeout_s: float = 600.0) -> SequenceParallel:
+def init_sequence_parallel(device: str | torch.device | None = None,
+                           timeout_s: float = 600.0) -> SequenceParallel:
     """Join the process group that torchrun's environment describes (RANK, WORLD_SIZE, LOCAL_RANK,
     MASTER_ADDR, MASTER_PORT): NCCL on cuda:LOCAL_RANK, gloo on the CPU. Already joined: reuse it."""
     os.environ["NCCL_NVLS_ENABLE"] = "0"  # NVLink multicast stays off on the shared machines

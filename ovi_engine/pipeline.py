@@ -87,7 +87,8 @@ class Latents:
     variant: str
 
     def save(self, path: str | Path) -> Path:
-        return save_checkpoint({"video": self.video, "audio": self.audio}, path, {"ovi_variant": self.variant})
+        return save_checkpoint({"video": self.video, "audio": self.audio}, path,
+                               {"ovi_variant": self.variant})
 
     @classmethod
     def load(cls, path: str | Path) -> Latents:
@@ -143,7 +144,8 @@ class OviPipeline:
         self.sequence_parallel = init_sequence_parallel(config.device) if config.sequence_parallel else None
         self.device = self.sequence_parallel.device if self.sequence_parallel else torch.device(config.device)
         # CPU kernels for bf16 convolutions are an order of magnitude slower than float32 ones
-        self.dtype: torch.dtype = config.dtype or (torch.float32 if self.device.type == "cpu" else torch.bfloat16)
+        self.dtype: torch.dtype = (config.dtype
+                                   or (torch.float32 if self.device.type == "cpu" else torch.bfloat16))
         self.config = dataclasses.replace(config, dtype=self.dtype)
         self.files: CheckpointFiles | None = None
         if config.checkpoint_dir is not None:
@@ -165,7 +167,8 @@ class OviPipeline:
                 ("audio_codec", self._build_audio_codec),
             )
         }
-        self.placement = placement_mod.Placement(self.policy, slots, self.device, stream_blocks=_fusion_blocks)
+        self.placement = placement_mod.Placement(self.policy, slots, self.device,
+                                                 stream_blocks=_fusion_blocks)
         self.tokenizer = self._make_tokenizer()
 
     # ---- construction -------------------------------------------------------------------------------
@@ -242,7 +245,8 @@ class OviPipeline:
         self.placement.enter(name)
         out: dict[str, Any] = dict(info)
         # Modules this stage built (a first load, or a reload of one released earlier) and how long each took.
-        built = {n: slots[n].load_s[-1] for n, before in loads_before.items() if len(slots[n].load_s) > before}
+        built = {n: slots[n].load_s[-1]
+                 for n, before in loads_before.items() if len(slots[n].load_s) > before}
         for key, reload in (("load_s", False), ("reload_s", True)):
             times = {n: s for n, s in built.items() if (loads_before[n] > 0) == reload}
             if times:
@@ -290,8 +294,8 @@ class OviPipeline:
         video_shape = self.spec.video_latent_shape(height, width, self.config.area)
         if first_frame is not None:  # the image's own latent size (it was already fitted to the area)
             video_shape = (*video_shape[:2], *first_frame.shape[-2:])
-        video_noise, audio_noise = initial_noise(video_shape, self.spec.audio_latent_shape(), seed, self.device,
-                                                 self.dtype)
+        video_noise, audio_noise = initial_noise(video_shape, self.spec.audio_latent_shape(), seed,
+                                                 self.device, self.dtype)
         with self._stage("denoise", steps=steps, video_shape=list(video_shape),
                          audio_shape=list(self.spec.audio_latent_shape())):
             model = self._module("fusion")
@@ -344,7 +348,8 @@ class OviPipeline:
             audio = codec.decode(latents.audio.to(self.device, self.dtype)[None])[0].float().cpu()
         return Media(frames, audio, self.spec.fps, self.spec.sample_rate)
 
-    def generate(self, prompt: str, *, negative_prompt: str | None = None, steps: int = DEFAULT_STEPS, seed: int = 0,
+    def generate(self, prompt: str, *, negative_prompt: str | None = None, steps: int = DEFAULT_STEPS,
+                 seed: int = 0,
                  image: Any = None, height: int | None = None, width: int | None = None) -> Media:
         if not any(s.module is not None for s in self.placement.slots.values()):
             self.load()

@@ -85,7 +85,8 @@ def get_policy(name: str) -> PlacementPolicy:
     try:
         return POLICIES[name]
     except KeyError:
-        raise UnknownPolicyError(f"unknown placement policy {name!r}; choose one of: {', '.join(POLICIES)}") from None
+        raise UnknownPolicyError(f"unknown placement policy {name!r}; choose one of: "
+                                 f"{', '.join(POLICIES)}") from None
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,8 @@ class BlockStreamer:
     device memory at a time.
     """
 
-    def __init__(self, blocks: Iterable[nn.Module], arenas: Iterable[HostArena], device: torch.device) -> None:
+    def __init__(self, blocks: Iterable[nn.Module], arenas: Iterable[HostArena],
+                 device: torch.device) -> None:
         self.blocks = list(blocks)
         self.arenas = list(arenas)
         self.device = device

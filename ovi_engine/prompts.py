@@ -36,7 +36,8 @@ def format_prompt(prompt: str, prompt_format: str) -> str:
         return prompt
     body = _without_description(prompt)
     converted = (
-        f"{body} <AUDCAP>{description}<ENDAUDCAP>" if prompt_format == "audcap" else f"{body}\nAudio: {description}"
+        f"{body} <AUDCAP>{description}<ENDAUDCAP>" if prompt_format == "audcap"
+        else f"{body}\nAudio: {description}"
     )
     already = bool(_AUDCAP.search(prompt)) == (prompt_format == "audcap")
     if not already:

@@ -1,4 +1,5 @@
-"""The Ovi variants, derived from first principles rather than typed in, and how a checkpoint names its variant.
+"""The Ovi variants, derived from first principles rather than typed in, and how a
+checkpoint names its variant.
 
 A 10 s clip that silently runs with 5 s latent lengths is the bug this file exists to make impossible: every
 length below follows from the frame rate, the duration, the VAE strides and the audio hop.
@@ -73,12 +74,14 @@ class VariantSpec:
     def video_latent_shape(self, height: int | None = None, width: int | None = None, area: int | None = None
                            ) -> tuple[int, ...]:
         h, w = self.frame_size(height, width, area)
-        return (VIDEO_LATENT_CHANNELS, self.video_latent_frames, h // VIDEO_SPACE_STRIDE, w // VIDEO_SPACE_STRIDE)
+        return (VIDEO_LATENT_CHANNELS, self.video_latent_frames, h // VIDEO_SPACE_STRIDE,
+                w // VIDEO_SPACE_STRIDE)
 
     def audio_latent_shape(self) -> tuple[int, int]:
         return (self.audio_latent_length, AUDIO_LATENT_CHANNELS)
 
-    def video_tokens(self, height: int | None = None, width: int | None = None, area: int | None = None) -> int:
+    def video_tokens(self, height: int | None = None, width: int | None = None,
+                     area: int | None = None) -> int:
         _, f, h, w = self.video_latent_shape(height, width, area)
         pf, ph, pw = VIDEO_PATCH
         return (f // pf) * (h // ph) * (w // pw)
@@ -158,7 +161,8 @@ class Detection:
 
 
 def detect_variant(
-    path: str | Path | None = None, *, explicit: str | None = None, registry: FingerprintRegistry | None = None
+    path: str | Path | None = None, *, explicit: str | None = None,
+    registry: FingerprintRegistry | None = None
 ) -> Detection:
     """Name the variant of a checkpoint: explicit name, else file metadata, else file name, else fingerprint.
 

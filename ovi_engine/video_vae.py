@@ -211,7 +211,8 @@ class Resample(nn.Module):
     def __init__(self, dim: int, mode: str):
         super().__init__()
         self.mode = mode
-        # index 0 (nearest upsample / zero pad) holds no weights; the conv stays at index 1 as in the checkpoint
+        # index 0 (nearest upsample / zero pad) holds no weights; the conv stays at index 1
+        # as in the checkpoint
         self.resample = nn.Sequential(nn.Identity(), nn.Conv2d(dim, dim, 3, padding=1 if "up" in mode else 0))
         if mode == "upsample3d":
             self.time_conv: nn.Conv3d = CausalConv3d(dim, dim * 2, (3, 1, 1), padding=(1, 0, 0))
@@ -386,7 +387,8 @@ def patchify(video: Tensor) -> Tensor:
 
 
 def _unpatchify_into(dst: Tensor, x: Tensor, weight: Tensor | None) -> None:
-    """Write (``weight is None``) or blend-add the inverse of ``patchify(dst)`` = ``x`` into ``dst``, a view."""
+    """Write (``weight is None``) or blend-add the inverse of ``patchify(dst)`` = ``x``
+    into ``dst``, a view."""
     h, w = x.shape[-2:]
     src = x.unflatten(1, (3, PATCH, PATCH)).permute(0, 1, 4, 5, 3, 6, 2)  # b c r q t h w -> b c t h q w r
     dst = dst.unflatten(3, (h, PATCH)).unflatten(5, (w, PATCH))
@@ -558,7 +560,8 @@ def build_video_vae(
     """The VAE with synthetic weights from ``seed``; on ``meta`` (or with ``seed=None``) it stays empty,
     ready for ``load_video_vae``/``weights.load_into``."""
     config = resolve_preset(preset, VIDEO_VAE_PRESETS, "video VAE")
-    return build_module(lambda: WanVideoVAE(config), device=device, dtype=dtype, seed=seed, rules=SYNTHETIC_RULES)
+    return build_module(lambda: WanVideoVAE(config), device=device, dtype=dtype, seed=seed,
+                        rules=SYNTHETIC_RULES)
 
 
 def load_video_vae(

@@ -88,9 +88,9 @@ def read_state(
     except CheckpointError:
         raise
     except pickle.UnpicklingError as exc:  # torch's weights-only unpickler met something other than tensors
-        raise CheckpointError(f"{path}: the file holds Python objects or code beside its tensors and is refused "
-                              "(only plain weights are loaded; re-save it with torch.save(state_dict) or as "
-                              ".safetensors)") from exc
+        raise CheckpointError(f"{path}: the file holds Python objects or code beside its "
+                              "tensors and is refused (only plain weights are loaded; re-save it with "
+                              "torch.save(state_dict) or as .safetensors)") from exc
     except Exception as exc:  # truncated or corrupt: one clear line either way
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: cannot read checkpoint ({first_line})") from exc
@@ -130,7 +130,8 @@ def load_into(
     """
     give_host_storage(module, device)
     expected = module.state_dict()
-    check_layout({k: v.shape for k, v in expected.items()}, {k: v.shape for k, v in state.items()}, source=source)
+    check_layout({k: v.shape for k, v in expected.items()}, {k: v.shape for k, v in state.items()},
+                 source=source)
     bad = sorted(k for k, v in state.items() if v.dtype not in LOADABLE_DTYPES and v.is_floating_point())
     if bad:
         raise CheckpointError(
@@ -141,7 +142,8 @@ def load_into(
         module.load_state_dict(state, strict=True)
     else:
         converted = {
-            k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()
+            k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
+            for k, v in state.items()
         }
         module.load_state_dict(converted, strict=True, assign=True)
     materialize_computed_buffers(module, device)

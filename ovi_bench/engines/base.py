@@ -25,14 +25,16 @@ POLICIES: dict[str, str] = {
                "decode",
     "cpu_offload": "modules on the host, each on the device only for its stage (fusion blocks streamed)",
     "keep_resident": "nothing released (the behaviour before the seed's OOM fix; the negative control)",
-    "sequential": "prompts encoded, the text encoder released, then the fusion model loaded: the text encoder "
-                  "and the fusion model are never resident together (the text encoder reloads per prompt)",
+    "sequential": "prompts encoded, the text encoder released, then the fusion model loaded: "
+                  "the text encoder and the fusion model are never resident together (the text encoder "
+                  "reloads per prompt)",
 }
 # Attention backend names the `attention` axis may take; `auto` is the engine's own choice.
-ATTENTION_BACKENDS = ("auto", "sdpa", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "sdpa_math", "flex", "sage",
-                      "flash_attn_2", "flash_attn_3", "flash_attn_4", "xformers", "reference")
+ATTENTION_BACKENDS = ("auto", "sdpa", "sdpa_cudnn", "sdpa_flash", "sdpa_efficient", "sdpa_math", "flex",
+                      "sage", "flash_attn_2", "flash_attn_3", "flash_attn_4", "xformers", "reference")
 # Optional things an engine may or may not do; a scenario that needs one says so. step_latents: denoise
-# takes `on_step_latents`; slg_layer: denoise takes `slg_layer` (both passed only to an engine declaring them).
+# takes `on_step_latents`; slg_layer: denoise takes `slg_layer` (both passed only to an
+# engine declaring them).
 FEATURES = ("sequence_parallel", "i2v", "attention_kernel", "prompt_conversion", "step_latents", "slg_layer")
 PRESETS = ("tiny", "full")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
@@ -52,7 +54,8 @@ class Capabilities:
         """None when `name` of `kind` (variants, policies, attention, features) is supported, else why not."""
         table: Mapping[str, str | None] = getattr(self, kind)
         if name not in table:
-            return f"the engine does not declare {kind[:-1] if kind != 'attention' else 'attention backend'} {name!r}"
+            return ("the engine does not declare "
+                    f"{kind[:-1] if kind != 'attention' else 'attention backend'} {name!r}")
         return table[name]
 
     def to_dict(self) -> dict[str, Any]:

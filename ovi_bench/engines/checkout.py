@@ -127,7 +127,8 @@ def _stand_in_module(name: str, **attrs: Any) -> types.ModuleType:
 
 def _unavailable(what: str) -> Callable[..., Any]:
     def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise CheckoutError(f"{what} is a stand-in of the checkout engine (not installed); this path needs it")
+        raise CheckoutError(f"{what} is a stand-in of the checkout engine (not installed); "
+                            "this path needs it")
     return refuse
 
 
@@ -167,7 +168,8 @@ def optional_import_stand_ins(notes: list[str]) -> Iterator[None]:
     diffusers = importlib.import_module("diffusers")
     saved_flux = diffusers.__dict__.get("FluxPipeline")
     diffusers.FluxPipeline = _unavailable("diffusers.FluxPipeline")  # its lazy import costs seconds
-    notes.append("diffusers.FluxPipeline: a stand-in that refuses if called (only t2i2v mode, never set, uses it)")
+    notes.append("diffusers.FluxPipeline: a stand-in that refuses if called (only t2i2v mode, "
+                 "never set, uses it)")
     try:
         yield
     finally:
@@ -187,7 +189,8 @@ def cuda_device_default(notes: list[str]) -> Iterator[None]:
         return
 
     def current_device() -> int:
-        note = "torch.cuda.current_device(): 0 while the checkout imports (no CUDA; a default argument needs it)"
+        note = ("torch.cuda.current_device(): 0 while the checkout imports (no CUDA; a default "
+                "argument needs it)")
         if note not in notes:
             notes.append(note)
         return 0
@@ -203,7 +206,8 @@ def _purge_ovi_modules() -> None:
 
 
 def import_checkout(root: Path, notes: list[str]) -> types.ModuleType:
-    """Import the checkout's `ovi.ovi_fusion_engine` (with stand-ins where needed); CheckoutError on failure."""
+    """Import the checkout's `ovi.ovi_fusion_engine` (with stand-ins where needed);
+    CheckoutError on failure."""
     _purge_ovi_modules()
     sys.path.insert(0, str(root))
     try:
@@ -245,7 +249,8 @@ def sdpa_flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_le
     if k_lens is not None:
         keys = torch.arange(lk, device=k.device)
         mask = (keys[None, :] < torch.as_tensor(k_lens, device=k.device)[:, None]).view(b, 1, 1, lk)
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask,
+    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2),
+                                         attn_mask=mask,
                                          dropout_p=dropout_p, is_causal=causal, scale=softmax_scale)
     return out.transpose(1, 2).to(out_dtype)
 
@@ -258,11 +263,12 @@ def replace_flash_attention(notes: list[str]) -> Callable[..., Any]:
     if (attention.FLASH_ATTN_2_AVAILABLE or attention.FLASH_ATTN_3_AVAILABLE) and torch.cuda.is_available():
         return original
     bound = [name for name, module in list(sys.modules.items())
-             if (name == "ovi" or name.startswith("ovi.")) and getattr(module, "flash_attention", None) is original]
+             if (name == "ovi" or name.startswith("ovi."))
+             and getattr(module, "flash_attention", None) is original]
     for name in bound:
         sys.modules[name].flash_attention = sdpa_flash_attention
-    notes.append("attention: flash_attention (asserts CUDA and flash-attn) replaced by an SDPA call of the same "
-                 f"semantics in {', '.join(sorted(bound))}")
+    notes.append("attention: flash_attention (asserts CUDA and flash-attn) replaced by an SDPA "
+                 f"call of the same semantics in {', '.join(sorted(bound))}")
     return sdpa_flash_attention
 
 
@@ -294,7 +300,8 @@ class Builders:
 
     def load_fusion(self, model: nn.Module, checkpoint_path: str, from_meta: bool = False) -> None:
         self.requested.append(os.path.basename(checkpoint_path))
-        synthetic.fill(model, seed=self.seed, device=self.device, dtype=self.dtype, rules=synthetic.FUSION_RULES)
+        synthetic.fill(model, seed=self.seed, device=self.device, dtype=self.dtype,
+                       rules=synthetic.FUSION_RULES)
 
     def video_vae(self, ckpt_dir: str, rank: Any = 0) -> Any:
         vae2_2 = sys.modules["ovi.modules.vae2_2"]
@@ -325,7 +332,8 @@ class Builders:
             config.upsample_initial_channel = self.preset.vocoder_channels
             vocoder = bigvgan.BigVGAN.__new__(bigvgan.BigVGAN)
             nn.Module.__init__(vocoder)
-            vocoder.vocoder = self._fill_folded(bigvgan.BigVGANVocoder(config), synthetic.VOCODER_RULES).eval()
+            vocoder.vocoder = self._fill_folded(bigvgan.BigVGANVocoder(config),
+                                                synthetic.VOCODER_RULES).eval()
             vocoder.weight_norm_removed = True
             module.vocoder = vocoder.eval()
             if not need_vae_encoder:
@@ -352,7 +360,8 @@ class Builders:
         synthetic.fill(model, seed=self.seed, device="cpu" if cpu_offload else self.device, dtype=self.dtype,
                        rules=rules, draw_on=self.device)
         encoder = t5.T5EncoderModel.__new__(t5.T5EncoderModel)  # its __init__ builds at full size from a file
-        encoder.__dict__.update(text_len=self.preset.text_len, dtype=self.dtype, device=rank, checkpoint_path=None,
+        encoder.__dict__.update(text_len=self.preset.text_len, dtype=self.dtype, device=rank,
+                                checkpoint_path=None,
                                 tokenizer_path=None, model=model.eval().requires_grad_(False),
                                 tokenizer=self.tokenizer(seq_len=self.preset.text_len))
         return encoder
@@ -528,33 +537,39 @@ class CheckoutEngine:
             model = name.removesuffix("_fp8")
             if table is None:
                 variants[name] = None if model == "720x720_5s" else (
-                    "the checkout has no variant table (NAME_TO_MODEL_SPECS_MAP): it runs one 720x720_5s model")
+                    "the checkout has no variant table (NAME_TO_MODEL_SPECS_MAP): it runs one "
+                    "720x720_5s model")
             else:
                 variants[name] = None if model in table else "not in the checkout's NAME_TO_MODEL_SPECS_MAP"
         cuda = torch.device(device).type == "cuda"
         policies = dict.fromkeys(POLICIES, "the checkout has no such placement (its one flag is cpu_offload)")
         policies["all_gpu"] = None
-        policies["cpu_offload"] = None if cuda else "the checkout's offload_to_cpu calls torch.cuda.synchronize()"
+        policies["cpu_offload"] = (None if cuda
+                                   else "the checkout's offload_to_cpu calls torch.cuda.synchronize()")
         resolved = self._resolved_attention()
-        attention = {b: f"the checkout has one attention entry point ({resolved}); it cannot be switched to {b}"
+        attention = {b: f"the checkout has one attention entry point ({resolved}); it cannot "
+                        f"be switched to {b}"
                      for b in ATTENTION_BACKENDS}
         attention["auto"] = None
         features = {
-            "sequence_parallel": "needs upstream's xDiT dependency (xfuser), not installed" if not _importable("xfuser")
+            "sequence_parallel": "needs upstream's xDiT dependency (xfuser), not installed"
+                if not _importable("xfuser")
             else "the checkout engine does not start the checkout's xDiT sequence-parallel path",
             "i2v": None,
             "step_latents": None,  # each scheduler's step observed (StepObserver)
             "slg_layer": None,  # generate()'s own slg_layer argument
             "attention_kernel": None,  # the checkout's own attention entry point (attention_kernel)
-            "prompt_conversion": None if table is not None and any("formatter" in spec for spec in table.values())
-            else "the checkout has no prompt formatter (Ovi 1.0): prompts are used as given",
+            "prompt_conversion": (
+                None if table is not None and any("formatter" in spec for spec in table.values())
+                else "the checkout has no prompt formatter (Ovi 1.0): prompts are used as given"),
         }
         return Capabilities(variants=variants, policies=policies, attention=attention,
                             features={f: features.get(f, "not declared") for f in FEATURES})
 
     def _resolved_attention(self) -> str:
         self._import()
-        return "sdpa (stand-in for flash_attention)" if self.attention is sdpa_flash_attention else "flash_attention"
+        return ("sdpa (stand-in for flash_attention)" if self.attention is sdpa_flash_attention
+                else "flash_attention")
 
     def attention_kernel(self, backend: str, device: str, dtype: str) -> AttentionKernel:
         reason = self.capabilities(device, dtype).why_not("attention", backend)
@@ -575,17 +590,20 @@ class CheckoutEngine:
         run_config = module.OmegaConf.merge(module.DEFAULT_CONFIG, {
             "model_name": config.variant.removesuffix("_fp8"), "fp8": config.variant.endswith("_fp8"),
             "cpu_offload": config.policy == "cpu_offload", "qint8": False, "mode": "t2v",
-            "ckpt_dir": str(config.checkpoint_dir.resolve()) if config.checkpoint_dir else self._placeholder_dir(),
+            "ckpt_dir": str(config.checkpoint_dir.resolve()) if config.checkpoint_dir
+                else self._placeholder_dir(),
         })
         tokenizer = None if has_tokenizer_files(config.checkpoint_dir) else byte_tokenizer_factory(
-            PRESETS[config.preset].text_encoder.get("vocab_size", 256384) if not config.checkpoint_dir else 256384)
+            PRESETS[config.preset].text_encoder.get("vocab_size", 256384) if not config.checkpoint_dir
+                else 256384)
         with contextlib.ExitStack() as stack:
             stack.enter_context(working_directory(self.root))
             if config.checkpoint_dir is None:
                 self._substitute_loaders(stack, module, config, device, dtype, tokenizer)
             elif tokenizer is not None:
                 stack.enter_context(patched(sys.modules["ovi.modules.t5"], "HuggingfaceTokenizer", tokenizer))
-                self.notes.append("tokenizer: no umT5 tokenizer files in the checkpoint dir; the byte-level stand-in")
+                self.notes.append("tokenizer: no umT5 tokenizer files in the checkpoint dir; the "
+                                  "byte-level stand-in")
             try:
                 self.engine = module.OviFusionEngine(config=run_config, device=_engine_device(device),
                                                      target_dtype=dtype)
@@ -597,12 +615,12 @@ class CheckoutEngine:
             self.engine.vae_model_audio = self.engine.vae_model_audio.float()
             encode = video_vae.wrapped_encode  # i2v: generate() hands it the first frame in the run dtype
             video_vae.wrapped_encode = lambda frames: encode(frames.float())
-            self.notes.append("decoders in float32 on the CPU, latents cast to it (the checkout casts its VAEs to "
-                              "bf16 and relies on CUDA autocast)")
+            self.notes.append("decoders in float32 on the CPU, latents cast to it (the checkout "
+                              "casts its VAEs to bf16 and relies on CUDA autocast)")
 
     def _placeholder_dir(self) -> str:
-        """A ckpt_dir whose Ovi/ holds an empty file per known fusion file name: OviFusionEngine.__init__ checks
-        that its file exists before (the substituted) loading; which one it asks for is recorded."""
+        """A ckpt_dir whose Ovi/ holds an empty file per known fusion file name: OviFusionEngine.__init__
+        checks that its file exists before (the substituted) loading; which one it asks for is recorded."""
         self._workdir = tempfile.TemporaryDirectory(prefix="ovi-checkout-")
         ovi_dir = Path(self._workdir.name) / "Ovi"
         ovi_dir.mkdir()
@@ -613,19 +631,23 @@ class CheckoutEngine:
     def _substitute_loaders(self, stack: contextlib.ExitStack, module: types.ModuleType, config: EngineConfig,
                             device: torch.device, dtype: torch.dtype, tokenizer: Any) -> None:
         if config.preset not in PRESETS:
-            raise CheckoutError(f"unknown preset {config.preset!r} (the checkout engine knows {sorted(PRESETS)})")
+            raise CheckoutError(f"unknown preset {config.preset!r} (the checkout engine knows "
+                                f"{sorted(PRESETS)})")
         builders = Builders(PRESETS[config.preset], config.seed, device, dtype, tokenizer, self.requested)
         for name, builder in (("init_fusion_score_model_ovi", builders.fusion),
                               ("load_fusion_checkpoint", builders.load_fusion),
-                              ("init_wan_vae_2_2", builders.video_vae), ("init_mmaudio_vae", builders.audio_codec),
+                              ("init_wan_vae_2_2", builders.video_vae),
+                              ("init_mmaudio_vae", builders.audio_codec),
                               ("init_text_model", builders.text_encoder)):
             if not hasattr(module, name):
-                raise CheckoutError(f"ovi.ovi_fusion_engine has no {name}: the checkout engine cannot give it "
-                                    "synthetic weights (use --checkpoint-dir)")
+                raise CheckoutError(f"ovi.ovi_fusion_engine has no {name}: the checkout "
+                                    "engine cannot give it synthetic weights (use --checkpoint-dir)")
             stack.enter_context(patched(module, name, builder))
-        self.notes.append(f"weights: synthetic at the {config.preset} preset (seed {config.seed}, ovi_bench.synthetic)"
-                          f", built by the checkout's own classes; its init_*/load_fusion_checkpoint not called")
-        self.notes.append("tokenizer: byte-level stand-in for umT5 (no tokenizer files; the checkout's own cleaning)")
+        self.notes.append(f"weights: synthetic at the {config.preset} preset (seed {config.seed}, "
+                          "ovi_bench.synthetic), built by the checkout's own classes; its "
+                          "init_*/load_fusion_checkpoint not called")
+        self.notes.append("tokenizer: byte-level stand-in for umT5 (no tokenizer files; the "
+                          "checkout's own cleaning)")
         if config.variant.endswith("_fp8"):
             self.notes.append("fp8: synthetic fusion weights in the run dtype, not float8")
 
@@ -641,10 +663,11 @@ class CheckoutEngine:
             embeddings = text_model([formatted, negative, negative], text_model.device)
         if engine.cpu_offload:
             engine.offload_to_cpu(text_model.model)
-        return CheckoutText(formatted, negative, [e.to(engine.target_dtype).to(engine.device) for e in embeddings])
+        return CheckoutText(formatted, negative,
+                            [e.to(engine.target_dtype).to(engine.device) for e in embeddings])
 
-    def denoise(self, text: CheckoutText, *, steps: int, seed: int, solver: str = "unipc", image: Path | None = None,
-                height: int | None = None, width: int | None = None,
+    def denoise(self, text: CheckoutText, *, steps: int, seed: int, solver: str = "unipc",
+                image: Path | None = None, height: int | None = None, width: int | None = None,
                 on_step: Callable[[int, int], None] | None = None,
                 on_step_latents: Callable[[int, Any, Any], None] | None = None,
                 slg_layer: int | None = None) -> CheckoutLatents:
@@ -654,9 +677,11 @@ class CheckoutEngine:
         capture, errors = DecodeCapture(), ErrorLog()
         defaults = self.module.DEFAULT_CONFIG  # type: ignore[union-attr]
         with contextlib.ExitStack() as stack:
-            stack.enter_context(patched(engine, "text_model", ReplayedTextModel(text, engine.text_model.device)
+            stack.enter_context(patched(engine, "text_model",
+                                        ReplayedTextModel(text, engine.text_model.device)
                                         if engine.text_model is not None else None))
-            stack.enter_context(patched(engine, "get_scheduler_time_steps", StepObserver(engine, on_step, on_step_latents)))
+            stack.enter_context(patched(engine, "get_scheduler_time_steps",
+                                        StepObserver(engine, on_step, on_step_latents)))
             stack.enter_context(patched(engine.vae_model_video, "wrapped_decode", capture.video_decoder))
             stack.enter_context(patched(engine.vae_model_audio, "wrapped_decode", capture.audio_decoder))
             if config.area:
@@ -673,7 +698,8 @@ class CheckoutEngine:
                 video_negative_prompt=text.negative_prompt,
                 audio_negative_prompt=text.negative_prompt)
         if result is None:
-            raise CheckoutError(f"the checkout's generate() failed and returned None: {errors.last or 'no error logged'}")
+            raise CheckoutError("the checkout's generate() failed and returned None: "
+                                f"{errors.last or 'no error logged'}")
         if capture.video is None or capture.audio is None:
             raise CheckoutError("the checkout's generate() returned without decoding: no latents to hand on")
         return CheckoutLatents(capture.video.squeeze(0), capture.audio.squeeze(0).transpose(0, 1))
@@ -682,15 +708,18 @@ class CheckoutEngine:
         """The harness's CPU area override: the checkout's own snapping and resizing, called with `area`."""
         module = self.module
         snap, resize = module.snap_hw_to_multiple_of_32, module.preprocess_image_tensor  # type: ignore[union-attr]
-        stack.enter_context(patched(module, "snap_hw_to_multiple_of_32", lambda h, w, area_=None, **kw: snap(h, w, area=area)))
+        stack.enter_context(patched(module, "snap_hw_to_multiple_of_32",
+                                    lambda h, w, area_=None, **kw: snap(h, w, area=area)))
         stack.enter_context(patched(module, "preprocess_image_tensor",
                                     lambda *a, **kw: resize(*a, **{**kw, "resize_total_area": area})))
-        note = f"frame area: {area} (the harness's area override) passed to the checkout's snap/resize functions"
+        note = (f"frame area: {area} (the harness's area override) passed to the checkout's "
+                "snap/resize functions")
         if note not in self.notes:
             self.notes.append(note)
 
     def release(self) -> None:
-        """The checkout frees nothing itself: drop its text encoder and fusion model (decode needs neither)."""
+        """The checkout frees nothing itself: drop its text encoder and fusion model
+        (decode needs neither)."""
         engine = self._loaded()
         engine.text_model = None
         engine.model = None
@@ -703,13 +732,15 @@ class CheckoutEngine:
         cast = torch.float32 if torch.device(self.config.device).type == "cpu" else latents.video.dtype  # type: ignore[union-attr]
         with torch.inference_mode():
             with self._stage("decode_audio"):
-                audio = engine.vae_model_audio.wrapped_decode(latents.audio.to(cast).unsqueeze(0).transpose(1, 2))
+                audio = engine.vae_model_audio.wrapped_decode(
+                    latents.audio.to(cast).unsqueeze(0).transpose(1, 2))
             with self._stage("decode_video"):
                 video = engine.vae_model_video.wrapped_decode(latents.video.to(cast).unsqueeze(0))
         if audio is None or video is None:
             raise CheckoutError("the checkout's decoders returned None (they log the exception and go on)")
         audio, video = audio.squeeze().float().cpu(), video.squeeze(0).float().cpu()
-        return CheckoutMedia(video, audio, video_frames=int(video.shape[1]), audio_samples=int(audio.shape[-1]))
+        return CheckoutMedia(video, audio, video_frames=int(video.shape[1]),
+                             audio_samples=int(audio.shape[-1]))
 
     def add_stage_listener(self, listener: StageListener) -> None:
         self.listeners.append(listener)
@@ -743,11 +774,14 @@ class CheckoutEngine:
         """The variant as the checkout runs it: its latent lengths, target area and prompt format; frames and
         samples through its codecs' strides."""
         engine = self.engine
-        video_frames = 1 + 2 ** sum(engine.vae_model_video.model.temperal_upsample) * (engine.video_latent_length - 1)
+        video_frames = (1 + 2 ** sum(engine.vae_model_video.model.temperal_upsample)
+                        * (engine.video_latent_length - 1))
         audio_samples = engine.audio_latent_length * engine.vae_model_audio.mel_converter.hop_size * 2
         return {
-            "video_latent_frames": engine.video_latent_length, "audio_latent_length": engine.audio_latent_length,
-            "video_frames": video_frames, "audio_samples": audio_samples, "fps": FPS, "sample_rate": SAMPLE_RATE,
+            "video_latent_frames": engine.video_latent_length,
+            "audio_latent_length": engine.audio_latent_length,
+            "video_frames": video_frames, "audio_samples": audio_samples, "fps": FPS,
+            "sample_rate": SAMPLE_RATE,
             "duration_s": video_frames // FPS, "area": getattr(engine, "target_area", 720 * 720),
             "prompt_format": self._prompt_format(), "fp8": self.config.variant.endswith("_fp8"),  # type: ignore[union-attr]
         }

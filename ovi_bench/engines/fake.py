@@ -48,8 +48,10 @@ class FakeEngine:
         self.faults: dict[str, str] = {}
 
     def capabilities(self, device: str, dtype: str) -> Capabilities:
-        # Sequence parallel cases run: every rank computes the same latents (the harness's plumbing is tested).
-        return Capabilities.everything(features={"attention_kernel": "the fake engine has no attention of its own"})
+        # Sequence parallel cases run: every rank computes the same latents (the harness's
+        # plumbing is tested).
+        return Capabilities.everything(features={"attention_kernel": "the fake engine has no "
+                                                                     "attention of its own"})
 
     def add_stage_listener(self, listener: StageListener) -> None:
         self.listeners.append(listener)
@@ -98,7 +100,8 @@ class FakeEngine:
         assert self.config is not None, "load() first"
         spec = variant_facts(self.config.variant)
         generator = torch.Generator().manual_seed(seed)
-        video = torch.randn(spec.video_latent_shape(height, width, self.config.area), generator=generator, dtype=torch.bfloat16)
+        video = torch.randn(spec.video_latent_shape(height, width, self.config.area), generator=generator,
+                            dtype=torch.bfloat16)
         audio = torch.randn(spec.audio_latent_shape(), generator=generator, dtype=torch.bfloat16)
         for step in range(steps):
             self._maybe_fail("denoise")

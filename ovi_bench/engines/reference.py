@@ -50,9 +50,11 @@ class ReferenceEngine:
     def attention_kernel(self, backend: str, device: str, dtype: str) -> AttentionKernel:
         from ovi_engine.attention import attend, available_backends, resolve
 
-        resolved = resolve(backend, device, _attention_dtype(dtype))  # raises AttentionUnavailable with the reason
+        # raises AttentionUnavailable with the reason
+        resolved = resolve(backend, device, _attention_dtype(dtype))
         first_call_s = available_backends(device, _attention_dtype(dtype))[resolved].first_call_s
-        return AttentionKernel(backend, resolved, lambda q, k, v: attend(q, k, v, backend=resolved), first_call_s)
+        return AttentionKernel(backend, resolved, lambda q, k, v: attend(q, k, v, backend=resolved),
+                               first_call_s)
 
     def add_stage_listener(self, listener: StageListener) -> None:
         self.listeners.append(listener)
@@ -83,7 +85,8 @@ class ReferenceEngine:
                 on_step_latents: Callable[[int, Any, Any], None] | None = None,
                 slg_layer: int | None = None) -> Any:
         return self.pipeline.denoise(text, steps=steps, seed=seed, solver=solver, image=image, height=height,
-                                     width=width, on_step=on_step, on_latents=on_step_latents, slg_layer=slg_layer)
+                                     width=width, on_step=on_step, on_latents=on_step_latents,
+                                     slg_layer=slg_layer)
 
     def release(self) -> None:
         self.pipeline.release()
@@ -95,7 +98,8 @@ class ReferenceEngine:
         return self.pipeline.describe()
 
     def detect_variant(self, path: Path) -> str:
-        """Optional: which variant a checkpoint file is (metadata, file name, fingerprint); raises otherwise."""
+        """Optional: which variant a checkpoint file is (metadata, file name,
+        fingerprint); raises otherwise."""
         from ovi_engine.variants import detect_variant
 
         return detect_variant(path).variant.name

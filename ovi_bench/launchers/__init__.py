@@ -17,7 +17,8 @@ from ovi_bench.metrics import stage_metrics
 from ovi_bench.protocol import Ready, Result, StageEnd, StageStart, Step
 from ovi_bench.records import CaseResult, StageRecord, metric_from_json
 
-STARTUP_TIMEOUT_S = 300.0  # spawning and importing torch; the case's own timeout starts when the worker is ready
+# spawning and importing torch; the case's own timeout starts when the worker is ready
+STARTUP_TIMEOUT_S = 300.0
 POLL_S = 0.1
 Progress = Callable[[str], None]
 

@@ -1,8 +1,8 @@
-"""One case on `job.nproc` ranks started by PyTorch's launcher (`python -m torch.distributed.run --standalone`,
-NCCL_NVLS_ENABLE=0). Every rank runs `ovi_bench.worker` and writes its messages as JSON lines to
-`rank<r>.jsonl` in a scratch directory. The parent follows rank 0's file as it follows the pipe of a spawned
-worker; when rank 0 leaves no result, the other ranks' files and the launcher's log say which rank failed,
-how, and in which stage.
+"""One case on `job.nproc` ranks started by PyTorch's launcher (`python -m torch.distributed.run
+--standalone`, NCCL_NVLS_ENABLE=0). Every rank runs `ovi_bench.worker` and writes its messages as JSON lines
+to `rank<r>.jsonl` in a scratch directory. The parent follows rank 0's file as it follows the pipe of a
+spawned worker; when rank 0 leaves no result, the other ranks' files and the launcher's log say which rank
+failed, how, and in which stage.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from ovi_bench.job import Job
 from ovi_bench.launchers.base import Failure, process_rss
 from ovi_bench.protocol import Message, Result, StageEnd, StageStart, decode_line
 
-RANK_EXIT = re.compile(r"rank\s*:\s*(\d+)\s*\(local_rank:\s*\d+\)\s*exitcode\s*:\s*(-?\d+)")  # torchrun's summary
+# torchrun's summary
+RANK_EXIT = re.compile(r"rank\s*:\s*(\d+)\s*\(local_rank:\s*\d+\)\s*exitcode\s*:\s*(-?\d+)")
 ENDED_WELL = ("ok", "skipped", "unsupported")
 
 
@@ -37,8 +38,8 @@ class TorchrunLauncher:
         self.log = open(self.dir / "torchrun.log", "w+", encoding="utf-8")  # noqa: SIM115 - closed in stop
         command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(self.nproc),
                    "--standalone", "-m", "ovi_bench.worker", str(self.dir)]
-        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-                                        env={**os.environ, "NCCL_NVLS_ENABLE": "0"})
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT,
+                                        start_new_session=True, env={**os.environ, "NCCL_NVLS_ENABLE": "0"})
         self.offset = 0
         self.pending: deque[Message] = deque()
 
@@ -99,7 +100,8 @@ class TorchrunLauncher:
         self.log.seek(0)
         log = self.log.read()
         exits = {int(rank): int(code) for rank, code in RANK_EXIT.findall(log)}
-        killed = sorted(r for r, code in exits.items() if code < 0 and -code != signal.SIGTERM and r < self.nproc)
+        killed = sorted(r for r, code in exits.items() if code < 0 and -code != signal.SIGTERM
+                        and r < self.nproc)
         if killed:
             rank = killed[0]
             return Failure("crash", f"rank {rank} died from signal {signal.Signals(-exits[rank]).name} "
@@ -112,7 +114,8 @@ class TorchrunLauncher:
         if result is not None:
             return None
         tail = " | ".join(log.strip().splitlines()[-3:])
-        return Failure("crash", f"torchrun exited with code {self.process.returncode} without a result: {tail}",
+        return Failure("crash",
+                       f"torchrun exited with code {self.process.returncode} without a result: {tail}",
                        ranks[0][0])
 
 

@@ -24,8 +24,8 @@ from ovi_bench.report.tables import (
     verdict_table,
 )
 
-STATUS_CLASSES = {"pass", "fail", "error", "regression", "improved", "changed", "no_baseline", "skipped", "ok",
-                  "oom", "crash", "timeout"}
+STATUS_CLASSES = {"pass", "fail", "error", "regression", "improved", "changed", "no_baseline", "skipped",
+                  "ok", "oom", "crash", "timeout"}
 
 WRAP_AFTER = re.compile(r"(?<=[,\[])(?=\S)|(?<=\.)(?=[A-Za-z])")
 

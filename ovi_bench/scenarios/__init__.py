@@ -38,7 +38,8 @@ MEDIA_METRICS = (
     Metric("spec.sample_rate", "hz", "expected", expects=("sample_rate",)),
     # the clip lasts the variant's duration: at least it, and at most it plus one latent's worth of frames
     Metric("spec.duration_s", "s", "expected", expects=("video_duration_s", "audio_duration_s"), rule="min"),
-    Metric("spec.duration_max_s", "s", "expected", expects=("video_duration_s", "audio_duration_s"), rule="max"),
+    Metric("spec.duration_max_s", "s", "expected", expects=("video_duration_s", "audio_duration_s"),
+           rule="max"),
 )
 ENGINE_METRICS = (Metric("engine.weights", "text", "info"), Metric("engine.attention", "text", "info"))
 

@@ -59,7 +59,8 @@ KERNEL_METRICS = (
 
 @dataclass(frozen=True)
 class DeviceContext:
-    """What decides the kernel expected and the cause of a math fallback: a GPU or not, ROCm's HIP and arch."""
+    """What decides the kernel expected and the cause of a math fallback: a GPU or
+    not, ROCm's HIP and arch."""
 
     gpu: bool
     hip: str | None = None
@@ -104,7 +105,8 @@ def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> to
     """softmax(QK^T / sqrt(D)) V in fp32 on [B, L, H, D] tensors, chunked over queries to bound memory."""
     q, k, v = (t.float().transpose(1, 2) for t in (q, k, v))
     scale = q.shape[-1] ** -0.5
-    out = [torch.softmax(chunk @ k.transpose(-1, -2) * scale, dim=-1) @ v for chunk in q.split(QUERY_CHUNK, dim=2)]
+    out = [torch.softmax(chunk @ k.transpose(-1, -2) * scale, dim=-1) @ v
+           for chunk in q.split(QUERY_CHUNK, dim=2)]
     return torch.cat(out, dim=2).transpose(1, 2)
 
 
@@ -120,7 +122,8 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
     try:
         kernel = make_kernel(requested, config.device, dtype_name)
     except Exception as exc:  # noqa: BLE001 - the engine's refusal, with its reason
-        raise CaseSkipped(f"attention backend {requested!r} unavailable on {device} ({dtype_name}): {exc}") from None
+        raise CaseSkipped(f"attention backend {requested!r} unavailable on {device} "
+                          f"({dtype_name}): {exc}") from None
     if device.type == "cpu":
         # One thread: with two on a busy 2-core machine, a descheduled thread stalls the pool's barrier and a
         # call takes 100x longer at random; on one thread times stay within ~2x, which the speed normalises.
@@ -170,8 +173,8 @@ SCENARIO = Scenario(
     description="one attention backend at the variant's attention shapes: time, TFLOP/s, share, error",
     axes=("variant", "attention"),
     axis_defaults={"variant": "720x720_5s", "attention": "auto"},
-    params={"heads": 24, "head_dim": 128, "text_tokens": 512, "reps": 5, "warmup": 2, "matmul_n": 8192, "reference_n": 4096,
-            "slowdown_factor": 1.5,
+    params={"heads": 24, "head_dim": 128, "text_tokens": 512, "reps": 5, "warmup": 2, "matmul_n": 8192,
+            "reference_n": 4096, "slowdown_factor": 1.5,
             "area": None},
     run=run,
     metrics=(

@@ -69,7 +69,8 @@ class Differences:
 
 def relative_error(got: torch.Tensor, want: torch.Tensor, what: str) -> float:
     if got.shape != want.shape:
-        raise ValueError(f"{what}: the engine's shape {list(got.shape)} != the reference's {list(want.shape)}")
+        raise ValueError(f"{what}: the engine's shape {list(got.shape)} != the reference's "
+                         f"{list(want.shape)}")
     scale = float(want.double().norm())
     error = float((got.double() - want.double()).norm())
     return error / scale if scale > 0 else (0.0 if error == 0 else math.inf)
@@ -81,7 +82,8 @@ def mean_ssim(got: torch.Tensor, want: torch.Tensor) -> float:
 
     side = min(want.shape[1], want.shape[2])
     window = min(7, side if side % 2 else side - 1)
-    return float(sum(structural_similarity(g.numpy(), w.numpy(), channel_axis=-1, data_range=255, win_size=window)
+    return float(sum(structural_similarity(g.numpy(), w.numpy(), channel_axis=-1, data_range=255,
+                                           win_size=window)
                      for g, w in zip(got, want)) / want.shape[0])
 
 
@@ -94,10 +96,12 @@ def compare(got: Output, want: Output) -> Differences:
         steps[tower] = [relative_error(g, w, f"{tower} latents after step {i}")
                         for i, (g, w) in enumerate(zip(got.steps[tower], want.steps[tower]))]
     if got.frames.shape != want.frames.shape:
-        raise ValueError(f"frames: the engine's {list(got.frames.shape)} != the reference's {list(want.frames.shape)}")
+        raise ValueError(f"frames: the engine's {list(got.frames.shape)} != the reference's "
+                         f"{list(want.frames.shape)}")
     frames_mse = float((got.frames.double() - want.frames.double()).pow(2).mean())
     noise = relative_error(got.sound, want.sound, "audio") ** 2
-    return Differences(steps, {t: relative_error(got.final[t], want.final[t], f"final {t} latents") for t in TOWERS},
+    return Differences(steps,
+                       {t: relative_error(got.final[t], want.final[t], f"final {t} latents") for t in TOWERS},
                        frames_mse, mean_ssim(got.frames, want.frames), noise)
 
 
@@ -120,8 +124,8 @@ def first_divergence(diff: Differences, floor: Differences, multiple: float, dty
         for tower in TOWERS:
             error, noise = diff.steps[tower][step], floor.steps[tower][step]
             if _exceeds(error, noise, multiple):
-                return (f"first divergence at step {step} of {total} (0-based), {tower} tower: relative error "
-                        f"{error:.3g} > {multiple:g} x floor {noise:.3g} ({dtypes})")
+                return (f"first divergence at step {step} of {total} (0-based), {tower} "
+                        f"tower: relative error {error:.3g} > {multiple:g} x floor {noise:.3g} ({dtypes})")
     return None
 
 
@@ -133,15 +137,19 @@ def final_divergence(diff: Differences, floor: Differences, multiple: float, dty
 
 def media_divergence(diff: Differences, floor: Differences, multiple: float, dtypes: str) -> str | None:
     bad = []
-    margin = -10 * math.log10(multiple)  # a multiple of the error power is this many dB off the floor's figure
+    # a multiple of the error power is this many dB off the floor's figure
+    margin = -10 * math.log10(multiple)
     if _exceeds(diff.frames_mse, floor.frames_mse, multiple):
-        bad.append(f"frames PSNR {_psnr_db(diff.frames_mse):.2f} dB < {_psnr_db(floor.frames_mse) + margin:.2f} dB "
-                   f"(the floor's {_psnr_db(floor.frames_mse):.2f} dB {margin:+.2f} dB for {multiple:g} x its MSE)")
+        bad.append(f"frames PSNR {_psnr_db(diff.frames_mse):.2f} dB < "
+                   f"{_psnr_db(floor.frames_mse) + margin:.2f} dB (the floor's "
+                   f"{_psnr_db(floor.frames_mse):.2f} dB {margin:+.2f} dB for {multiple:g} x its MSE)")
     if _exceeds(1 - diff.frames_ssim, 1 - floor.frames_ssim, multiple):
-        bad.append(f"frames 1 - SSIM {1 - diff.frames_ssim:.3g} > {multiple:g} x floor {1 - floor.frames_ssim:.3g}")
+        bad.append(f"frames 1 - SSIM {1 - diff.frames_ssim:.3g} > {multiple:g} x floor "
+                   f"{1 - floor.frames_ssim:.3g}")
     if _exceeds(diff.sound_noise, floor.sound_noise, multiple):
-        bad.append(f"audio SNR {_snr_db(diff.sound_noise):.2f} dB < {_snr_db(floor.sound_noise) + margin:.2f} dB "
-                   f"(the floor's {_snr_db(floor.sound_noise):.2f} dB {margin:+.2f} dB for {multiple:g} x its noise)")
+        bad.append(f"audio SNR {_snr_db(diff.sound_noise):.2f} dB < "
+                   f"{_snr_db(floor.sound_noise) + margin:.2f} dB (the floor's "
+                   f"{_snr_db(floor.sound_noise):.2f} dB {margin:+.2f} dB for {multiple:g} x its noise)")
     return f"{'; '.join(bad)} ({dtypes})" if bad else None
 
 
@@ -150,20 +158,22 @@ def media_frames(media: Any) -> torch.Tensor:
     [3, T, H, W] in [-1, 1] (the checkout engine's)."""
     video = getattr(media, "video", None)
     if not isinstance(video, torch.Tensor):
-        raise TypeError("the engine's media carries no `video` tensor: output_fidelity compares decoded frames")
+        raise TypeError("the engine's media carries no `video` tensor: output_fidelity "
+                        "compares decoded frames")
     video = video.detach().cpu()
     if video.dtype == torch.uint8 and video.shape[-1] == 3:
         return video
     if video.is_floating_point() and video.shape[0] == 3:
         return video.float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8).permute(1, 2, 3, 0)
-    raise ValueError(f"media.video of shape {list(video.shape)} and {video.dtype}: expected uint8 [T, H, W, 3] or "
-                     "float [3, T, H, W] in [-1, 1]")
+    raise ValueError(f"media.video of shape {list(video.shape)} and {video.dtype}: expected uint8 "
+                     "[T, H, W, 3] or float [3, T, H, W] in [-1, 1]")
 
 
 def media_sound(media: Any) -> torch.Tensor:
     audio = getattr(media, "audio", None)
     if not isinstance(audio, torch.Tensor):
-        raise TypeError("the engine's media carries no `audio` tensor: output_fidelity compares decoded audio")
+        raise TypeError("the engine's media carries no `audio` tensor: output_fidelity "
+                        "compares decoded audio")
     return audio.detach().float().cpu().reshape(-1)
 
 
@@ -195,8 +205,8 @@ def generate(engine: Engine, config: EngineConfig, params: Any, image: Path | No
         text = engine.encode_text(other_format_prompt(variant_facts(config.variant)), None)
     extra = {} if params["slg_layer"] is None else {"slg_layer": params["slg_layer"]}
     with stage("denoise"):
-        latents = engine.denoise(text, steps=params["steps"], seed=config.seed, solver=params["solver"], image=image,
-                                 on_step_latents=keep, **extra)
+        latents = engine.denoise(text, steps=params["steps"], seed=config.seed, solver=params["solver"],
+                                 image=image, on_step_latents=keep, **extra)
         check_latents(latents)
     with stage("release"):
         engine.release()
@@ -211,9 +221,11 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
     params = {**ctx.params, "solver": ctx.job.axes["solver"]}
     mode = ctx.job.axes["mode"]
     if mode not in MODES or params["solver"] not in SOLVERS:
-        raise ValueError(f"mode must be one of {MODES} and solver one of {SOLVERS}, got {mode!r}, {params['solver']!r}")
+        raise ValueError(f"mode must be one of {MODES} and solver one of {SOLVERS}, got {mode!r}, "
+                         f"{params['solver']!r}")
     solver_variants = params["solver_variants"]
-    if params["solver"] != "unipc" and solver_variants is not None and ctx.config.variant not in solver_variants:
+    if (params["solver"] != "unipc" and solver_variants is not None
+        and ctx.config.variant not in solver_variants):
         raise CaseSkipped(f"solver {params['solver']} is compared on {', '.join(solver_variants)} only "
                           "(params.solver_variants); unipc on every variant")
     config, dtype = ctx.config, run_dtype(ctx.config)
@@ -239,9 +251,11 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
         if stored is None:
             reference_engine = engine_factory("reference")
             with ctx.meter.stage("reference"):
-                want = generate(reference_engine(), replace(config, dtype=dtype), params, image, lambda name: nullcontext())
+                want = generate(reference_engine(), replace(config, dtype=dtype), params, image,
+                                lambda name: nullcontext())
             with ctx.meter.stage("floor_reference"):
-                noisy = generate(reference_engine(), replace(config, dtype=other), params, image, lambda name: nullcontext())
+                noisy = generate(reference_engine(), replace(config, dtype=other), params, image,
+                                 lambda name: nullcontext())
             diff, floor = compare(tested, want), compare(noisy, want)
             summary_floor = compare(summarize(noisy), summarize(want))
             metrics[PAYLOAD_METRIC] = StoredReference(
@@ -254,7 +268,8 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
             floor = Differences.from_dict(stored.floor)
             reference_prompt, source = stored.output.prompt, f"stored: {params['stored_reference']}"
             metrics["fidelity.digests_match"] = digests(tested) == stored.digests
-            dtypes = f"floor: the reference engine in {stored.dtype} vs {stored.floor_dtype}, stored on {stored.device}"
+            dtypes = (f"floor: the reference engine in {stored.dtype} vs {stored.floor_dtype}, stored "
+                      f"on {stored.device}")
 
     ratios = [d / f if f > 0 else (0.0 if d == 0 else math.inf)
               for t in TOWERS for d, f in zip(diff.steps[t], floor.steps[t])]
@@ -270,13 +285,16 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
         "fidelity.first_divergence": first_divergence(diff, floor, multiple, dtypes),
         "fidelity.final.divergence": final_divergence(diff, floor, multiple, dtypes),
         "fidelity.media.divergence": media_divergence(diff, floor, multiple, dtypes),
-        "fidelity.frames.psnr_db": _psnr_db(diff.frames_mse), "fidelity.frames.psnr_floor_db": _psnr_db(floor.frames_mse),
+        "fidelity.frames.psnr_db": _psnr_db(diff.frames_mse),
+        "fidelity.frames.psnr_floor_db": _psnr_db(floor.frames_mse),
         "fidelity.frames.ssim": diff.frames_ssim, "fidelity.frames.ssim_floor": floor.frames_ssim,
-        "fidelity.audio.snr_db": _snr_db(diff.sound_noise), "fidelity.audio.snr_floor_db": _snr_db(floor.sound_noise),
+        "fidelity.audio.snr_db": _snr_db(diff.sound_noise),
+        "fidelity.audio.snr_floor_db": _snr_db(floor.sound_noise),
         "fidelity.prompt.engine": tested.prompt, "fidelity.prompt.reference": reference_prompt,
         "fidelity.prompt.mismatch": mismatch,
         "fidelity.floor_multiple": multiple, "fidelity.dtype": dtype, "fidelity.reference": source,
-        "fidelity.compared_on": "full tensors" if stored is None else "summaries (ovi_bench.references.summarize)",
+        "fidelity.compared_on": ("full tensors" if stored is None
+                                 else "summaries (ovi_bench.references.summarize)"),
         "engine.weights": description.get("weights"), "engine.attention": description.get("attention"),
     })
     return metrics
@@ -293,8 +311,8 @@ def _features(job: Any) -> tuple[str, ...]:
 
 SCENARIO = Scenario(
     name="fidelity",
-    description="the engine's latents per step, final latents, frames, audio and prompt against the reference "
-                "engine's, within a multiple of the fp32-vs-bf16 floor",
+    description="the engine's latents per step, final latents, frames, audio and prompt "
+                "against the reference engine's, within a multiple of the fp32-vs-bf16 floor",
     axes=("variant", "mode", "solver"),
     axis_defaults={"variant": "720x720_5s", "mode": "t2v", "solver": "unipc"},
     params={"steps": 4, "slg_layer": None, "solver_variants": None, "image_size": [720, 720], "area": None,

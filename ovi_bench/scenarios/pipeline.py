@@ -4,10 +4,11 @@ Per-step times come from `on_step`; the first `warmup_steps` steps of the first 
 left out of `time.denoise.step_s`. Each step's memory peak is read at its `on_step` too. First-run costs
 (compilation, autotuning, cold caches) are recorded apart from the steady figures the suites gate:
 `time.denoise.first_step_s` is the first step, `time.decode.first_s` the first decode, and with
-`steady_decode` the same latents are decoded a second time (another `decode` stage) for `time.decode.steady_s`.
-With `attention_probe: {heads, head_dim}` the attention kernel that runs at the variant's video_self shape is
-proven after the generation, as in the attention scenario (`attention.kernel`, `attention.kernel_problems`). The expected
-shapes (`spec.*`) come from the harness's own derivation (`ovi_bench.variant_facts`), not from the engine.
+`steady_decode` the same latents are decoded a second time (another `decode` stage) for
+`time.decode.steady_s`. With `attention_probe: {heads, head_dim}` the attention kernel that runs at the
+variant's video_self shape is proven after the generation, as in the attention scenario (`attention.kernel`,
+`attention.kernel_problems`). The expected shapes (`spec.*`) come from the harness's own derivation
+(`ovi_bench.variant_facts`), not from the engine.
 
 Release accounting (the seed's OOM): `release.held_bytes` is what stays allocated after `release()` (the
 allocator's figure on a GPU; on the host, where torch keeps no such count, the bytes of the modules the
@@ -80,7 +81,8 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
             def on_step(step: int, total: int, timer: Any = timer) -> None:
                 timer.on_step(step, total)
                 peaks = meter.memory.mark()
-                peak = peaks.get("alloc_peak") if peaks.get("alloc_peak") is not None else peaks["host_rss_peak"]
+                peak = (peaks.get("alloc_peak") if peaks.get("alloc_peak") is not None
+                        else peaks["host_rss_peak"])
                 step_peaks.append(float(peak or 0))
 
             latents = engine.denoise(
@@ -98,7 +100,8 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
         check_media(media)
     description = engine.describe()
     after_decode = description.get("placement", [])
-    if params["steady_decode"]:  # the same latents again: what a decode costs once its first-call work is paid
+    # the same latents again: what a decode costs once its first-call work is paid
+    if params["steady_decode"]:
         with meter.stage("decode"):
             engine.decode_latents(latents)
 
@@ -117,7 +120,8 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
         "video_latent_shape": list(latents.video.shape),
         "audio_latent_length": int(latents.audio.shape[0]),
         "audio_latent_shape": list(latents.audio.shape),
-        "video_tokens": int(latents.video.shape[1] * (latents.video.shape[2] // 2) * (latents.video.shape[3] // 2)),
+        "video_tokens": int(latents.video.shape[1] * (latents.video.shape[2] // 2)
+                            * (latents.video.shape[3] // 2)),
         "video_frames": int(media.video_frames),
         "audio_samples": int(media.audio_samples),
         "fps": media.fps,
@@ -157,8 +161,8 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
         metrics.update(error_metrics(request_for(ctx.config, params),
                                      {stage: peaks.get(f"peak.{stage}.bytes") for stage in STAGES}))
     else:
-        metrics["unsupported.estimate_error"] = (f"the memory model describes the reference engine's placement, "
-                                                 f"not {ctx.job.engine}'s")
+        metrics["unsupported.estimate_error"] = ("the memory model describes the reference "
+                                                 f"engine's placement, not {ctx.job.engine}'s")
     measured = step_s[params["warmup_steps"]:]
     if measured:
         metrics["time.denoise.step_s"] = Samples(measured)

@@ -1,4 +1,5 @@
-"""Repeated generation: several generations in one worker, as an interactive user (a ComfyUI session) runs them.
+"""Repeated generation: several generations in one worker, as an interactive user (a
+ComfyUI session) runs them.
 
 The engine loads once; each generation is encode_text -> denoise -> release -> decode. Per generation: its
 peak (the allocator's on a GPU, host RSS on the CPU), its stage times, the bytes the process read from disk
@@ -7,8 +8,9 @@ peak (the allocator's on a GPU, host RSS on the CPU), its stage times, the bytes
 allocator's figure on a GPU; on the CPU, where torch keeps no count, the bytes of every live tensor's storage
 (exact, unlike RSS). Judged: generations 2.. peak no higher than generation 1 (within `peak_tolerance` /
 `peak_floor`), what stays allocated returns to the level after generation 1 (within `leak_slack`), no module
-the policy keeps resident is rebuilt (the policy declares what it rebuilds: describe()["reloads_per_generation"]),
-and the declared reloads' time and bytes are recorded for the baseline checks.
+the policy keeps resident is rebuilt (the policy declares what it rebuilds:
+describe()["reloads_per_generation"]), and the declared reloads' time and bytes are recorded
+for the baseline checks.
 """
 
 from __future__ import annotations
@@ -80,7 +82,8 @@ def _sizes(description: dict[str, Any]) -> dict[str, int]:
 def run(ctx: ScenarioContext) -> dict[str, Any]:
     engine, params, meter = ctx.engine, ctx.params, ctx.meter
     if params["generations"] < 2:
-        raise ValueError("params.generations must be at least 2: the checks compare later generations with the first")
+        raise ValueError("params.generations must be at least 2: the checks compare later "
+                         "generations with the first")
     add_listener = stage_listener_hook(engine)
     if add_listener is not None:
         add_listener(meter.listener)
@@ -94,8 +97,8 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
         with meter.stage("encode_text"):
             text = engine.encode_text(params["prompt"], params["negative_prompt"])
         with meter.stage("denoise"):
-            latents = engine.denoise(text, steps=params["steps"], seed=ctx.config.seed, solver=params["solver"],
-                                     height=params["height"], width=params["width"])
+            latents = engine.denoise(text, steps=params["steps"], seed=ctx.config.seed,
+                                     solver=params["solver"], height=params["height"], width=params["width"])
             check_latents(latents)
         sizes.update(_sizes(engine.describe()))
         with meter.stage("release"):
@@ -108,7 +111,8 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
         records = meter.records[first_record:]
         read.append(_read_bytes() - reads_before)
         peaks.append(_peak(records))
-        times.append(sum(r.wall_s for r in records if r.name in ("encode_text", "denoise", "release", "decode")))
+        times.append(sum(r.wall_s for r in records if r.name in ("encode_text", "denoise", "release",
+                                                                 "decode")))
         rebuilt.append(_built(records))
         live.append(live_bytes(ctx.config.device))
 
@@ -154,7 +158,8 @@ SCENARIO = Scenario(
     metrics=(
         *ENGINE_METRICS,
         Metric("repeat.generations", "count", "info"), Metric("repeat.peak_bytes", "list"),
-        Metric("repeat.peak_growth_bytes", "bytes"), Metric("spec.peak_allowed_growth_bytes", "bytes", "expected"),
+        Metric("repeat.peak_growth_bytes", "bytes"),
+        Metric("spec.peak_allowed_growth_bytes", "bytes", "expected"),
         Metric("repeat.live_bytes_after", "list"), Metric("repeat.leaked_bytes", "bytes"),
         Metric("spec.leak_allowed_bytes", "bytes", "expected"), Metric("repeat.generation_s", "list"),
         Metric("repeat.read_bytes", "list"), Metric("repeat.rebuilt_modules", "list"),

@@ -1,9 +1,9 @@
 """Sequence-parallel denoise: load, encode_text and a few denoise steps on every rank torchrun started.
 
-The torchrun launcher starts a case with `nproc` > 1 under torchrun (one process per rank, gloo on the CPU, NCCL on
-GPUs); each rank runs this scenario and rank 0's metrics are the case's. A step lasts until the slowest rank
-finishes it, so `time.denoise.step_s` holds, per step, the maximum over ranks. Each rank's denoise peak (the
-allocator's on a GPU, host RSS on the CPU) is gathered into `peak.denoise.rank_bytes`.
+The torchrun launcher starts a case with `nproc` > 1 under torchrun (one process per rank, gloo on the CPU,
+NCCL on GPUs); each rank runs this scenario and rank 0's metrics are the case's. A step lasts until the
+slowest rank finishes it, so `time.denoise.step_s` holds, per step, the maximum over ranks. Each rank's
+denoise peak (the allocator's on a GPU, host RSS on the CPU) is gathered into `peak.denoise.rank_bytes`.
 
 Correctness: after the measured run, rank 0 builds a second engine without sequence parallelism and denoises
 the same text with the same seed; `sp.latents_rel_err` is the larger relative L2 error of the video and audio
@@ -90,7 +90,8 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
                                   steps=params["steps"], seed=ctx.config.seed, solver=params["solver"])
             check_latents(want, "single_rank_reference")
             mismatches = [f"{name}: {list(got.shape)} != {list(ref.shape)}"
-                          for name, got, ref in (("video", latents.video, want.video), ("audio", latents.audio, want.audio))
+                          for name, got, ref in (("video", latents.video, want.video),
+                                                 ("audio", latents.audio, want.audio))
                           if got.shape != ref.shape]
             metrics["sp.shape_mismatches"] = mismatches
             if not mismatches:

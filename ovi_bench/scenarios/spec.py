@@ -91,9 +91,11 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
     described = engine.describe().get("variant", {})
     # An engine without prompt conversion (Ovi 1.0) uses prompts as given: its description cannot name the
     # variant's format, and the conversion check says why it is not judged.
-    no_conversion = engine.capabilities(ctx.config.device, ctx.config.dtype).why_not("features", "prompt_conversion")
+    capabilities = engine.capabilities(ctx.config.device, ctx.config.dtype)
+    no_conversion = capabilities.why_not("features", "prompt_conversion")
     skipped = {"name", "prompt_format"} if no_conversion else {"name"}
-    spec_errors = _mismatches("variant", described, {k: v for k, v in facts.summary().items() if k not in skipped})
+    spec_errors = _mismatches("variant", described,
+                              {k: v for k, v in facts.summary().items() if k not in skipped})
 
     with meter.stage("encode_text"):
         text = engine.encode_text(other_format_prompt(facts), None)
@@ -109,7 +111,8 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
     latent_errors: list[str] = []
     first: Any = None
     with tempfile.TemporaryDirectory(prefix="ovi-spec-") as tmp:
-        runs: list[tuple[str, int, int, Path | None]] = [(f"t2v {h}x{w}", h, w, None) for h, w in params["sizes"]]
+        runs: list[tuple[str, int, int, Path | None]] = [(f"t2v {h}x{w}", h, w,
+                                                          None) for h, w in params["sizes"]]
         ih, iw = params["image_size"]
         runs.append((f"i2v {ih}x{iw}", ih, iw, write_image(Path(tmp) / "first_frame.ppm", ih, iw)))
         for label, h, w, image in runs:
@@ -119,7 +122,8 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
                 check_latents(latents, f"denoise ({label})")
             first = first or latents
             got = {"video": list(latents.video.shape), "audio": list(latents.audio.shape),
-                   "tokens": latents.video.shape[1] * (latents.video.shape[2] // 2) * (latents.video.shape[3] // 2)}
+                   "tokens": latents.video.shape[1] * (latents.video.shape[2] // 2)
+                   * (latents.video.shape[3] // 2)}
             want = {"video": facts.video_latent_shape(h, w, area), "audio": facts.audio_latent_shape(),
                     "tokens": facts.video_tokens(h, w, area)}
             latent_errors += _mismatches(label, got, want)
@@ -138,7 +142,8 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
             check_media(media)
         metrics.update({
             "video_frames": int(media.video_frames), "audio_samples": int(media.audio_samples),
-            "video_duration_s": media.video_frames / media.fps, "audio_duration_s": media.audio_samples / media.sample_rate,
+            "video_duration_s": media.video_frames / media.fps,
+            "audio_duration_s": media.audio_samples / media.sample_rate,
             "fps": media.fps, "sample_rate": media.sample_rate,
             "spec.video_frames": facts.video_frames, "spec.audio_samples": facts.audio_samples,
             "spec.fps": facts.fps, "spec.sample_rate": facts.sample_rate, "spec.duration_s": facts.duration_s,

@@ -224,9 +224,11 @@ class UnifiedMemoryReader:
             self._note(f"sysfs: {self.card.how}")
         if self.amdsmi is not None:
             amd = self.amdsmi.read()
-            views["amdsmi.vram_used"], views["amdsmi.gtt_used"] = amd["amdsmi.vram_used"], amd["amdsmi.gtt_used"]
+            views["amdsmi.vram_used"], views["amdsmi.gtt_used"] = (amd["amdsmi.vram_used"],
+                                                                   amd["amdsmi.gtt_used"])
             if amd["amdsmi.gtt_used"] is None:
-                self._note("amdsmi reports VRAM only (no GTT figure): its view misses what the GPU maps from RAM")
+                self._note("amdsmi reports VRAM only (no GTT figure): its view misses what the "
+                           "GPU maps from RAM")
         if self.mem_get_info is not None:
             free, total = self.mem_get_info()
             if free > total:

@@ -71,7 +71,8 @@ def auto_order(device: torch.device) -> list[str]:
         return ["sdpa_flash", "sdpa_efficient", "flash_attn_2", "sdpa"]
     major, _ = torch.cuda.get_device_capability(device)
     if major == 9:  # H100 at 54,900² tokens: FA3 703 TFLOP/s, cuDNN 558-583, flash 357 (benchmarks/results)
-        return ["flash_attn_3", "flash_attn_4", "sdpa_cudnn", "sdpa_flash", "flash_attn_2", "sdpa_efficient", "sdpa"]
+        return ["flash_attn_3", "flash_attn_4", "sdpa_cudnn", "sdpa_flash", "flash_attn_2", "sdpa_efficient",
+                "sdpa"]
     if major >= 10:
         return ["flash_attn_4", "sdpa_cudnn", "sdpa_flash", "flash_attn_2", "sdpa_efficient", "sdpa"]
     return ["sdpa_flash", "flash_attn_2", "sdpa_cudnn", "sdpa_efficient", "sdpa"]
@@ -104,7 +105,8 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _try(backend: Backend, device: torch.device, dtype: torch.dtype, masked: bool) -> tuple[str | None, float]:
+def _try(backend: Backend, device: torch.device, dtype: torch.dtype,
+         masked: bool) -> tuple[str | None, float]:
     """Run a tiny call; return why it failed or gave wrong numbers (None when it worked) and its seconds."""
     q, k, v = _probe_inputs(device, dtype, batch=2 if masked else 1)
     k_lens = torch.tensor([80, 37], device=device) if masked else None
@@ -125,7 +127,8 @@ def _try(backend: Backend, device: torch.device, dtype: torch.dtype, masked: boo
     error = ((out.float() - want).norm() / want.norm()).item()
     if out.shape != q.shape or out.dtype != dtype or not error < PROBE_TOLERANCE:
         shape = tuple(out.shape)
-        return f"wrong result on a probe call (shape {shape}, {out.dtype}, relative error {error:.3g})", seconds
+        return (f"wrong result on a probe call (shape {shape}, {out.dtype}, relative error {error:.3g})",
+                seconds)
     return None, seconds
 
 
@@ -170,7 +173,8 @@ def _auto(device: torch.device, dtype: torch.dtype) -> _AutoChoice:
         except Exception as error:  # noqa: BLE001 - passed the tiny probe, refused the long shape
             failed.append(f"{name} failed ({type(error).__name__})")
     if not times:
-        raise AttentionUnavailable(f"every attention backend of {candidates} failed at {AUTO_SHAPE} on {device}")
+        raise AttentionUnavailable(f"every attention backend of {candidates} failed at "
+                                   f"{AUTO_SHAPE} on {device}")
     ranked = sorted(times, key=times.__getitem__)
     best = ranked[0]
     others = [f"{n} {times[n]:.3g} ms, {times[n] / times[best]:.2f}x slower" for n in ranked[1:]]

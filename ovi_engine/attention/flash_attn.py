@@ -54,7 +54,8 @@ FLASH_ATTN_BACKENDS = [
     ),
     Backend(
         name="flash_attn_3",
-        kernel=f"{package_version('flash-attn-3', 'flash_attn_3', module='flash_attn_interface')} flash_attn_func",
+        kernel=f"{package_version('flash-attn-3', 'flash_attn_3', module='flash_attn_interface')} "
+               "flash_attn_func",
         fn=fa3,
         check=check_fa3,
     ),

@@ -1,6 +1,6 @@
-"""FlashAttention-4 (PyPI `flash-attn-4`, module `flash_attn.cute`): CuTe-DSL kernels for Hopper and Blackwell,
-JIT-compiled on the first call of each configuration (the probe's call pays that, see BackendStatus.first_call_s).
-Takes [B, L, H, D] as we do and returns (out, lse)."""
+"""FlashAttention-4 (PyPI `flash-attn-4`, module `flash_attn.cute`): CuTe-DSL kernels for Hopper and
+Blackwell, JIT-compiled on the first call of each configuration (the probe's call pays that, see
+BackendStatus.first_call_s). Takes [B, L, H, D] as we do and returns (out, lse)."""
 
 from __future__ import annotations
 

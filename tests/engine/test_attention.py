@@ -106,7 +106,8 @@ def test_auto_resolves_to_a_concrete_backend():
     name = resolve("auto", "cpu", torch.bfloat16)
     assert name == "sdpa" and name in BACKENDS
     auto = available_backends("cpu")["auto"]
-    assert auto.kernel.startswith(f"{name}: ") and auto.first_call_s == available_backends("cpu")[name].first_call_s
+    assert (auto.kernel.startswith(f"{name}: ")
+            and auto.first_call_s == available_backends("cpu")[name].first_call_s)
 
 
 def test_unavailable_backends_say_why_and_raise():
@@ -216,7 +217,8 @@ def test_package_version_names_a_source_build() -> None:
     from ovi_engine.attention.base import package_version
 
     assert package_version("no-such-dist-xyz", module="json") == "json (source build, no package metadata)"
-    assert package_version("no-such-dist-xyz", module="no_such_module_xyz") == "no-such-dist-xyz (not installed)"
+    assert (package_version("no-such-dist-xyz", module="no_such_module_xyz")
+            == "no-such-dist-xyz (not installed)")
     assert package_version("pytest").startswith("pytest ")
 
 
@@ -232,14 +234,16 @@ def test_fa3_wrapper_passes_blhd_through(monkeypatch, returns_lse: bool) -> None
         out = reference_attention(q, k, v, None)
         return (out, torch.zeros(q.shape[0], q.shape[2], q.shape[1])) if returns_lse else out
 
-    monkeypatch.setitem(sys.modules, "flash_attn_interface", types.SimpleNamespace(flash_attn_func=flash_attn_func))
+    monkeypatch.setitem(sys.modules, "flash_attn_interface",
+                        types.SimpleNamespace(flash_attn_func=flash_attn_func))
     gen = torch.Generator().manual_seed(3)
     q, k, v = (torch.randn(1, n, 2, 16, generator=gen) for n in (5, 7, 7))
     torch.testing.assert_close(fa3(q, k, v, None), reference_attention(q, k, v, None))
 
 
 def _fake(name: str) -> Backend:
-    return Backend(name=name, kernel=f"fake {name}", fn=lambda q, k, v, k_lens: BACKENDS["sdpa_math"].fn(q, k, v, None))
+    return Backend(name=name, kernel=f"fake {name}",
+                   fn=lambda q, k, v, k_lens: BACKENDS["sdpa_math"].fn(q, k, v, None))
 
 
 def test_auto_picks_the_fastest_probed_candidate_and_says_by_how_much(scratch_registry, monkeypatch):
@@ -252,7 +256,8 @@ def test_auto_picks_the_fastest_probed_candidate_and_says_by_how_much(scratch_re
         timed.append(backend.name)
         return {"test_slow": 3.0, "test_fast": 1.5, "test_unlisted": 0.1}[backend.name]
 
-    monkeypatch.setattr(ovi_engine.attention, "auto_order", lambda device: ["test_refuses", "test_slow", "test_fast"])
+    monkeypatch.setattr(ovi_engine.attention, "auto_order",
+                        lambda device: ["test_refuses", "test_slow", "test_fast"])
     monkeypatch.setattr(ovi_engine.attention, "AUTO_TIMED_DEVICES", {"cpu"})
     monkeypatch.setattr(ovi_engine.attention, "_measure_ms", fake_ms)
     ovi_engine.attention._auto.cache_clear()
@@ -279,11 +284,13 @@ def test_probe_times_the_first_call_apart(scratch_registry, monkeypatch):
 
     register(Backend(name="test_counted", kernel="fake", fn=counted))
     status = available_backends(CPU)["test_counted"]
-    assert status.available and status.first_call_s is not None and status.first_call_s >= 0 and len(calls) == 1
+    assert (status.available and status.first_call_s is not None and status.first_call_s >= 0
+            and len(calls) == 1)
     assert available_backends(CPU)["sdpa_cudnn"].first_call_s is None  # refused before any call
 
 
-@pytest.mark.skipif(importlib.util.find_spec("flash_attn") is not None, reason="a flash_attn package is installed")
+@pytest.mark.skipif(importlib.util.find_spec("flash_attn") is not None,
+                    reason="a flash_attn package is installed")
 def test_fa4_says_how_to_install_it():
     status = available_backends(CPU)["flash_attn_4"]
     assert not status.available and "flash_attn.cute is not installed" in status.reason

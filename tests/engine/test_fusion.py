@@ -22,7 +22,8 @@ def test_full_schema() -> None:
     schema = json.loads(SCHEMA.read_text())
     expected = {name: (tuple(shape), dtype) for name, shape, dtype in schema["tensors"]}
     model = build_fusion_model("full")  # meta: no memory
-    found = {name: (tuple(t.shape), str(t.dtype).removeprefix("torch.")) for name, t in model.state_dict().items()}
+    found = {name: (tuple(t.shape), str(t.dtype).removeprefix("torch."))
+             for name, t in model.state_dict().items()}
     assert sorted(set(expected) - set(found)) == [] and sorted(set(found) - set(expected)) == []
     assert {k: v for k, v in found.items() if v != expected[k]} == {}
     assert len(found) == schema["num_tensors"] == 2073
@@ -156,7 +157,8 @@ def test_weights_round_trip(tiny, tmp_path: Path) -> None:
     state = dict(tiny.state_dict())
     del state["audio_model.blocks.2.cross_attn.k_fusion.weight"]
     save_checkpoint(state, tmp_path / "broken.safetensors", {})
-    with pytest.raises(CheckpointError, match=r"missing: audio_model\.blocks\.2\.cross_attn\.k_fusion\.weight"):
+    with pytest.raises(CheckpointError,
+                       match=r"missing: audio_model\.blocks\.2\.cross_attn\.k_fusion\.weight"):
         load_fusion_model(str(tmp_path / "broken.safetensors"), preset="tiny", device="cpu")
 
 
@@ -176,19 +178,21 @@ def test_benchmark_runs_at_tiny_on_cpu(tmp_path: Path, monkeypatch: pytest.Monke
     monkeypatch.setitem(sys.modules, "bench_fusion", bench)  # dataclasses look their module up there
     spec.loader.exec_module(bench)
     out = tmp_path / "bench.json"
-    assert bench.main(["--preset", "tiny", "--device", "cpu", "--variants", "960x960_10s", "--steps-timed", "2",
-                       "--out", str(out)]) == 0
+    assert bench.main(["--preset", "tiny", "--device", "cpu", "--variants", "960x960_10s", "--steps-timed",
+                       "2", "--out", str(out)]) == 0
     report = json.loads(out.read_text())
     assert report["schema_version"] == 1 and report["attention_resolved"] == "sdpa"
     result = report["variants"]["960x960_10s"]
-    assert len(result["samples_s"]) == 2 and min(result["samples_s"]) <= result["median_s"] <= max(result["samples_s"])
+    assert (len(result["samples_s"]) == 2
+            and min(result["samples_s"]) <= result["median_s"] <= max(result["samples_s"]))
     assert result["video_tokens"] == 3 * 2 * 3 and result["audio_tokens"] == 10  # [48,3,4,6] in 1x2x2 patches
     with pytest.raises(SystemExit):
         bench.main(["--variants", "1080p", "--out", str(out)])
 
 
 def query_inputs(tokens: int, heads: int, seed: int) -> tuple[torch.Tensor, torch.nn.RMSNorm, torch.Tensor]:
-    """Projected queries [1, tokens, heads*32], an RMSNorm with non-trivial weights, RoPE angles [tokens,1,16]."""
+    """Projected queries [1, tokens, heads*32], an RMSNorm with non-trivial weights, RoPE
+    angles [tokens,1,16]."""
     torch.manual_seed(seed)
     x = torch.randn(1, tokens, heads * 32)
     norm = torch.nn.RMSNorm(heads * 32, eps=1e-6)
@@ -206,7 +210,8 @@ def test_fused_helpers_equal_their_eager_paths() -> None:
     torch.testing.assert_close(fused, eager, rtol=1e-5, atol=1e-5)
     layer = torch.nn.Linear(32, 48)
     h = torch.randn(3, 32)
-    torch.testing.assert_close(dit.linear_gelu(layer, h), torch.nn.functional.gelu(layer(h), approximate="tanh"))
+    torch.testing.assert_close(dit.linear_gelu(layer, h),
+                               torch.nn.functional.gelu(layer(h), approximate="tanh"))
 
 
 def test_query_normed_both_ways_equals_the_eager_steps() -> None:
@@ -216,7 +221,8 @@ def test_query_normed_both_ways_equals_the_eager_steps() -> None:
     x, norm, angles = query_inputs(tokens=10, heads=3, seed=6)
     plain, roped = dit.rms_norm_with_rope(x, norm.weight, 1e-6, angles.cos(), angles.sin(), heads=3)
     torch.testing.assert_close(plain, norm(x).unflatten(-1, (3, -1)))
-    torch.testing.assert_close(roped, dit.apply_rope(norm(x).unflatten(-1, (3, -1)), angles.cos(), angles.sin()))
+    torch.testing.assert_close(roped,
+                               dit.apply_rope(norm(x).unflatten(-1, (3, -1)), angles.cos(), angles.sin()))
     assert not torch.equal(plain, roped)
 
 
@@ -237,7 +243,8 @@ def test_profile_sorts_kernels_into_families(monkeypatch: pytest.MonkeyPatch) ->
             profile.main(["--out", "/dev/null"])
 
 
-@pytest.mark.parametrize("skips", [(None, 1), (None, 0), (2, None, 1)], ids=["cfg_slg", "skip_pair0", "three"])
+@pytest.mark.parametrize("skips", [(None, 1), (None, 0), (2, None, 1)],
+                         ids=["cfg_slg", "skip_pair0", "three"])
 def test_passes_sharing_their_start_equal_separate_forwards(tiny, skips) -> None:
     """forward_passes computes the text-free start once (pair 0's self-attentions unless a pass skips
     pair 0); every prediction must still equal its own forward, with its own contexts."""
@@ -245,11 +252,13 @@ def test_passes_sharing_their_start_equal_separate_forwards(tiny, skips) -> None
     t = torch.tensor([600.0])
     gen = torch.Generator().manual_seed(9)
     contexts = [(torch.randn(x["video_context"].shape, generator=gen), torch.randn(x["audio_context"].shape,
-                                                                                  generator=gen)) for _ in skips]
+                                                                                  generator=gen))
+                for _ in skips]
     with torch.inference_mode():
         shared = tiny.forward_passes(x["video"], x["audio"], t,
                                      [Pass(v, a, skip) for (v, a), skip in zip(contexts, skips)])
-        separate = [tiny(x["video"], x["audio"], t, v, a, skip_block=skip) for (v, a), skip in zip(contexts, skips)]
+        separate = [tiny(x["video"], x["audio"], t, v, a, skip_block=skip)
+                    for (v, a), skip in zip(contexts, skips)]
     assert len(shared) == len(skips)
     for got, want in zip(shared, separate):
         torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-6)

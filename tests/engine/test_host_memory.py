@@ -1,5 +1,5 @@
-"""Host arenas (cpu_offload's host storage) on the CPU: views alias one aligned buffer, modules compute the same,
-meta modules are filled in place; synthetic weights do not depend on the number of drawing threads."""
+"""Host arenas (cpu_offload's host storage) on the CPU: views alias one aligned buffer, modules compute the
+same, meta modules are filled in place; synthetic weights do not depend on the number of drawing threads."""
 
 from __future__ import annotations
 
@@ -81,7 +81,8 @@ def test_parallel_synthesis_draws_the_same_tensors_as_serial(threads: int) -> No
 
 
 def test_cpu_offload_keeps_modules_in_arenas_and_moves_the_text_encoder_in_one_copy(monkeypatch) -> None:
-    pipe = OviPipeline(PipelineConfig(variant="720x720_5s", preset="tiny", policy="cpu_offload", area=32 * 32))
+    pipe = OviPipeline(PipelineConfig(variant="720x720_5s", preset="tiny", policy="cpu_offload",
+                                      area=32 * 32))
     pipe.load()
     slots = pipe.placement.slots
     for name, slot in slots.items():
@@ -92,10 +93,12 @@ def test_cpu_offload_keeps_modules_in_arenas_and_moves_the_text_encoder_in_one_c
         assert {start_of(t) for t in tensors(slot.module)} <= storages, name
     moves: list[int] = []
     original = HostArena.to
-    monkeypatch.setattr(HostArena, "to", lambda self, *a, **kw: (moves.append(id(self)), original(self, *a, **kw)))
+    monkeypatch.setattr(HostArena, "to",
+                        lambda self, *a, **kw: (moves.append(id(self)), original(self, *a, **kw)))
     pipe.encode_text("a prompt")
     assert moves == [id(a) for a in slots["text_encoder"].arenas] and len(moves) == 1
-    assert {start_of(t) for t in tensors(slots["text_encoder"].module)} == {slots["text_encoder"].arenas[0].host.data_ptr()}
+    assert ({start_of(t) for t in tensors(slots["text_encoder"].module)}
+            == {slots["text_encoder"].arenas[0].host.data_ptr()})
 
 
 def test_offload_benchmark_script_runs_on_the_cpu(tmp_path) -> None:

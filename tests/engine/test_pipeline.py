@@ -33,7 +33,8 @@ def tiny(variant: str, policy: str = "all_gpu", area: int = AREA, **kw) -> OviPi
     return OviPipeline(PipelineConfig(variant=variant, preset="tiny", policy=policy, area=area, **kw))
 
 
-@pytest.mark.parametrize(("variant", "frames", "samples"), [("720x720_5s", 121, 80_384), ("960x960_10s", 241, 160_768)])
+@pytest.mark.parametrize(("variant", "frames", "samples"),
+                         [("720x720_5s", 121, 80_384), ("960x960_10s", 241, 160_768)])
 def test_t2v_writes_a_playable_mp4_of_the_variants_duration(tmp_path: Path, variant, frames, samples) -> None:
     av = pytest.importorskip("av")
     from ovi_engine.media import probe_mp4
@@ -163,7 +164,8 @@ def test_sequential_reloads_the_text_encoder_for_each_prompt_and_reports_first_l
     info = {e.stage: [] for e in ends}
     for e in ends:
         info[e.stage].append(e.info)
-    assert "reload_s" not in info["encode_text"][0] and set(info["encode_text"][1]["reload_s"]) == {"text_encoder"}
+    assert ("reload_s" not in info["encode_text"][0]
+            and set(info["encode_text"][1]["reload_s"]) == {"text_encoder"})
     assert set(info["denoise"][0]["load_s"]) == {"fusion"} and "reload_s" not in info["denoise"][0]
     assert len(pipe.placement.slots["text_encoder"].load_s) == 2 and first_denoise.video.isfinite().all()
 
@@ -187,7 +189,8 @@ def test_saved_latents_decode_without_the_fusion_model(tmp_path: Path) -> None:
 def _write_tokenizer(directory: Path) -> None:
     tokenizers = pytest.importorskip("tokenizers")
     transformers = pytest.importorskip("transformers")
-    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2, **{w: 3 + i for i, w in enumerate(["a", "drummer", "plays", "one", "two"])}}
+    vocab = {"<pad>": 0, "</s>": 1, "<unk>": 2,
+             **{w: 3 + i for i, w in enumerate(["a", "drummer", "plays", "one", "two"])}}
     backend = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="<unk>"))
     backend.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
     fast = transformers.PreTrainedTokenizerFast(tokenizer_object=backend, pad_token="<pad>", eos_token="</s>",
@@ -218,8 +221,10 @@ def _write_checkpoints(root: Path, layout: str) -> dict[str, Path]:
         }
     for p in paths.values():
         (p if p.suffix == "" else p.parent).mkdir(parents=True, exist_ok=True)
-    save_checkpoint(build_fusion_model("tiny", device="cpu", dtype=torch.float32, seed=11), paths["fusion"], {})
-    torch.save(build_text_encoder(text_cfg, device="cpu", dtype=torch.float32, seed=12).state_dict(), paths["text"])
+    save_checkpoint(build_fusion_model("tiny", device="cpu", dtype=torch.float32, seed=11), paths["fusion"],
+                    {})
+    torch.save(build_text_encoder(text_cfg, device="cpu", dtype=torch.float32, seed=12).state_dict(),
+               paths["text"])
     torch.save(build_video_vae("tiny", device="cpu", dtype=torch.float32, seed=13).state_dict(), paths["vae"])
     vae = synthesize(build_on_meta(lambda: VAE(cfg)), seed=14, device="cpu", dtype=torch.float32,
                      rules=VAE_SYNTHETIC_RULES)
@@ -288,8 +293,10 @@ def test_initial_noise_is_upstreams_rule(monkeypatch) -> None:
         pipe.denoise(pipe.encode_text(PROMPT), steps=1, seed=123)
         video_shape, audio_shape = tuple(seen["video"].shape[1:]), tuple(seen["audio"].shape[1:])
         assert (video_shape, audio_shape) == ((48, 31, 2, 2), (157, 20))
-        video = torch.randn(video_shape, generator=torch.Generator("cpu").manual_seed(123), device="cpu", dtype=dtype)
-        audio = torch.randn(audio_shape, generator=torch.Generator("cpu").manual_seed(123), device="cpu", dtype=dtype)
+        video = torch.randn(video_shape, generator=torch.Generator("cpu").manual_seed(123), device="cpu",
+                            dtype=dtype)
+        audio = torch.randn(audio_shape, generator=torch.Generator("cpu").manual_seed(123), device="cpu",
+                            dtype=dtype)
         assert seen["video"].dtype == seen["audio"].dtype == dtype
         torch.testing.assert_close(seen["video"][0], video, rtol=0, atol=0)
         torch.testing.assert_close(seen["audio"][0], audio, rtol=0, atol=0)

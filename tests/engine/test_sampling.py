@@ -14,7 +14,8 @@ VIDEO_SHAPE, AUDIO_SHAPE = (1, 48, 3, 4, 6), (1, 10, 20)
 
 def noise(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     gen = torch.Generator().manual_seed(seed)
-    return (torch.randn(VIDEO_SHAPE, generator=gen).bfloat16(), torch.randn(AUDIO_SHAPE, generator=gen).bfloat16())
+    return (torch.randn(VIDEO_SHAPE, generator=gen).bfloat16(),
+            torch.randn(AUDIO_SHAPE, generator=gen).bfloat16())
 
 
 def contexts(text_dim: int, seed: int = 1) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
@@ -66,8 +67,8 @@ def test_guidance_scales_slg_and_contexts_reach_the_model() -> None:
 def test_slg_layer_zero_or_less_skips_nothing_as_upstream(slg_layer: int | None, skipped: int | None) -> None:
     model = Scripted()
     pos, neg = contexts(8)
-    sample(model, solver="euler", steps=1, video_noise=torch.zeros(VIDEO_SHAPE), audio_noise=torch.zeros(AUDIO_SHAPE),
-           pos_context=pos, neg_context=neg, slg_layer=slg_layer)
+    sample(model, solver="euler", steps=1, video_noise=torch.zeros(VIDEO_SHAPE),
+           audio_noise=torch.zeros(AUDIO_SHAPE), pos_context=pos, neg_context=neg, slg_layer=slg_layer)
     assert [call["skip_block"] for call in model.calls] == [None, skipped]
 
 

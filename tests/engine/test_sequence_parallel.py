@@ -44,7 +44,8 @@ def run_all(model: FusionModel) -> dict[str, torch.Tensor]:
         for n in range(len(SHAPES)):
             x = inputs(n)
             t = torch.tensor([700.0])
-            out[f"t2v_video_{n}"], out[f"t2v_audio_{n}"] = model(x["video"], x["audio"], t, x["pos"], x["pos"])
+            out[f"t2v_video_{n}"], out[f"t2v_audio_{n}"] = model(x["video"], x["audio"], t, x["pos"],
+                                                                 x["pos"])
             out[f"i2v_video_{n}"], out[f"i2v_audio_{n}"] = model(
                 x["video"], x["audio"], t, x["pos"], x["neg"], first_frame_clean=True, skip_block=1
             )
@@ -72,7 +73,8 @@ def worker(rank: int, port: int, out_dir: str) -> None:
     model = build_fusion_model("tiny", device="cpu", dtype=torch.float32, seed=3)
     enable_sequence_parallel(model, sp)
     head_tokens: list[int] = []  # tokens the video head sees on this rank: the shard, not the sequence
-    model.video_model.head.register_forward_hook(lambda m, args, out: head_tokens.append(args[0][0, :, :, 0].numel()))
+    model.video_model.head.register_forward_hook(
+        lambda m, args, out: head_tokens.append(args[0][0, :, :, 0].numel()))
     results = run_all(model) | run_pipeline(sequence_parallel=True)
     results["head_tokens"] = torch.tensor(head_tokens)
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")

@@ -317,7 +317,8 @@ def test_tiled_decode_places_and_blends_tiles_exactly_on_a_local_model() -> None
 
 
 def test_tiled_decode_agrees_and_overlap_bands_are_no_worse(tiny: WanVideoVAE) -> None:
-    # 12 latent columns, tiles of 8 with an overlap of 4: tiles [0, 8) and [4, 12), blended over pixels 64..128
+    # 12 latent columns, tiles of 8 with an overlap of 4: tiles [0, 8) and [4, 12),
+    # blended over pixels 64..128
     z = latents(2, 2, 12, seed=9)
     untiled, tiled = tiny.decode(z), tiny.decode(z, tile=Tiling(tile_px=128, overlap_px=64))
     assert tiled.shape == untiled.shape == (1, 3, 5, 32, 192)

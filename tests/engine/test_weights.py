@@ -62,7 +62,8 @@ def test_pth_is_read_without_unpickling_code(tmp_path: Path) -> None:
     torch.save({"x": Evil()}, tmp_path / "evil.pth")
     with pytest.raises(W.CheckpointError, match="evil.pth") as refused:
         W.read_state(tmp_path / "evil.pth")
-    # Issue 12.7: say the file holds code and is refused, never torch's advice to retry with weights_only=False.
+    # Issue 12.7: say the file holds code and is refused, never torch's advice to retry with
+    # weights_only=False.
     message = str(refused.value)
     assert "holds Python objects or code" in message and "is refused" in message
     assert "weights_only" not in message and "\n" not in message
@@ -96,7 +97,8 @@ def test_other_model_and_corrupt_files(tmp_path: Path) -> None:
 
 
 def test_fp8_is_upcast_and_unrunnable_dtypes_refused() -> None:
-    state = {k: v.to(torch.float8_e4m3fn) if v.is_floating_point() else v for k, v in toy().state_dict().items()}
+    state = {k: v.to(torch.float8_e4m3fn) if v.is_floating_point() else v
+             for k, v in toy().state_dict().items()}
     m = W.load_into(W.build_on_meta(Toy), state, device="cpu", dtype=torch.bfloat16, source="fp8")
     assert m.proj.weight.dtype == torch.bfloat16
     assert torch.isfinite(m.proj(torch.randn(2, 6, dtype=torch.bfloat16))).all()

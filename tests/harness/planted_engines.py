@@ -1,4 +1,5 @@
-"""Reference engines with a planted regression, to prove the suites can fail (run via --engine MODULE:FACTORY).
+"""Reference engines with a planted regression, to prove the suites can fail (run via
+--engine MODULE:FACTORY).
 
 - `fusion_kept`: release() frees nothing, so the fusion model and the text encoder stay through decode
   (the seed's OOM); oom_regression's release check must fail.
@@ -111,7 +112,8 @@ class SlgOnConditional(ReferenceEngine):
 
         def forward_passes(model: Any, video: Any, audio: Any, t: Any, passes: list, **rest: Any) -> Any:
             cond, uncond = passes
-            swapped = [replace(cond, skip_block=uncond.skip_block), replace(uncond, skip_block=cond.skip_block)]
+            swapped = [replace(cond, skip_block=uncond.skip_block),
+                       replace(uncond, skip_block=cond.skip_block)]
             return original(model, video, audio, t, swapped, **rest)
 
         with mock.patch.object(FusionModel, "forward_passes", forward_passes):
@@ -172,7 +174,8 @@ class Leaky(ReferenceEngine):
 
 
 class ReloadsFusion(ReferenceEngine):
-    """Frees the fusion model after every denoise, whatever the policy keeps: the next generation rebuilds it."""
+    """Frees the fusion model after every denoise, whatever the policy keeps: the next
+    generation rebuilds it."""
 
     def denoise(self, text: Any, **kwargs: Any) -> Any:
         latents = super().denoise(text, **kwargs)

@@ -32,5 +32,6 @@ def test_engine_never_imports_the_harness():
 
 def test_the_walk_sees_imports_inside_functions(tmp_path):
     source = tmp_path / "m.py"
-    source.write_text("def f():\n    from ovi_engine.attention import attend\n    import ovi_engine.variants\n")
+    source.write_text("def f():\n    from ovi_engine.attention import attend\n    import "
+                      "ovi_engine.variants\n")
     assert imported_packages(source) == {"ovi_engine"}

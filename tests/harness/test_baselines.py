@@ -56,7 +56,8 @@ def test_exact_against_recorded_spec_and_params() -> None:
     spec = {"spec.video_latent_shape": (48, 61, 60, 60)}  # a tuple: JSON gives lists back, both compare equal
     rule = {"metric": "video_latent_shape", "rule": "exact", "expected": "spec.video_latent_shape"}
     assert one(rule, case({"video_latent_shape": [48, 61, 60, 60], **spec})) == "pass"
-    assert one(rule, case({"video_latent_shape": [48, 31, 60, 60], **spec})) == "fail"  # 5 s lengths, 10 s run
+    # 5 s lengths, 10 s run
+    assert one(rule, case({"video_latent_shape": [48, 31, 60, 60], **spec})) == "fail"
     assert one(rule, case({"video_latent_shape": [48, 61, 60, 60]})) == "error"  # nothing to compare with
     by_param = {"metric": "attention", "rule": "exact", "expected": "params.attention"}
     assert one(by_param, case({"attention": "sdpa"}, attention="sdpa")) == "pass"
@@ -102,7 +103,8 @@ def test_missing_metric_is_an_error_not_a_pass() -> None:
 
 # ---- relative and time (need a baseline) -----------------------------------------------------------------
 
-RELATIVE = {"metric": "peak.decode_video.alloc_bytes", "rule": "relative", "tolerance": "2%", "floor": "256 MiB"}
+RELATIVE = {"metric": "peak.decode_video.alloc_bytes", "rule": "relative", "tolerance": "2%",
+            "floor": "256 MiB"}
 
 
 @pytest.mark.parametrize(("base", "now", "expected"), [
@@ -149,8 +151,10 @@ def test_time_rule_on_repeats(now: list[float], expected: str) -> None:
 def test_time_rule_single_sample_uses_factor_alone() -> None:
     name = TIME["metric"]
     same = {SPEED: 0.5}
-    assert one(TIME, case({name: Samples([1.12]), **same}), baseline({name: Samples(BASE_TIMES), **same})) == "regression"
-    assert one(TIME, case({name: Samples([1.08]), **same}), baseline({name: Samples(BASE_TIMES), **same})) == "pass"
+    assert one(TIME, case({name: Samples([1.12]), **same}),
+               baseline({name: Samples(BASE_TIMES), **same})) == "regression"
+    assert one(TIME, case({name: Samples([1.08]), **same}),
+               baseline({name: Samples(BASE_TIMES), **same})) == "pass"
     assert one(TIME, case({name: 2.0, **same}), baseline({name: 1.0, **same})) == "regression"
 
 
@@ -246,10 +250,12 @@ def test_failed_update_leaves_old_baseline_intact(tmp_path: Path, monkeypatch: p
 def test_baseline_of_other_schema_is_a_one_line_error(tmp_path: Path) -> None:
     path = baseline_path(tmp_path, "h100-80gb", "s")
     path.parent.mkdir(parents=True)
-    path.write_text(json.dumps({"schema_version": 7, "suite": "s", "hardware": "h", "provenance": {}, "cases": {}}))
+    path.write_text(json.dumps({"schema_version": 7, "suite": "s", "hardware": "h", "provenance": {},
+                                "cases": {}}))
     with pytest.raises(SchemaError) as info:
         load_baseline(tmp_path, "h100-80gb", "s")
-    assert "\n" not in str(info.value) and "schema_version 7" in str(info.value) and str(path) in str(info.value)
+    assert ("\n" not in str(info.value) and "schema_version 7" in str(info.value)
+            and str(path) in str(info.value))
     assert load_baseline(tmp_path, "h100-80gb", "missing-suite") is None
 
 
@@ -274,7 +280,8 @@ def test_compare_side_by_side() -> None:
     env = Environment(git_commit="abc")
     slow, same = [2.0, 2.1, 2.05, 1.95, 2.02], [1.0, 1.1, 1.05, 0.95, 1.02]
     a = RunReport("A", ["s"], "reference", "w", "h", env, [
-        CaseResult("x", "s", {}, "ok", metrics={"t_s": Samples([1.0, 1.1, 1.05, 0.95, 1.02]), "m_bytes": 100}),
+        CaseResult("x", "s", {}, "ok",
+                   metrics={"t_s": Samples([1.0, 1.1, 1.05, 0.95, 1.02]), "m_bytes": 100}),
         CaseResult("y", "s", {}, "ok", metrics={"t_s": Samples(same)}),
         CaseResult("only-a", "s", {}, "ok")])
     b = RunReport("B", ["s"], "fork", "w", "h", env, [

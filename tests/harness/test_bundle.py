@@ -29,7 +29,8 @@ def make_run(root: Path, run_id: str, suite: str, *, failing: bool = False) -> P
 
 
 def make_bundle(tmp_path: Path, *, failing: bool = False, runs: tuple[str, ...] = tuple(REQUIRED)) -> Path:
-    run_dirs = [make_run(tmp_path, f"run{i}", suite, failing=failing and i == 1) for i, suite in enumerate(runs)]
+    run_dirs = [make_run(tmp_path, f"run{i}", suite, failing=failing and i == 1)
+                for i, suite in enumerate(runs)]
     suite_file = tmp_path / "suites/peak_memory_10s.yaml"
     baseline = tmp_path / "baselines/gfx1151-128gb/peak_memory_10s.json"
     for path, text in ((suite_file, "name: peak_memory_10s\n"), (baseline, '{"schema_version": 1}\n')):
@@ -84,7 +85,8 @@ def test_an_edited_report_is_caught_even_when_its_outcome_is_unchanged(tmp_path)
     bundle = make_bundle(tmp_path)
     report = bundle / "runs/run1/report.json"
     report.write_text(report.read_text().replace('"full"', '"tiny"'))
-    assert check_bundle(bundle) == ["runs/run1/report.json: sha256 differs from the manifest (edited after the run)"]
+    assert check_bundle(bundle) == [("runs/run1/report.json: sha256 differs from the manifest "
+                                     "(edited after the run)")]
 
 
 def test_a_report_turned_from_fail_to_pass_is_caught_twice(tmp_path):

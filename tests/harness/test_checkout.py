@@ -49,7 +49,8 @@ def test_11_10s_variant_its_prompt_format_and_i2v(tmp_path: Path) -> None:
     engine = loaded(UPSTREAM / "ovi-1.1", "960x960_10s")
     text = engine.encode_text(PROMPT_960)
     assert text.prompt == "A cat plays the piano. Audio: Piano music."
-    assert latent_shapes(engine, PROMPT_960, height=960, width=960) == expected_shapes("960x960_10s", 960, 960)
+    assert (latent_shapes(engine, PROMPT_960, height=960, width=960)
+            == expected_shapes("960x960_10s", 960, 960))
     image = write_image(tmp_path / "frame.ppm", 720, 720)
     assert latent_shapes(engine, PROMPT_960, image=image) == expected_shapes("960x960_10s", 720, 720)
     assert engine.describe()["fusion_file_requested"] == "model_960x960_10s.safetensors"
@@ -65,7 +66,8 @@ def test_10_runs_its_one_model_and_refuses_the_960_variants() -> None:
         engine.load(EngineConfig(variant="960x960_10s", area=AREA))
     engine = loaded(UPSTREAM / "ovi-1.0", "720x720_5s")
     assert engine.encode_text(PROMPT_720).prompt == PROMPT_720  # 1.0 has no formatter: the prompt as given
-    assert latent_shapes(engine, PROMPT_720, height=704, width=1280) == expected_shapes("720x720_5s", 704, 1280)
+    assert (latent_shapes(engine, PROMPT_720, height=704, width=1280)
+            == expected_shapes("720x720_5s", 704, 1280))
     assert engine.describe()["variant"]["prompt_format"] == "as given"
 
 
@@ -74,7 +76,8 @@ def test_capabilities_name_what_the_checkout_cannot_do(ovi11_5s: CheckoutEngine)
     assert "xDiT" in caps.why_not("features", "sequence_parallel")
     assert "torch.cuda.synchronize" in caps.why_not("policies", "cpu_offload")
     assert "cpu_offload" in caps.why_not("policies", "sequential")
-    assert caps.why_not("attention", "auto") is None and "cannot be switched" in caps.why_not("attention", "sdpa_math")
+    assert (caps.why_not("attention", "auto") is None
+            and "cannot be switched" in caps.why_not("attention", "sdpa_math"))
     assert ovi11_5s.attention_kernel("auto", "cpu", "auto").fn is not None
 
 
@@ -94,7 +97,8 @@ def test_a_planted_10s_bug_is_caught(tmp_path: Path) -> None:
     engine = loaded(checkout, "960x960_10s")
     _, audio = latent_shapes(engine, PROMPT_960, height=960, width=960)
     assert audio == [157, 20] != expected_shapes("960x960_10s", 960, 960)[1]
-    assert engine.describe()["variant"]["audio_latent_length"] != variant_facts("960x960_10s").audio_latent_length
+    assert (engine.describe()["variant"]["audio_latent_length"]
+            != variant_facts("960x960_10s").audio_latent_length)
 
 
 def test_a_path_without_ovi_is_one_line(tmp_path: Path) -> None:
@@ -108,7 +112,8 @@ def test_an_import_error_in_the_checkout_is_one_line(tmp_path: Path) -> None:
     engine_file = checkout / "ovi" / "ovi_fusion_engine.py"
     engine_file.write_text("import ovi_no_such_module\n" + engine_file.read_text())
     factory = engine_factory(f"checkout:{checkout}")
-    with pytest.raises(CheckoutError, match=r"cannot import ovi.ovi_fusion_engine \(ModuleNotFoundError") as caught:
+    with pytest.raises(CheckoutError,
+                       match=r"cannot import ovi.ovi_fusion_engine \(ModuleNotFoundError") as caught:
         factory().load(EngineConfig(variant="720x720_5s"))
     assert "\n" not in str(caught.value)
 
@@ -129,9 +134,11 @@ def test_an_exception_inside_generate_is_not_a_silent_none(ovi11_5s: CheckoutEng
 # Last: it releases the shared engine's text encoder and fusion model.
 def test_11_stages_follow_the_variant_facts(ovi11_5s: CheckoutEngine) -> None:
     text = ovi11_5s.encode_text(PROMPT_720)
-    assert text.prompt == "A cat plays the piano.\n<AUDCAP>Piano music.<ENDAUDCAP>"  # the checkout's formatter
+    # the checkout's formatter
+    assert text.prompt == "A cat plays the piano.\n<AUDCAP>Piano music.<ENDAUDCAP>"
     steps: list[tuple[int, int]] = []
-    latents = ovi11_5s.denoise(text, steps=2, seed=0, height=704, width=1280, on_step=lambda i, n: steps.append((i, n)))
+    latents = ovi11_5s.denoise(text, steps=2, seed=0, height=704, width=1280,
+                               on_step=lambda i, n: steps.append((i, n)))
     assert steps == [(0, 2), (1, 2)]
     assert (list(latents.video.shape), list(latents.audio.shape)) == expected_shapes("720x720_5s", 704, 1280)
     ovi11_5s.release()
@@ -142,4 +149,5 @@ def test_11_stages_follow_the_variant_facts(ovi11_5s: CheckoutEngine) -> None:
     assert described["fusion_file_requested"] == "model.safetensors"
     assert {k: v for k, v in facts.summary().items() if k != "name"}.items() <= described["variant"].items()
     assert any("flash_attention" in note for note in described["substitutions"])
-    assert any(note.startswith("weights: synthetic at the tiny preset") for note in described["substitutions"])
+    assert any(note.startswith("weights: synthetic at the tiny preset")
+               for note in described["substitutions"])

@@ -22,8 +22,9 @@ pytestmark = pytest.mark.skipif(not UPSTREAM_11.is_dir(), reason="needs shared/u
 def digests(module: torch.nn.Module) -> dict[str, str]:
     """sha256 of each tensor in bf16 (the checkout keeps its decoders in bf16, so both sides are compared
     at that precision; bf16 tensors are unchanged by it)."""
-    return {name: hashlib.sha256(t.detach().to(torch.bfloat16).contiguous().view(torch.int16).numpy().tobytes())
-            .hexdigest() for name, t in module.state_dict().items()}
+    return {name: hashlib.sha256(t.detach().to(torch.bfloat16).contiguous().view(torch.int16).numpy()
+                                 .tobytes()).hexdigest()
+            for name, t in module.state_dict().items()}
 
 
 @pytest.fixture(scope="module")
@@ -63,10 +64,12 @@ def test_same_names_and_tensors(checkout: CheckoutEngine, reference: dict, compo
     assert not different, f"{component}: {len(different)} of {len(ours)} tensors differ, e.g. {different[:5]}"
 
 
-def test_audio_vae_differs_only_by_the_rounding_of_its_fold(checkout: CheckoutEngine, reference: dict) -> None:
+def test_audio_vae_differs_only_by_the_rounding_of_its_fold(checkout: CheckoutEngine,
+                                                            reference: dict) -> None:
     """Both draw the same checkpoint-layout tensors; each folds EDM2's forced weight norm with its own
     float32 arithmetic, so a handful of elements land on the neighbouring bf16 value."""
-    ours, theirs = reference["audio_vae"].state_dict(), checkout_components(checkout)["audio_vae"].state_dict()
+    ours, theirs = (reference["audio_vae"].state_dict(),
+                    checkout_components(checkout)["audio_vae"].state_dict())
     assert sorted(ours) == sorted(theirs)
     off = 0
     for name, tensor in ours.items():
@@ -81,7 +84,8 @@ def test_fusion_names_are_upstream_checkpoint_names(checkout: CheckoutEngine) ->
     import json
     import re
 
-    schema = json.loads(Path(__file__).parents[1].joinpath("reference/ovi_fusion_11b.schema.json").read_text())
+    schema = json.loads(Path(__file__).parents[1].joinpath("reference/ovi_fusion_11b.schema.json")
+                        .read_text())
     layers = PRESETS["tiny"].fusion["num_layers"]
     names = {entry[0] for entry in schema["tensors"]
              if int((re.search(r"\.blocks\.(\d+)\.", entry[0]) or [0, 0])[1]) < layers}
@@ -96,11 +100,12 @@ def test_tiny_preset_is_the_reference_engines() -> None:
 
     tiny, video = PRESETS["tiny"], FUSION_PRESETS["tiny"].video
     assert tiny.fusion == {"dim": video.dim, "ffn_dim": video.ffn_dim, "num_heads": video.num_heads,
-                           "num_layers": video.num_layers, "freq_dim": video.freq_dim, "text_dim": video.text_dim,
-                           "text_len": video.text_len}
+                           "num_layers": video.num_layers, "freq_dim": video.freq_dim,
+                           "text_dim": video.text_dim, "text_len": video.text_len}
     text = dataclasses.replace(TEXT_ENCODER_PRESETS["tiny"], dim=video.text_dim)
     assert tiny.text_encoder == {"vocab_size": text.vocab_size, "dim": text.dim, "dim_attn": text.dim_attn,
-                                 "dim_ffn": text.dim_ffn, "num_heads": text.num_heads, "encoder_layers": text.num_layers}
+                                 "dim_ffn": text.dim_ffn, "num_heads": text.num_heads,
+                                 "encoder_layers": text.num_layers}
     assert tiny.text_len == video.text_len
     vae = VIDEO_VAE_PRESETS["tiny"]
     assert tiny.video_vae == {"dim": vae.dim, "dec_dim": vae.dec_dim}
@@ -113,5 +118,6 @@ def test_byte_tokenizer_matches_the_reference_stand_in(checkout: CheckoutEngine)
 
     prompt = "A cat plays the piano. <AUDCAP>Piano music, é.<ENDAUDCAP>"
     ids, mask = checkout.engine.text_model.tokenizer([prompt], return_mask=True, add_special_tokens=True)
-    ref_ids, ref_mask = ByteTokenizer(PRESETS["tiny"].text_encoder["vocab_size"]).tokenize([prompt], ids.shape[1])
+    ref_ids, ref_mask = ByteTokenizer(PRESETS["tiny"].text_encoder["vocab_size"]).tokenize(
+        [prompt], ids.shape[1])
     assert torch.equal(ids, ref_ids) and torch.equal(mask, ref_mask)

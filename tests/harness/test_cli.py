@@ -27,8 +27,8 @@ def example_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("example")
     (root / "baselines").mkdir()
     proc = subprocess.run(
-        [str(SCRIPT), "run", "tests/harness/suites/shapes.yaml", "--engine", "docs.example_engine:make_engine",
-         "--variant", "960x960_10s",
+        [str(SCRIPT), "run", "tests/harness/suites/shapes.yaml", "--engine",
+         "docs.example_engine:make_engine", "--variant", "960x960_10s",
          "--hardware", "cpu-tiny", "--baselines", str(root / "baselines"), "--report-dir", str(root / "run")],
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     return root, proc
@@ -115,7 +115,8 @@ def test_suite_file_error_names_file_and_line(tmp_path):
 def test_unwritable_report_directory(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    result = invoke("run", "smoke", "--engine", "fake", "--hardware", "cpu-tiny", "--report-dir", str(blocker / "run"))
+    result = invoke("run", "smoke", "--engine", "fake", "--hardware", "cpu-tiny", "--report-dir",
+                    str(blocker / "run"))
     assert result.exit_code == 2
     assert result.output.strip().startswith(f"error: cannot write report directory {blocker / 'run'}")
 

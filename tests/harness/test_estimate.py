@@ -2,12 +2,12 @@
 
 Full scale: the estimate reproduces measured H100 stage peaks of the engine (626c742's oom_regression
 baseline, restated below to the byte) within 2% (the
-worst, 1.6%, is a load whose synthetic draw was smaller in that run), and the policies' placement rules order the stages the way
-the engine's placement does. Tiny scale against a real run through the harness: on the CPU torch keeps no
-allocator figure and the host RSS is the interpreter and torch (~0.4 GiB) around a few MB of model, so a
-stage's peak cannot be compared. What can be compared honestly is the model's module bytes (the engine's
-describe() placement after release, for every module, from a cpu_offload run where all four stay on the
-host) and which modules are held after release (release.held_bytes, the bytes of the modules the engine's
+worst, 1.6%, is a load whose synthetic draw was smaller in that run), and the policies' placement rules order
+the stages the way the engine's placement does. Tiny scale against a real run through the harness: on the CPU
+torch keeps no allocator figure and the host RSS is the interpreter and torch (~0.4 GiB) around a few MB of
+model, so a stage's peak cannot be compared. What can be compared honestly is the model's module bytes (the
+engine's describe() placement after release, for every module, from a cpu_offload run where all four stay on
+the host) and which modules are held after release (release.held_bytes, the bytes of the modules the engine's
 placement still lists, under all_gpu and keep_resident).
 """
 
@@ -55,16 +55,19 @@ def test_policies_place_what_the_engine_places() -> None:
 
 
 def test_fit_reports_the_margin_against_the_profile() -> None:
-    fits = {f.stage: f for f in estimate(EstimateRequest("960x960_10s", "all_gpu")).fit(get_profile("consumer-24gb"))}
+    fits = {f.stage: f
+            for f in estimate(EstimateRequest("960x960_10s", "all_gpu")).fit(get_profile("consumer-24gb"))}
     assert not fits["load"].fits and fits["load"].margin < 0
     assert fits["decode_audio"].fits and fits["decode_audio"].margin == 22 * GiB - fits["decode_audio"].bytes
 
 
 def test_cli_prints_the_table_and_the_verdict() -> None:
-    result = invoke("estimate", "--variant", "960x960_10s", "--policy", "cpu_offload", "--hardware", "consumer-24gb")
+    result = invoke("estimate", "--variant", "960x960_10s", "--policy", "cpu_offload", "--hardware",
+                    "consumer-24gb")
     assert result.exit_code == 0, result.output
     assert "decode_video" in result.output and "verdict: fits" in result.output
-    result = invoke("estimate", "--variant", "960x960_10s", "--policy", "all_gpu", "--format", "json", "--tiled")
+    result = invoke("estimate", "--variant", "960x960_10s", "--policy", "all_gpu", "--format", "json",
+                    "--tiled")
     data = json.loads(result.output)
     assert data["schema_version"] == 1 and data["hardware"]["fits"] is False and data["request"]["tiled"]
 
@@ -88,7 +91,8 @@ def test_bisection_finds_the_largest_fitting_frame_at_tiny() -> None:
     inside, outside = largest_area(base, "1:1", at_512)
     assert inside is not None and inside.frame == (512, 512) and inside.peak.bytes <= at_512
     assert outside.frame == (544, 544) and outside.peak.bytes > at_512  # the next 32 px snap
-    points = find_frontier(_fake(at_512), "all_gpu", preset="tiny", variants=("720x720_5s",), aspects=("16:9",))
+    points = find_frontier(_fake(at_512), "all_gpu", preset="tiny", variants=("720x720_5s",),
+                           aspects=("16:9",))
     h, w = points[0].frame
     assert w > h and points[0].margin >= 0 and points[0].outside_frame is not None
 
@@ -98,7 +102,8 @@ def test_nothing_fits_when_a_stage_independent_of_the_clip_does_not() -> None:
     point = find_frontier(_fake(smallest.stage("load").bytes - 1), "all_gpu", preset="tiny",
                           variants=("720x720_5s",), aspects=("1:1",))[0]
     assert point.area is None and point.peak_stage == "load" and point.margin < 0
-    huge = find_frontier(_fake(10**15), "all_gpu", preset="tiny", variants=("720x720_5s",), aspects=("1:1",))[0]
+    huge = find_frontier(_fake(10**15), "all_gpu", preset="tiny", variants=("720x720_5s",),
+                         aspects=("1:1",))[0]
     assert huge.frame == (MAX_SIDE, MAX_SIDE) and huge.outside_frame is None
 
 
@@ -110,7 +115,8 @@ def test_frontier_cli_writes_its_table_json_and_chart(tmp_path) -> None:
     data = json.loads(out.with_suffix(".json").read_text())
     assert data["schema_version"] == 1 and data["points"][0]["status"].startswith("estimated")
     assert data["points"][0]["frame"][0] >= 960  # 960x960_10s fits 24 GB with cpu_offload, by the estimate
-    assert "schema_version 1" in out.with_suffix(".md").read_text() and "<svg" in out.with_suffix(".svg").read_text()
+    assert ("schema_version 1" in out.with_suffix(".md").read_text()
+            and "<svg" in out.with_suffix(".svg").read_text())
 
 
 # ---- tiny preset against a real run of the reference engine through the harness --------------------------
@@ -143,14 +149,16 @@ def tiny_run(tmp_path_factory):
 def test_tiny_module_bytes_are_the_engines(tiny_run) -> None:
     placement = {p["module"]: p["bytes"] for p in tiny_run["cpu_offload"].metrics["engine.placement"]}
     assert set(placement) == {"text_encoder", "fusion", "video_vae", "audio_codec"}
-    modelled = estimate(EstimateRequest("720x720_5s", "keep_resident", "tiny", "cpu", area=1024)).stage("load")
+    modelled = estimate(EstimateRequest("720x720_5s", "keep_resident", "tiny", "cpu",
+                                        area=1024)).stage("load")
     assert {m: modelled.resident[m] for m in placement} == placement
 
 
 @pytest.mark.parametrize("policy", ["all_gpu", "keep_resident"])
 def test_tiny_modules_held_after_release_are_the_engines(tiny_run, policy: str) -> None:
     case = tiny_run[policy]
-    held = estimate(EstimateRequest("720x720_5s", policy, "tiny", "cpu", area=1024)).stage("decode_video").resident
+    held = estimate(EstimateRequest("720x720_5s", policy, "tiny", "cpu",
+                                    area=1024)).stage("decode_video").resident
     assert case.metrics["release.held_bytes"] == sum(held.values())
     assert sorted(case.metrics["release.held_modules"]) == sorted(held)
     assert "estimate.denoise.bytes" in case.metrics and "estimate_error.denoise" in case.metrics
@@ -161,7 +169,8 @@ def test_confirm_runs_each_side_of_the_boundary_with_a_loadable_suite(tmp_path) 
     from ovi_bench.suites import load_suite
 
     at_512 = estimate(EstimateRequest("720x720_5s", "all_gpu", "tiny", "cpu", area=512 * 512)).peak.bytes
-    points = find_frontier(_fake(at_512), "all_gpu", preset="tiny", variants=("720x720_5s",), aspects=("1:1",))
+    points = find_frontier(_fake(at_512), "all_gpu", preset="tiny", variants=("720x720_5s",),
+                           aspects=("1:1",))
     seen: dict[str, tuple[int, int]] = {}
 
     def run_case(path, info):  # a stand-in for Run: the suite must load, the case's status is the answer

@@ -1,5 +1,6 @@
 """output_fidelity: the comparison's pieces, and the suite through the CLI against planted engines (each must
-fail naming the first divergent step and tower), the reference against itself and against a stored reference."""
+fail naming the first divergent step and tower), the reference against itself and
+against a stored reference."""
 
 from __future__ import annotations
 
@@ -24,7 +25,8 @@ def _output(scale: float = 1.0, steps: int = 3) -> Output:
     video = [torch.randn(48, 5, 4, 4, generator=generator) for _ in range(steps)]
     audio = [torch.randn(157, 20, generator=generator) for _ in range(steps)]
     frames = torch.randint(0, 256, (17, 32, 32, 3), generator=generator, dtype=torch.uint8)
-    return Output({"video": [v * scale for v in video], "audio": audio}, {"video": video[-1] * scale, "audio": audio[-1]},
+    return Output({"video": [v * scale for v in video], "audio": audio},
+                  {"video": video[-1] * scale, "audio": audio[-1]},
                   frames, torch.randn(80384, generator=generator), "p")
 
 
@@ -35,10 +37,13 @@ def test_an_output_is_identical_to_itself():
 
 
 def test_first_divergence_names_the_step_and_the_tower():
-    floor = Differences({"video": [1e-2] * 3, "audio": [1e-2] * 3}, {"video": 1e-2, "audio": 1e-2}, 1.0, 0.99, 1e-3)
-    diff = Differences({"video": [0.0, 0.0, 5e-4], "audio": [0.0, 2e-4, 0.0]}, {"video": 0, "audio": 0}, 0, 1, 0)
+    floor = Differences({"video": [1e-2] * 3, "audio": [1e-2] * 3}, {"video": 1e-2, "audio": 1e-2}, 1.0, 0.99,
+                        1e-3)
+    diff = Differences({"video": [0.0, 0.0, 5e-4], "audio": [0.0, 2e-4, 0.0]}, {"video": 0, "audio": 0}, 0, 1,
+                       0)
     message = first_divergence(diff, floor, 0.01, "floor: x")
-    assert message.startswith("first divergence at step 1 of 3 (0-based), audio tower: relative error 0.0002 > 0.01")
+    assert message.startswith("first divergence at step 1 of 3 (0-based), audio tower: relative "
+                              "error 0.0002 > 0.01")
     assert first_divergence(diff, floor, 0.1, "floor: x") is None
 
 
@@ -107,7 +112,8 @@ def test_a_planted_change_of_the_result_fails_naming_step_and_tower(tmp_path, pl
     divergence = [m for m in messages if m.startswith("fidelity.first_divergence exact:")]
     assert divergence and f"first divergence at {where}" in divergence[0], messages
     if planted == "no_prompt_conversion":
-        assert any(m.startswith("fidelity.prompt.mismatch exact: the engine fed its text encoder") for m in messages)
+        assert any(m.startswith("fidelity.prompt.mismatch exact: the engine fed its text encoder")
+                   for m in messages)
 
 
 @pytest.mark.slow
@@ -126,7 +132,8 @@ def test_a_stored_reference_replaces_the_reference_engine(tmp_path):
     assert proc.returncode == 0, proc.stderr
     baselines = tmp_path / "baselines"
     update = subprocess.run([sys.executable, "-m", "ovi_bench", "baseline", "update", str(tmp_path / "first"),
-                             "--baselines", str(baselines)], cwd=REPO, capture_output=True, text=True, check=False)
+                             "--baselines", str(baselines)], cwd=REPO, capture_output=True, text=True,
+                            check=False)
     assert update.returncode == 0, update.stderr
     stored = baselines / "cpu-tiny" / "references" / "fidelity_test.json"
     assert stored.is_file() and stored.stat().st_size < 200_000
@@ -136,7 +143,8 @@ def test_a_stored_reference_replaces_the_reference_engine(tmp_path):
     assert case["metrics"]["fidelity.reference"].startswith("stored: ")
     assert case["metrics"]["fidelity.digests_match"] is True
     assert "time.reference.wall_s" not in case["metrics"]  # the reference engine did not run
-    proc, planted = run_suite(tmp_path, _suite(reference="stored"), f"{PLANTED}:shift_3", "planted", baselines)
+    proc, planted = run_suite(tmp_path, _suite(reference="stored"), f"{PLANTED}:shift_3", "planted",
+                              baselines)
     assert proc.returncode == 1
     assert any("first divergence at step 0" in m for m in failed(planted)), failed(planted)
 
@@ -156,6 +164,7 @@ def test_non_finite_latents_fail_with_one_line_naming_stage_and_tower():
 
     audio = torch.zeros(157, 20)
     audio[3, 4] = math.nan
-    with pytest.raises(NonFiniteOutput, match=r"^non-finite output after denoise: the audio tower holds 1 NaN and 0 "
+    with pytest.raises(NonFiniteOutput,
+                       match=r"^non-finite output after denoise: the audio tower holds 1 NaN and 0 "
                                               r"Inf of 3140 values$"):
         check_latents(SimpleNamespace(video=torch.zeros(48, 2, 2, 2), audio=audio))

@@ -57,10 +57,11 @@ def test_a_zero_timeout_is_refused():
 
 def test_an_unavailable_backend_is_a_visible_skip_and_a_run_of_skips_fails(tmp_path):
     result = invoke("run", "attention_backends", "--attention", "sage", "--variant", "720x720_5s",
-                    "--hardware", "cpu-tiny", "--allow-missing-baseline", "--report-dir", str(tmp_path / "run"))
+                    "--hardware", "cpu-tiny", "--allow-missing-baseline", "--report-dir",
+                    str(tmp_path / "run"))
     assert result.exit_code == 1, result.output
-    assert "SKIPPED attention_backends[variant=720x720_5s,attention=sage]: attention backend 'sage' unavailable" \
-        in result.output
+    assert ("SKIPPED attention_backends[variant=720x720_5s,attention=sage]: attention backend "
+            "'sage' unavailable" in result.output)
     assert "no case ran" in result.output
 
 
@@ -68,7 +69,8 @@ def test_an_unavailable_backend_is_a_visible_skip_and_a_run_of_skips_fails(tmp_p
 
 @pytest.mark.parametrize(("content", "needle"), [
     ("{truncated", "cannot read baseline"),
-    (json.dumps({"schema_version": 9, "suite": "shapes", "hardware": "cpu-tiny", "provenance": {}, "cases": {}}),
+    (json.dumps({"schema_version": 9, "suite": "shapes", "hardware": "cpu-tiny", "provenance": {},
+                 "cases": {}}),
      "written by a newer ovi-bench"),
 ])
 def test_a_broken_baseline_is_found_before_any_case_runs(tmp_path, content, needle):
@@ -100,7 +102,8 @@ def test_a_check_on_a_metric_the_scenario_never_records_is_refused_with_its_line
     text = SHAPES.read_text().replace("metric: video_frames,", "metric: video_frame,")
     path = write_suite(tmp_path, text)
     line = next(i for i, row in enumerate(text.splitlines(), 1) if "video_frame," in row)
-    with pytest.raises(SuiteError, match=rf"{path}:{line}: check on 'video_frame'.*did you mean video_frames"):
+    with pytest.raises(SuiteError,
+                       match=rf"{path}:{line}: check on 'video_frame'.*did you mean video_frames"):
         load_suite(str(path))
 
 
@@ -117,7 +120,8 @@ def test_baseline_update_never_writes_outside_its_directory(tmp_path):
     with pytest.raises(SchemaError, match="outside"):
         update_baseline(report, tmp_path / "baselines")
     with pytest.raises(SchemaError, match="outside"):
-        update_baseline(RunReport("r", ["shapes"], "e", "w", "cpu-tiny", Environment(), []), tmp_path, "../../x")
+        update_baseline(RunReport("r", ["shapes"], "e", "w", "cpu-tiny", Environment(), []), tmp_path,
+                        "../../x")
     assert not (tmp_path.parent / "escape.json").exists()
 
 
@@ -126,7 +130,8 @@ def test_baseline_update_refuses_an_unknown_hardware(tmp_path):
     run.mkdir()
     report = RunReport("r", ["shapes"], "e", "w", "cpu-tiny", Environment(), [])
     (run / "report.json").write_text(json.dumps(report.to_dict()))
-    result = invoke("baseline", "update", str(run), "--hardware", "h100-80gbb", "--baselines", str(tmp_path / "b"))
+    result = invoke("baseline", "update", str(run), "--hardware", "h100-80gbb", "--baselines",
+                    str(tmp_path / "b"))
     one_line_exit_2(result, "--hardware 'h100-80gbb': not a known profile")
     assert not (tmp_path / "b").exists()
 
@@ -148,8 +153,8 @@ def test_a_torn_last_journal_line_is_dropped_with_a_warning(tmp_path):
 
 def test_baselines_are_found_from_the_package_whatever_the_working_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = invoke("run", str(SHAPES), "--engine", "fake", "--variant", "720x720_5s", "--hardware", "cpu-tiny",
-                    "--report-dir", str(tmp_path / "run"))
+    result = invoke("run", str(SHAPES), "--engine", "fake", "--variant", "720x720_5s", "--hardware",
+                    "cpu-tiny", "--report-dir", str(tmp_path / "run"))
     assert result.exit_code == 0, result.output
     assert f"baselines: {REPO / 'baselines'}" in result.output.splitlines()
 

@@ -54,7 +54,8 @@ def judged(tmp_path: Path, stored: RunReport, now: RunReport, *, hardware: str |
 
 
 def test_a_baseline_from_the_same_device_is_compared(tmp_path):
-    result = judged(tmp_path, report("h200-141gb", "NVIDIA H200", 1.0), report("h200-141gb", "NVIDIA H200", 1.0))
+    result = judged(tmp_path, report("h200-141gb", "NVIDIA H200", 1.0),
+                    report("h200-141gb", "NVIDIA H200", 1.0))
     assert [v.status for v in result.verdicts] == ["pass", "pass"] and result.exit_status == 0
 
 
@@ -64,7 +65,8 @@ def test_a_baseline_from_another_device_under_the_same_profile_is_refused(tmp_pa
                     report("h200-141gb", "NVIDIA H200", 1.0), hardware="h200-141gb")
     time_verdict, limit_verdict = result.verdicts
     assert time_verdict.status == "error" and result.exit_status == 1
-    assert "baseline refused" in time_verdict.message and "device_name 'NVIDIA H100 80GB HBM3'" in time_verdict.message
+    assert ("baseline refused" in time_verdict.message
+            and "device_name 'NVIDIA H100 80GB HBM3'" in time_verdict.message)
     assert limit_verdict.status == "pass"  # the profile's limits do not need a baseline
     assert "not the same hardware" in result.baselines["s"]["refused"]
 

@@ -72,11 +72,13 @@ def test_a_planted_math_fallback_fails_with_the_aotriton_message_on_rocm(on):
     on(ROCM_GFX1151)
     job = suite_job("attention_backends", "sdpa_flash", **ATTENTION)
     metrics = run_scenario(job, math_claiming_flash())
-    assert metrics["attention.resolved"] == "sdpa_flash" and metrics["attention.fallback"] is False  # the name lies
+    # the name lies
+    assert metrics["attention.resolved"] == "sdpa_flash" and metrics["attention.fallback"] is False
     assert metrics["attention.kernel_kind"] == "math" and metrics["attention.kernel_expected"] == "fused"
     verdict = judged(job, metrics)[("attention.kernel_problems", "exact")]
     assert verdict.status == "fail"
-    assert ROCM_FALLBACK_MESSAGE in verdict.message and "aten::_scaled_dot_product_attention_math" in verdict.message
+    assert (ROCM_FALLBACK_MESSAGE in verdict.message
+            and "aten::_scaled_dot_product_attention_math" in verdict.message)
 
 
 def test_on_cuda_the_math_kernel_fails_without_the_rocm_advice(on):
@@ -104,7 +106,8 @@ def test_another_fused_kernel_than_the_baselines_is_changed_and_times_are_judged
     assert changed.status == "changed" and not changed.failed
     assert changed.message == "attention.kernel same: cudnn, the baseline had flash"
     assert verdicts[("time.attention.video_self_s", "time")].status == "pass"
-    assert judged(job, now, baseline={"attention.kernel": "cudnn"})[("attention.kernel", "same")].status == "pass"
+    assert (judged(job, now, baseline={"attention.kernel": "cudnn"})[("attention.kernel", "same")].status
+            == "pass")
 
 
 def test_same_takes_no_thresholds():

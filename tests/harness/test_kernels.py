@@ -50,11 +50,13 @@ SDPA = "aten::scaled_dot_product_attention"
 
 @pytest.mark.parametrize(("ops", "kernels", "family"), [
     ([SDPA, "aten::_scaled_dot_product_flash_attention", "aten::_flash_attention_forward"],
-     ["void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128, 64, 4>, true>(Params)"], "flash"),
+     ["void pytorch_flash::flash_fwd_kernel<Flash_fwd_kernel_traits<128, 128, 64, 4>, true>(Params)"],
+     "flash"),
     ([SDPA, "aten::_scaled_dot_product_efficient_attention", "aten::_efficient_attention_forward"],
      ["fmha_cutlassF_bf16_aligned_64x128_rf_sm80(AttentionKernel<...>::Params)"], "memory_efficient"),
     ([SDPA, "aten::_scaled_dot_product_cudnn_attention"],
-     ["cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_3_64x64x128_4x1x1_kernel0_0"], "cudnn"),
+     ["cudnn_generated_fort_native_sdpa_sm90_flash_fprop_wgmma_f16_knob_3_64x64x128_4x1x1_kernel0_0"],
+     "cudnn"),
     ([SDPA, "aten::_scaled_dot_product_flash_attention", "aten::_flash_attention_forward"],
      ["attn_fwd"], "aotriton"),  # ROCm: the flash op runs AOTriton's triton kernel
     (["flash_attn_3::fwd"], ["void cutlass::device_kernel<flash::FlashAttnFwdSm90<...>>(Params)"],
@@ -84,7 +86,8 @@ MATH = SdpaKernel("math", "math", "aten::_scaled_dot_product_attention_math")
     ("6.4.43482", "gfx1151", {}, ROCM_FALLBACK_MESSAGE),
     ("6.4.43482", "gfx1151:xnack-", {"TORCH_ROCM_AOTRITON_ENABLE_EXPERIMENTAL": "0"}, ROCM_FALLBACK_MESSAGE),
     ("6.4.43482", "gfx1100", {}, ROCM_FALLBACK_MESSAGE),
-    ("6.4.43482", "gfx1151", {"TORCH_ROCM_AOTRITON_ENABLE_EXPERIMENTAL": "1"}, None),  # flag set: another cause
+    # flag set: another cause
+    ("6.4.43482", "gfx1151", {"TORCH_ROCM_AOTRITON_ENABLE_EXPERIMENTAL": "1"}, None),
     ("6.4.43482", "gfx942", {}, None),  # MI300: AOTriton is not experimental there
     (None, "sm_90", {}, None),  # CUDA
     (None, "", {}, None),  # CPU

@@ -91,6 +91,7 @@ def test_tiny_dims_come_from_the_checkout_presets() -> None:
     from ovi_bench.engines.checkout import PRESETS
 
     tiny = PRESETS["tiny"]
-    assert DIMS["tiny"]["dim"] == tiny.fusion["dim"] and DIMS["tiny"]["num_layers"] == tiny.fusion["num_layers"]
+    assert (DIMS["tiny"]["dim"] == tiny.fusion["dim"]
+            and DIMS["tiny"]["num_layers"] == tiny.fusion["num_layers"])
     assert DIMS["tiny"]["vocoder_channels"] == tiny.vocoder_channels
     assert model_shapes.evaluate("4*vae_dim", DIMS["tiny"]) == 4 * tiny.video_vae["dim"]

@@ -27,8 +27,8 @@ def invoke(*args: str):
 @pytest.fixture(scope="module")
 def qualified(tmp_path_factory):
     bundle = tmp_path_factory.mktemp("qualify") / "bundle"
-    result = invoke("qualify", "cpu-tiny", "--device", "cpu", "--preset", "tiny", "--suites", "peak_memory_10s",
-                    "--bundle-dir", str(bundle))
+    result = invoke("qualify", "cpu-tiny", "--device", "cpu", "--preset", "tiny", "--suites",
+                    "peak_memory_10s", "--bundle-dir", str(bundle))
     return bundle, result
 
 
@@ -83,7 +83,8 @@ def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
 
 def test_no_baseline_needs_the_first_qualification_flag(tmp_path):
     (tmp_path / "baselines").mkdir()
-    result = invoke("qualify", "cpu-tiny", "--device", "cpu", "--preset", "tiny", "--suites", "peak_memory_10s",
+    result = invoke("qualify", "cpu-tiny", "--device", "cpu", "--preset", "tiny", "--suites",
+                    "peak_memory_10s",
                     "--baselines", str(tmp_path / "baselines"), "--bundle-dir", str(tmp_path / "b"))
     assert result.exit_code == 2 and "add --allow-missing-baseline" in result.output
     assert "no baseline for cpu-tiny of smoke.peak_memory_10s" in result.output
@@ -92,7 +93,8 @@ def test_no_baseline_needs_the_first_qualification_flag(tmp_path):
 def test_a_used_bundle_dir_is_refused(tmp_path):
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "x").write_text("")
-    result = invoke("qualify", "cpu-tiny", "--device", "cpu", "--preset", "tiny", "--bundle-dir", str(tmp_path / "b"))
+    result = invoke("qualify", "cpu-tiny", "--device", "cpu", "--preset", "tiny", "--bundle-dir",
+                    str(tmp_path / "b"))
     assert result.exit_code == 2 and "is not empty" in result.output
 
 
@@ -130,7 +132,8 @@ def test_a_first_run_without_baselines_is_not_a_qualification():
     assert report.exit_status == 0  # the run itself may pass: the flag says a first run
     qualified, reasons = qualification(suite_outcomes({"runs/r": report}, ["s"]), ["s"])
     assert not qualified
-    assert reasons == ["required suite s failed: no baseline for h200-141gb: its baseline checks were not judged"]
+    assert reasons == [("required suite s failed: no baseline for h200-141gb: its baseline "
+                        "checks were not judged")]
 
 
 def test_an_included_suite_runs_alone_by_its_name():

@@ -71,7 +71,8 @@ def test_report_round_trip_and_schema_mismatch() -> None:
 def test_exit_status_from_outcomes() -> None:
     def report(status: str, verdict: str | None) -> RunReport:
         verdicts = [Verdict("c", "m", "time", verdict)] if verdict else []
-        return RunReport("r", ["s"], "e", "w", "h", Environment(), [CaseResult("c", "s", {}, status)], verdicts)
+        return RunReport("r", ["s"], "e", "w", "h", Environment(), [CaseResult("c", "s", {}, status)],
+                         verdicts)
 
     assert report("ok", "pass").exit_status == 0
     assert report("ok", "no_baseline").exit_status == 0

@@ -30,10 +30,13 @@ EVIL_ID = '<script>alert("x")</script>&case'
 
 
 def make_report() -> RunReport:
-    """Four cases: a pass, a regression, an expected oom, an unexpected crash (plus one with markup in its id)."""
+    """Four cases: a pass, a regression, an expected oom, an unexpected crash (plus one
+    with markup in its id)."""
     def stages(scale: float) -> list[StageRecord]:
-        return [StageRecord("encode_text", 0.5, 0.4, int(2 * GiB * scale), int(3 * GiB * scale), GiB, None, GiB),
-                StageRecord("denoise", 7.0, 6.9, int(30 * GiB * scale), int(32 * GiB * scale), GiB, None, GiB),
+        return [StageRecord("encode_text", 0.5, 0.4, int(2 * GiB * scale), int(3 * GiB * scale), GiB, None,
+                            GiB),
+                StageRecord("denoise", 7.0, 6.9, int(30 * GiB * scale), int(32 * GiB * scale), GiB, None,
+                            GiB),
                 StageRecord("decode", 2.0, 1.9, int(20 * GiB * scale), int(22 * GiB * scale), GiB, None, GiB)]
 
     cases = [
@@ -56,7 +59,8 @@ def make_report() -> RunReport:
     verdicts = [
         Verdict(cases[0].case_id, "video_latent_shape", "exact", "pass", [48, 61, 60, 60], [48, 61, 60, 60],
                 "video_latent_shape exact: equal"),
-        Verdict(cases[0].case_id, "time.denoise.step_s", "time", "pass", cases[0].metrics["time.denoise.step_s"],
+        Verdict(cases[0].case_id, "time.denoise.step_s", "time", "pass",
+                cases[0].metrics["time.denoise.step_s"],
                 Samples([7.6, 7.7, 7.8]), "time.denoise.step_s time: within noise"),
         Verdict(cases[1].case_id, "peak.total.alloc_bytes", "relative", "regression", 36 * GiB, 30 * GiB,
                 "peak.total.alloc_bytes relative: grew beyond allowed"),
@@ -112,7 +116,8 @@ def test_junit_one_testcase_per_case(tmp_path: Path) -> None:
     error = by_name[EVIL_ID].find("error")
     assert error is not None and error.get("type") == "crash" and "denoise" in error.get("message", "")
     suite = root.find("testsuite")
-    assert suite is not None and (suite.get("tests"), suite.get("failures"), suite.get("errors")) == ("4", "1", "1")
+    assert suite is not None and (suite.get("tests"), suite.get("failures"),
+                                  suite.get("errors")) == ("4", "1", "1")
 
 
 def test_markdown_has_the_tables() -> None:
@@ -195,7 +200,8 @@ def test_html_memory_axis_makes_small_differences_visible() -> None:
 
 def test_html_attention_chart_shows_time_per_shape_and_backend() -> None:
     env = Environment(device_name="cpu")
-    cases = [CaseResult(f"attention_backends[attention={backend}]", "attention_backends", {"attention": backend},
+    cases = [CaseResult(f"attention_backends[attention={backend}]", "attention_backends",
+                        {"attention": backend},
                         "ok", metrics={"time.attention.video_self_s": Samples([scale * 1e-3, scale * 2e-3]),
                                        "attention.video_self.tokens": [15004, 15004],
                                        "time.attention.video_to_text_s": Samples([scale * 1e-4]),
@@ -220,4 +226,5 @@ def test_unwritable_report_dir_is_a_clear_error(tmp_path: Path) -> None:
 def test_report_files_are_readable_by_everyone(tmp_path: Path) -> None:
     """Issue 12.9: reports were written 0600 (mkstemp's mode); like the journal they are 0644."""
     written = write_all(make_report(), tmp_path / "run")
-    assert {name: path.stat().st_mode & 0o777 for name, path in written.items()} == dict.fromkeys(written, 0o644)
+    assert ({name: path.stat().st_mode & 0o777 for name, path in written.items()}
+            == dict.fromkeys(written, 0o644))

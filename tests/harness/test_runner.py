@@ -42,7 +42,8 @@ def fault_run(tmp_path_factory):
     os.environ[FAULTS_ENV] = FAULTS
     try:
         result = invoke("run", str(suite), "--engine", "fake", "--hardware", "cpu-tiny",
-                        "--baselines", str(root / "baselines"), "--allow-missing-baseline", "--report-dir", str(root / "run"))
+                        "--baselines", str(root / "baselines"), "--allow-missing-baseline", "--report-dir",
+                        str(root / "run"))
     finally:
         del os.environ[FAULTS_ENV]
     return root, result
@@ -70,7 +71,8 @@ def test_each_fault_becomes_a_result_and_the_run_goes_on(fault_run):
     assert report.outcomes == {c.case_id: o for c, o in zip(
         report.cases, ["pass", "pass", "error", "error"])}  # the OOM was expected by the suite
     assert "ERROR faults[variant=960x960_5s" in result.output and ": crash in denoise:" in result.output
-    assert "ERROR faults[variant=960x960_10s" in result.output and ": timeout in encode_text:" in result.output
+    assert ("ERROR faults[variant=960x960_10s" in result.output
+            and ": timeout in encode_text:" in result.output)
 
 
 def test_resume_runs_only_the_missing_cases(fault_run, tmp_path):
@@ -103,14 +105,17 @@ def test_corrupt_journal_line_is_named(fault_run, tmp_path):
 
 def test_host_budget_is_a_real_limit(tmp_path):
     suite = tmp_path / "budget.yaml"
-    suite.write_text(FAULT_SUITE.replace("[720x720_5s, 720x720_5s_fp8, 960x960_5s, 960x960_10s]", "[720x720_5s]")
+    suite.write_text(FAULT_SUITE.replace("[720x720_5s, 720x720_5s_fp8, 960x960_5s, 960x960_10s]",
+                                         "[720x720_5s]")
                      .replace("timeout: 2 s", "timeout: 60 s")
-                     .replace("  - {metric: status, rule: expect_status, expected: oom, when: {variant: 720x720_5s_fp8}}\n",
+                     .replace("  - {metric: status, rule: expect_status, expected: oom, when: {variant: "
+                              "720x720_5s_fp8}}\n",
                               ""))
     os.environ[FAULTS_ENV] = "720x720_5s:release:alloc=2GiB"
     try:
         result = invoke("run", str(suite), "--engine", "fake", "--hardware", "cpu-tiny", "--budget", "1 GiB",
-                        "--baselines", str(tmp_path / "b"), "--allow-missing-baseline", "--report-dir", str(tmp_path / "run"))
+                        "--baselines", str(tmp_path / "b"), "--allow-missing-baseline", "--report-dir",
+                        str(tmp_path / "run"))
     finally:
         del os.environ[FAULTS_ENV]
     assert result.exit_code == 1

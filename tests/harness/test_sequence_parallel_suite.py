@@ -43,7 +43,8 @@ def report_of(run_dir) -> RunReport:
 
 def test_two_gloo_ranks_give_the_single_rank_latents(tmp_path):
     result = invoke("run", "sequence_parallel", "--nproc", "2", "--hardware", "cpu-tiny",
-                    "--baselines", str(tmp_path / "baselines"), "--allow-missing-baseline", "--report-dir", str(tmp_path / "run"))
+                    "--baselines", str(tmp_path / "baselines"), "--allow-missing-baseline", "--report-dir",
+                    str(tmp_path / "run"))
     assert result.exit_code == 0, result.output
     report = report_of(tmp_path / "run")
     (case,) = report.cases
@@ -69,7 +70,8 @@ def test_killed_rank_is_a_crash_and_drift_fails_the_check(tmp_path, monkeypatch)
     monkeypatch.setenv(FAULTS_ENV, "720x720_5s:denoise:sigkill@1")
     result = invoke("run", "sequence_parallel", "--engine", f"{__name__}:drifting_engine", "--nproc", "2",
                     "--variant", "720x720_5s", "--variant", "960x960_10s", "--hardware", "cpu-tiny",
-                    "--baselines", str(tmp_path / "baselines"), "--allow-missing-baseline", "--report-dir", str(tmp_path / "run"))
+                    "--baselines", str(tmp_path / "baselines"), "--allow-missing-baseline", "--report-dir",
+                    str(tmp_path / "run"))
     assert result.exit_code == 1, result.output
     report = report_of(tmp_path / "run")
     killed, drifted = report.cases

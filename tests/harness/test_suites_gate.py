@@ -29,7 +29,8 @@ def test_smoke_includes_the_five_suites_at_tiny_sizes():
     suites = {s.name: s for s in load_suites("smoke")}
     assert set(suites) == {f"smoke.{n}" for n in ("variant_latents", "oom_regression", "attention_backends",
                                                    "peak_memory_10s", "sequence_parallel")}
-    assert [c.axes["nproc"] for c in suites["smoke.sequence_parallel"].expand(RunOptions(preset="tiny"))] == [2]
+    assert ([c.axes["nproc"] for c in suites["smoke.sequence_parallel"].expand(RunOptions(preset="tiny"))]
+            == [2])
     for suite in suites.values():
         for case in suite.expand(RunOptions(preset="tiny")):
             assert case.params["area"] == 1024  # small CPU frames; full-scale runs use the variant's area
@@ -59,7 +60,8 @@ def _run(tmp_path: Path, suite_text: str, engine: str) -> tuple[subprocess.Compl
     suite.write_text(suite_text)
     proc = subprocess.run(
         [str(SCRIPT), "run", str(suite), "--engine", engine, "--hardware", "cpu-tiny",
-         "--baselines", str(tmp_path / "baselines"), "--allow-missing-baseline", "--report-dir", str(tmp_path / "run")],
+         "--baselines", str(tmp_path / "baselines"), "--allow-missing-baseline", "--report-dir",
+         str(tmp_path / "run")],
         cwd=REPO, capture_output=True, text=True, timeout=300, check=False)
     return proc, json.loads((tmp_path / "run" / "report.json").read_text())
 
@@ -71,7 +73,8 @@ def _failed(report: dict) -> list[str]:
 @pytest.mark.slow
 def test_fusion_kept_through_decode_fails_oom_regression(tmp_path):
     text = (REPO / "suites" / "oom_regression.yaml").read_text()
-    text = text.replace("  variant: [720x720_5s, 720x720_5s_fp8, 960x960_5s, 960x960_10s]\n", "  variant: [720x720_5s]\n")
+    text = text.replace("  variant: [720x720_5s, 720x720_5s_fp8, 960x960_5s, 960x960_10s]\n",
+                        "  variant: [720x720_5s]\n")
     text = text.replace("  policy: [all_gpu, cpu_offload, keep_resident]\n", "  policy: [all_gpu]\n")
     proc, report = _run(tmp_path, text, "tests.harness.planted_engines:fusion_kept")
     assert proc.returncode == 1, proc.stderr
@@ -84,9 +87,11 @@ def test_fusion_kept_through_decode_fails_oom_regression(tmp_path):
 @pytest.mark.slow
 def test_10s_with_5s_lengths_fails_variant_latents(tmp_path):
     text = (REPO / "suites" / "variant_latents.yaml").read_text()
-    text = text.replace("  variant: [720x720_5s, 720x720_5s_fp8, 960x960_5s, 960x960_10s]\n", "  variant: [960x960_10s]\n")
+    text = text.replace("  variant: [720x720_5s, 720x720_5s_fp8, 960x960_5s, 960x960_10s]\n",
+                        "  variant: [960x960_10s]\n")
     text = text.replace("  tiny: {params: {area: 1024, image_size: [720, 720]}}",
-                        "  tiny: {params: {area: 1024, image_size: [720, 720], sizes: [[960, 960]], decode: false}}")
+                        "  tiny: {params: {area: 1024, image_size: [720, 720], sizes: [[960, "
+                        "960]], decode: false}}")
     proc, report = _run(tmp_path, text, "tests.harness.planted_engines:short_10s")
     assert proc.returncode == 1, proc.stderr
     failed = _failed(report)
@@ -99,8 +104,10 @@ def test_offload_and_release_pass_the_oom_gate_with_the_reference_engine(tmp_pat
     """cpu_offload builds nothing in decode that was released (its first use of a module is no reload), and
     all_gpu releases what decode does not need: both pass the same gate the planted engine fails."""
     text = (REPO / "suites" / "oom_regression.yaml").read_text()
-    text = text.replace("  variant: [720x720_5s, 720x720_5s_fp8, 960x960_5s, 960x960_10s]\n", "  variant: [720x720_5s]\n")
-    text = text.replace("  policy: [all_gpu, cpu_offload, keep_resident]\n", "  policy: [all_gpu, cpu_offload]\n")
+    text = text.replace("  variant: [720x720_5s, 720x720_5s_fp8, 960x960_5s, 960x960_10s]\n",
+                        "  variant: [720x720_5s]\n")
+    text = text.replace("  policy: [all_gpu, cpu_offload, keep_resident]\n",
+                        "  policy: [all_gpu, cpu_offload]\n")
     proc, report = _run(tmp_path, text, "reference")
     assert proc.returncode == 0, (proc.stderr, _failed(report))
     reloads = [v for v in report["verdicts"] if v["metric"] == "decode.reloads"]

@@ -92,7 +92,8 @@ def test_unknown_suite_name_lists_the_known_ones():
 def test_unknown_attention_backend_is_rejected(tmp_path):
     text = VALID.replace("  policy: [all_gpu, keep_resident]", "  attention: [sdpa_math, warp_drive]")
     path = write(tmp_path, text)
-    with pytest.raises(SuiteError, match=rf"{path}:{line_of(text, 'attention')}: unknown attention 'warp_drive'"):
+    with pytest.raises(SuiteError,
+                       match=rf"{path}:{line_of(text, 'attention')}: unknown attention 'warp_drive'"):
         load_suite(str(path))
 
 

@@ -65,7 +65,8 @@ def test_failing_stage_is_recorded_and_named(meter):
         meter.listener("decode_video", "start", {})
         raise torch.OutOfMemoryError("injected")
     assert meter.failed_stage == "decode_video"
-    assert [(r.name, r.extra.get("failed")) for r in meter.records] == [("decode_video", True), ("decode", True)]
+    assert [(r.name, r.extra.get("failed")) for r in meter.records] == [("decode_video", True),
+                                                                        ("decode", True)]
 
 
 def test_step_timer_counts_every_step_within_the_stage(meter):
@@ -99,7 +100,8 @@ def test_stage_metrics_aggregate_repeats_and_total():
 def test_failures_are_classified():
     assert classify_failure(torch.OutOfMemoryError("x")) == "oom"
     assert classify_failure(MemoryError()) == "oom"
-    assert classify_failure(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried ...")) == "oom"
+    assert (classify_failure(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried ..."))
+            == "oom")
     assert classify_failure(ValueError("bad")) == "error"
 
 

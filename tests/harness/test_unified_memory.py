@@ -214,9 +214,11 @@ def test_memory_configuration_records_what_decides_what_fits(tmp_path):
     assert config.pages_limit == {"ttm": 25165824, "amdttm": 16777216}
     assert config.pages_limit_bytes == 16777216 * config.page_size  # the smaller one binds
     assert (config.kernel, config.rocm, config.hip) == ("6.14.0-29-generic", "6.4.3-128", "6.4.43482")
-    assert config.flags == {"HSA_OVERRIDE_GFX_VERSION": "11.5.1", "TORCH_ROCM_AOTRITON_ENABLE_EXPERIMENTAL": None,
+    assert config.flags == {"HSA_OVERRIDE_GFX_VERSION": "11.5.1",
+                            "TORCH_ROCM_AOTRITON_ENABLE_EXPERIMENTAL": None,
                             "PYTORCH_HIP_ALLOC_CONF": None, "MIOPEN_FIND_MODE": None}
-    assert config.amdsmi_views["amdsmi.vram_total"] == CARVEOUT and config.amdsmi_views["amdsmi.gtt_used"] is None
+    assert (config.amdsmi_views["amdsmi.vram_total"] == CARVEOUT
+            and config.amdsmi_views["amdsmi.gtt_used"] is None)
     assert config.card_match == f"PCI address {ADDRESS}"
     assert config.to_dict()["schema_version"] == 1
 
@@ -237,14 +239,16 @@ def test_doctor_on_a_faked_strix_halo_shows_the_configuration_and_every_trap(mon
     from ovi_bench.doctor import doctor_report
 
     fake_rocm_torch(monkeypatch, free=CARVEOUT + 40 * GiB)  # free > total
-    facts, warnings = doctor_report("cuda", paths=sysfs.paths, load_amdsmi=lambda: FakeAmdsmi(sysfs, gtt=False),
+    facts, warnings = doctor_report("cuda", paths=sysfs.paths,
+                                    load_amdsmi=lambda: FakeAmdsmi(sysfs, gtt=False),
                                     environ={"MIOPEN_FIND_MODE": "FAST"})
     table = dict(facts)
     assert table["architecture"] == "gfx1151" and table["hardware profile"] == "gfx1151-128gb"
     assert table["carve-out (VRAM total)"] == "15.50 GiB" and table["GTT total"] == "96.00 GiB"
     assert table["ttm pages_limit"].startswith(f"ttm={GTT // 4096}")
     assert (table["kernel"], table["ROCm"]) == ("6.14.0-29-generic", "6.4.3-128")
-    assert table["MIOPEN_FIND_MODE"] == "FAST" and table["TORCH_ROCM_AOTRITON_ENABLE_EXPERIMENTAL"] == "(unset)"
+    assert (table["MIOPEN_FIND_MODE"] == "FAST"
+            and table["TORCH_ROCM_AOTRITON_ENABLE_EXPERIMENTAL"] == "(unset)")
     codes = [w.code for w in warnings]
     assert codes == ["carveout_only", "mem_get_info", "amdsmi_vram_only", "aotriton_flag"]  # 96 GiB GTT fits
     aotriton = warnings[-1].message
@@ -260,7 +264,8 @@ def test_doctor_warns_when_gtt_is_below_the_10s_peak(monkeypatch, tmp_path):
                                 environ={"TORCH_ROCM_AOTRITON_ENABLE_EXPERIMENTAL": "1"})
     by_code = {w.code: w.message for w in warnings}
     assert set(by_code) == {"gtt_too_small", "pages_limit_too_small", "carveout_only"}
-    assert "GTT is 62.00 GiB" in by_code["gtt_too_small"] and "gfx1151-128gb total_peak" in by_code["gtt_too_small"]
+    assert ("GTT is 62.00 GiB" in by_code["gtt_too_small"]
+            and "gfx1151-128gb total_peak" in by_code["gtt_too_small"])
 
 
 def test_doctor_on_the_cpu_has_no_amd_section():
