@@ -165,6 +165,8 @@ def execute(run: Any) -> int:
         return EXIT_INTERRUPTED
     report = run.report(results)
     _err(render_terminal(report, run.run_dir))
+    if report.input_error is not None:
+        _err(f"error: every case failed on the same input: {report.input_error}")
     return report.exit_status
 
 

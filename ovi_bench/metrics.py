@@ -57,6 +57,7 @@ STAGE_METRICS = (
     Metric("at_end.*", "bytes", "info"),
     Metric("host.ru_maxrss_bytes", "bytes", "info"),
     Metric("error.traceback", "text", "info"),
+    Metric("error.kind", "text", "info"),  # input (a ValueError, LookupError or missing file) or not
 )
 
 

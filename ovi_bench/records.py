@@ -404,9 +404,22 @@ class RunReport:
         return problems
 
     @cached_property
+    def input_error(self) -> str | None:
+        """The one line every case failed on, when each failed on the same bad input (a file, a value) that
+        only the worker could find: the run is then a usage error, not a failed check."""
+        if not self.cases or any(c.status != "error" or c.metrics.get("error.kind") != "input"
+                                 for c in self.cases):
+            return None
+        lines = {next(iter((c.error or "").splitlines()), "") for c in self.cases}
+        return lines.pop() if len(lines) == 1 else None
+
+    @cached_property
     def exit_status(self) -> int:
         """0 when every case passed (or could not run here, with its reason) and the run has no problem; 1 on
-        a failed check, a regression, an error, a missing baseline or a run where nothing ran."""
+        a failed check, a regression, an error, a missing baseline or a run where nothing ran; 2 when every
+        case failed on the same bad input."""
+        if self.input_error is not None:
+            return 2
         return 1 if self.problems or any(o in ("fail", "error") for o in self.outcomes.values()) else 0
 
     def to_dict(self) -> dict[str, Any]:

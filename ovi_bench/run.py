@@ -16,7 +16,7 @@ from pathlib import Path
 
 from ovi_bench.baselines import judge_run, load_baseline
 from ovi_bench.engines import engine_factory
-from ovi_bench.engines.base import DTYPES, Capabilities
+from ovi_bench.engines.base import DTYPES, Capabilities, check_inputs_hook
 from ovi_bench.hardware import HardwareProfile, detect_profile, get_profile
 from ovi_bench.job import Job, RunOptions
 from ovi_bench.journal import JOURNAL_NAME, append_result, read_journal, write_header
@@ -64,6 +64,8 @@ class Run:
         run_id, environment = new_run_id(), Environment.capture()
         run_dir = run_dir or Path("reports") / run_id
         run = cls(run_id, run_dir, options, suites, profile, environment, [], progress)
+        if options.checkpoint_dir:
+            run.check_inputs()
         try:
             run_dir.mkdir(parents=True, exist_ok=True)
             write_header(run.journal, run_id, options, environment)
@@ -89,6 +91,17 @@ class Run:
             file.truncate(journal.valid_bytes)
         return cls(journal.run_id, run_dir, options, loaded, profile, journal.environment, journal.done,
                    progress)
+
+    def check_inputs(self) -> None:
+        """What the engine can tell of its inputs before anything runs, once per distinct configuration."""
+        check = check_inputs_hook(engine_factory(self.options.engine)())
+        if check is None:
+            return
+        for config in {job.config for job in self.jobs()}:
+            try:
+                check(config)
+            except ValueError as exc:
+                raise UsageError(str(exc).splitlines()[0]) from None
 
     def jobs(self) -> list[Job]:
         """Every case; a fidelity case with a stored reference for this hardware is pointed at it."""

@@ -168,8 +168,12 @@ def worker_main(job_data: dict[str, Any], conn: Sender) -> None:
         send(Result(status="skipped", error=str(exc)))
     except BaseException as exc:  # noqa: BLE001 - every failure is the case's result
         stage = (meter.failed_stage or meter.current) if meter else "setup"
+        # A bad input the worker alone could find (a file, a value): if every case fails on the same one, the
+        # run ends with exit 2 like any input error (RunReport.input_error).
+        bad_input = isinstance(exc, (ValueError, LookupError, FileNotFoundError))
+        kind = "input" if bad_input else "harness_or_engine"
         send(Result(status=classify_failure(exc), stage=stage, error=f"{type(exc).__name__}: {exc}",
-                    metrics={"error.traceback": traceback.format_exc(limit=8)}))
+                    metrics={"error.traceback": traceback.format_exc(limit=8), "error.kind": kind}))
     finally:
         conn.close()
 

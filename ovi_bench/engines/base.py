@@ -170,6 +170,12 @@ def stage_listener_hook(engine: Engine) -> Callable[[StageListener], None] | Non
     return getattr(engine, "add_stage_listener", None)
 
 
+def check_inputs_hook(engine: Engine) -> Callable[[EngineConfig], None] | None:
+    """The engine's optional `check_inputs(config)`: what it can tell of its inputs before anything runs (a
+    checkpoint directory's layout, which variant its files are); it raises ValueError with one line."""
+    return getattr(engine, "check_inputs", None)
+
+
 def attention_kernel_hook(engine: Engine) -> Callable[[str, str, str], AttentionKernel] | None:
     """The engine's optional `attention_kernel(backend, device, dtype)`; it raises for a backend that
     cannot run there, with the reason."""

@@ -47,6 +47,25 @@ class ReferenceEngine:
             features=dict.fromkeys(FEATURES),
         )
 
+    def check_inputs(self, config: EngineConfig) -> None:
+        """The checkpoint directory's layout and the variant of its files, read before any case runs."""
+        if config.checkpoint_dir is None:
+            return
+        from ovi_engine.checkpoints import CheckpointLayoutError, find_checkpoints
+        from ovi_engine.variants import detect_variant
+
+        try:
+            files = find_checkpoints(config.checkpoint_dir, config.variant)
+        except CheckpointLayoutError as exc:
+            raise ValueError(f"--checkpoint-dir: {exc}") from None
+        try:
+            found = detect_variant(files.fusion).variant.name
+        except ValueError:  # a file the metadata and names cannot tell: the case's variant stands
+            return
+        if found != config.variant:
+            raise ValueError(f"--checkpoint-dir: {files.fusion.name} is a {found} checkpoint, the case asks "
+                             f"for {config.variant} (pass --variant {found}, or point at its own file)")
+
     def attention_kernel(self, backend: str, device: str, dtype: str) -> AttentionKernel:
         from ovi_engine.attention import attend, available_backends, resolve
 

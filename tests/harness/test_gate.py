@@ -181,3 +181,25 @@ def test_the_example_engine_passes_smoke_as_documented(tmp_path):
     unsupported = {c["case_id"]: c["error"] for c in report["cases"] if c["status"] == "unsupported"}
     assert unsupported and all("example engine" in why for why in unsupported.values())
     assert "PASS: 7 case(s): 4 pass" in proc.stderr
+
+
+# ---- 12.4 inputs only the engine or the worker can read --------------------------------------------------
+
+def test_a_checkpoint_directory_without_the_files_is_refused_before_any_case(tmp_path):
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    result = invoke("run", str(SHAPES), "--checkpoint-dir", str(ckpts), "--variant", "720x720_5s",
+                    "--hardware", "cpu-tiny", "--report-dir", str(tmp_path / "run"))
+    one_line_exit_2(result, "--checkpoint-dir:")
+    assert "missing fusion" in result.output and not (tmp_path / "run").exists()
+
+
+def test_every_case_failing_on_the_same_input_is_exit_2(tmp_path, monkeypatch):
+    from ovi_bench.engines.fake import FAULTS_ENV
+
+    monkeypatch.setenv(FAULTS_ENV, "720x720_5s:load:error,960x960_10s:load:error")
+    result = invoke("run", str(SHAPES), "--engine", "fake", "--hardware", "cpu-tiny",
+                    "--report-dir", str(tmp_path / "run"))
+    assert result.exit_code == 2, result.output
+    assert ("error: every case failed on the same input: ValueError: fake engine: injected error in load"
+            in result.output.splitlines())
