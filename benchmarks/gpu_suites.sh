@@ -8,8 +8,8 @@
 #   peak       ~1 min   per-stage peaks of the 10 s generation, 2 denoise runs for step timings
 #   latents    ~3 min   variant_latents at full scale: real latent shapes, decoded frames and samples
 #                       (needs PyAV, the video extra, to read its i2v image)
-#   upstream   peak_memory_10s (all_gpu) and oom_regression at 960x960_10s (all_gpu, cpu_offload) through the
-#              checkout engine on upstream Ovi at $OVI_UPSTREAM_DIR (its ovi/ package), beside the reference
+#   upstream   peak_memory_10s and oom_regression ($OOM_VARIANTS, every policy) through the checkout engine on
+#              upstream Ovi at $OVI_UPSTREAM_DIR (its ovi/ package), beside the reference's parts
 #   sequential peak_memory_10s under the sequential policy (text encoder gone before the fusion model loads)
 # Then, to store the baselines: for d in "$OUT"/*/; do ovi-bench baseline update "$d" --hardware h100-80gb; done
 set -uo pipefail
@@ -32,7 +32,7 @@ for part in $PARTS; do
     latents) run variant_latents --report-dir "$OUT/variant_latents" ;;
     upstream) run peak_memory_10s --engine "checkout:$OVI_UPSTREAM_DIR" --allow-missing-baseline \
                 --report-dir "$OUT/upstream_peak_memory_10s"
-              run oom_regression --engine "checkout:$OVI_UPSTREAM_DIR" --variant 960x960_10s --policy all_gpu \
+              run oom_regression --engine "checkout:$OVI_UPSTREAM_DIR" ${OOM_VARIANTS:+$(printf -- '--variant %s ' $OOM_VARIANTS)} \
                 --allow-missing-baseline --report-dir "$OUT/upstream_oom_regression" ;;
     sequential) run peak_memory_10s --policy sequential --allow-missing-baseline \
                   --report-dir "$OUT/peak_memory_10s_sequential" ;;
