@@ -51,7 +51,7 @@ from ovi_bench.units import parse_fraction, parse_quantity
 
 RULES = ("exact", "max", "min", "relative", "time", "same", "expect_status")
 SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")  # one path component, no "..", no separators
-MACHINE_SPEED = "machine.matmul_tflops"  # measured in every worker before its case (ovi_bench.worker)
+MACHINE_SPEED = "machine.matmul_tflops"  # measured in every case's worker (ovi_bench.worker)
 MAX_SPEED_RATIO = 4.0  # machines further apart than this are not compared at all
 BASELINE_RULES = ("relative", "time", "same")
 # A string of this form names a value instead of being one: spec.<key>, params.<key>, profile.<limit>.

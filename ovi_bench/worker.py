@@ -93,7 +93,7 @@ def data_segment_bytes() -> int:
 
 
 def machine_speed(device: str) -> float:
-    """This machine's speed on a fixed reference kernel, measured in the worker just before its case: what
+    """This machine's speed on a fixed reference kernel, measured in the worker right after its case: what
     time checks scale by to compare a run with a baseline recorded on another day or machine."""
     import torch
 
@@ -152,15 +152,15 @@ def worker_main(job_data: dict[str, Any], conn: Sender) -> None:
         factory = engine_factory(job.engine)
         scenario = get_scenario(job.scenario)
         engine: Engine = factory()
-        refusal = unsupported_reason(job, engine.capabilities(job.config.device, job.config.dtype),
-                                     scenario.axes, scenario.features(job))
+        capabilities = engine.capabilities(job.config.device, job.config.dtype)
+        refusal = unsupported_reason(job, capabilities, scenario.axes, scenario.features(job))
         if refusal is not None:
             send(Result(status=refusal[0], error=refusal[1]))
             return
         send(Ready())
-        speed = machine_speed(job.config.device)
-        metrics = scenario.run(ScenarioContext(engine, job, meter, factory))
-        metrics.setdefault("machine.matmul_tflops", speed)  # a scenario may measure it beside its own work
+        metrics = scenario.run(ScenarioContext(engine, job, meter, factory, capabilities))
+        if "machine.matmul_tflops" not in metrics:  # a scenario may have timed it beside its own work
+            metrics["machine.matmul_tflops"] = machine_speed(job.config.device)
         metrics["host.ru_maxrss_bytes"] = memory.process_peak_rss()
         memory.close()
         send(Result(status="ok", metrics={k: metric_to_json(v) for k, v in metrics.items()}))

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ovi_bench.engines.base import Engine, EngineConfig, stage_listener_hook
+from ovi_bench.engines.base import Capabilities, Engine, EngineConfig, stage_listener_hook
 from ovi_bench.job import Job
 from ovi_bench.metrics import Metric
 from ovi_bench.records import CaseResult
@@ -58,6 +58,13 @@ class ScenarioContext:
     job: Job
     meter: StageMeter
     new_engine: Callable[[], Engine]
+    capabilities: Capabilities | None = None  # what the worker already asked the engine; None: ask it here
+
+    def engine_capabilities(self) -> Capabilities:
+        """The engine's declaration for this device, asked once per case (the worker's, when it has it)."""
+        if self.capabilities is None:
+            self.capabilities = self.engine.capabilities(self.config.device, self.config.dtype)
+        return self.capabilities
 
     @property
     def config(self) -> EngineConfig:

@@ -91,8 +91,7 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
     described = engine.describe().get("variant", {})
     # An engine without prompt conversion (Ovi 1.0) uses prompts as given: its description cannot name the
     # variant's format, and the conversion check says why it is not judged.
-    capabilities = engine.capabilities(ctx.config.device, ctx.config.dtype)
-    no_conversion = capabilities.why_not("features", "prompt_conversion")
+    no_conversion = ctx.engine_capabilities().why_not("features", "prompt_conversion")
     skipped = {"name", "prompt_format"} if no_conversion else {"name"}
     spec_errors = _mismatches("variant", described,
                               {k: v for k, v in facts.summary().items() if k not in skipped})
