@@ -25,7 +25,7 @@ from ovi_bench.engines.checkout import PRESETS as CHECKOUT_PRESETS
 from ovi_bench.hardware import HardwareProfile
 from ovi_bench.model_shapes import DIMS, block_pair_bytes, group_elements, module_bytes
 from ovi_bench.schema import Format
-from ovi_bench.variant_facts import AUDIO_CHANNELS, VIDEO_CHANNELS, variant_facts
+from ovi_bench.variant_facts import AUDIO_CHANNELS, VARIANTS, VIDEO_CHANNELS, variant_facts
 
 ESTIMATE = Format("memory estimate", 1, "estimate again with `ovi-bench estimate --format json`")
 STAGES = ("load", "encode_text", "denoise", "release", "decode_video", "decode_audio")
@@ -92,7 +92,8 @@ class EstimateRequest:
         return DTYPE_BYTES[self.dtype] if self.dtype != "auto" else ELEMENT_BYTES[self.device_type]
 
     def __post_init__(self) -> None:
-        variant_facts(self.variant)  # a bad name raises ValueError with the expected form
+        if self.variant not in VARIANTS:  # the name alone would derive a "1x1_5s": only Ovi's variants
+            raise ValueError(f"unknown variant {self.variant!r} (known: {', '.join(VARIANTS)})")
         if self.policy not in POLICIES:
             raise ValueError(f"unknown policy {self.policy!r} (known: {', '.join(POLICIES)})")
         if self.preset not in DIMS:
