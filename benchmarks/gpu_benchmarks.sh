@@ -6,6 +6,7 @@
 #   offload   ~2 min  cpu_offload's load: host arenas, load time, peak RSS vs module bytes, encode_text
 #   offload_before ~3 min  the same load on the tree in $OVI_BEFORE_DIR (a `git archive` of an older
 #             commit), measured in the same job so that before and after compare
+#   host_memory ~1 min  first touch, cudaHostRegister, pinned allocator and D2H copy speeds (8 GiB each)
 #   OUT=/tmp/gpu OVI_UPSTREAM_DIR=.upstream benchmarks/gpu_benchmarks.sh
 # OVI_UPSTREAM_DIR: an export of upstream's ovi/ package with the stand-ins described in
 # shared/tools/README.md (read and run there, never committed); skipped when absent.
@@ -48,8 +49,9 @@ for part in $PARTS; do
              done ;;
     offload_before) [ -d "${OVI_BEFORE_DIR:-}" ] || { echo "!! offload_before: OVI_BEFORE_DIR unset"; continue; }
              step "offload before" 300 env PYTHONPATH="$(realpath "$OVI_BEFORE_DIR")" python3 \
-               "$OVI_BEFORE_DIR/benchmarks/bench_pipeline.py" --variant 720x720_5s --policy cpu_offload --steps 1 \
+               "$OVI_BEFORE_DIR/benchmarks/bench_offload.py" --variant 720x720_5s \
                --out "$R/offload_before_720x720_5s.json" ;;
+    host_memory) step host_memory 120 python3 benchmarks/bench_host_memory.py --gib 8 --out "$R/host_memory.json" ;;
     *) echo "unknown part $part"; exit 2 ;;
   esac
 done

@@ -11,6 +11,9 @@
 #   upstream   peak_memory_10s and oom_regression ($OOM_VARIANTS, every policy) through the checkout engine on
 #              upstream Ovi at $OVI_UPSTREAM_DIR (its ovi/ package), beside the reference's parts
 #   sequential peak_memory_10s under the sequential policy (text encoder gone before the fusion model loads)
+#   fidelity   ~5 min   output_fidelity at 960x960_10s, 2 steps, bf16 floor measured (benchmarks/suites/)
+#   repeated   ~3 min   repeated_generation at 720x720_5s under all_gpu and cpu_offload (benchmarks/suites/)
+# DEADLINE (epoch seconds) stops a run with SIGINT before it, so it still writes its report of what finished.
 # Then, to store the baselines: for d in "$OUT"/*/; do ovi-bench baseline update "$d" --hardware h100-80gb; done
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -18,8 +21,12 @@ OUT=${OUT:-reports/gpu}
 PARTS=${PARTS:-attention oom peak latents}
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-run() { python3 -m ovi_bench run "$@" --device cuda --preset full --hardware "${HARDWARE:-h100-80gb}" \
-          --timeout "${CASE_TIMEOUT:-5 min}" || echo "exit $? from: $*"; }
+run() {
+  local left=$(( ${DEADLINE:-$(( $(date +%s) + 86400 ))} - $(date +%s) ))
+  if [ "$left" -le 30 ]; then echo "!! no time left for: $*"; return; fi
+  timeout -s INT -k 30 "$left" python3 -m ovi_bench run "$@" --device cuda --preset full \
+    --hardware "${HARDWARE:-h100-80gb}" --timeout "${CASE_TIMEOUT:-5 min}" || echo "exit $? from: $*"
+}
 python3 -m ovi_bench doctor --device cuda > "$OUT/doctor.txt" 2>&1
 for part in $PARTS; do
   case $part in
@@ -36,6 +43,9 @@ for part in $PARTS; do
                 --allow-missing-baseline --report-dir "$OUT/upstream_oom_regression" ;;
     sequential) run peak_memory_10s --policy sequential --allow-missing-baseline \
                   --report-dir "$OUT/peak_memory_10s_sequential" ;;
-    *) echo "unknown part $part (attention, oom, peak, latents, upstream, sequential)"; exit 2 ;;
+    fidelity) run benchmarks/suites/gpu_fidelity.yaml --allow-missing-baseline --report-dir "$OUT/fidelity" ;;
+    repeated) run benchmarks/suites/gpu_repeated.yaml --allow-missing-baseline --report-dir "$OUT/repeated" ;;
+    *) echo "unknown part $part (attention, oom, peak, latents, upstream, sequential, fidelity, repeated)"
+       exit 2 ;;
   esac
 done
