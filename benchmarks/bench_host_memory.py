@@ -48,28 +48,34 @@ def main(argv: list[str] | None = None) -> int:
         gc.collect()
         return torch.empty(n, dtype=torch.uint8)
 
-    torch.set_num_threads(1)
-    buffer = fresh()
-    seconds["first_touch_1_thread"] = timed(lambda: buffer.fill_(0))
-    torch.set_num_threads(threads)
-    del buffer
-    buffer = fresh()
-    seconds[f"first_touch_{threads}_threads"] = timed(lambda: buffer.fill_(0))
-    seconds["register_touched"] = timed(lambda: register(buffer))
-    seconds["d2h_copy_into_registered"] = timed(lambda: buffer.copy_(source))
-    seconds["d2h_copy_into_registered_again"] = timed(lambda: buffer.copy_(source))
-    unregister(buffer)
-    del buffer
-    buffer = fresh()
-    seconds["register_untouched"] = timed(lambda: register(buffer))
-    seconds["d2h_copy_after_register_untouched"] = timed(lambda: buffer.copy_(source))
-    unregister(buffer)
-    del buffer
-    gc.collect()
-    holder: list[torch.Tensor] = []
-    seconds["pinned_caching_allocator"] = timed(
-        lambda: holder.append(torch.empty(n, dtype=torch.uint8, pin_memory=True)))
-    seconds["d2h_copy_into_caching_pinned"] = timed(lambda: holder[0].copy_(source))
+    def first_touch(using: int) -> None:
+        torch.set_num_threads(using)
+        buffer = fresh()
+        seconds[f"first_touch_{using}_threads"] = timed(lambda: buffer.fill_(0))
+        torch.set_num_threads(threads)
+
+    def register_then_copy(touched: bool) -> None:
+        buffer = fresh()
+        name = "touched" if touched else "untouched"
+        if touched:
+            buffer.fill_(0)
+        seconds[f"register_{name}"] = timed(lambda: register(buffer))
+        seconds[f"d2h_copy_into_registered_{name}"] = timed(lambda: buffer.copy_(source))
+        seconds[f"d2h_copy_again_{name}"] = timed(lambda: buffer.copy_(source))
+        unregister(buffer)
+
+    def caching_allocator() -> None:
+        gc.collect()
+        held: list[torch.Tensor] = []
+        seconds["pinned_caching_allocator"] = timed(
+            lambda: held.append(torch.empty(n, dtype=torch.uint8, pin_memory=True)))
+        seconds["d2h_copy_into_caching_pinned"] = timed(lambda: held[0].copy_(source))
+
+    first_touch(1)
+    first_touch(threads)
+    register_then_copy(touched=True)
+    register_then_copy(touched=False)
+    caching_allocator()
 
     result = {
         "kind": "bench_host_memory",

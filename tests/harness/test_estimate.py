@@ -73,7 +73,7 @@ def test_cli_prints_the_table_and_the_verdict() -> None:
 
 
 @pytest.mark.parametrize("args", [("--variant", "960x961_10s", "--policy", "all_gpu"),
-                                  ("--variant", "1x1_5s", "--policy", "all_gpu"),  # a well-formed name, no Ovi
+                                  ("--variant", "1x1_5s", "--policy", "all_gpu"),  # well-formed, no Ovi
                                   ("--variant", "960x960_10s", "--policy", "nope"),
                                   ("--variant", "960x960_10s", "--policy", "all_gpu", "--hardware", "nope")])
 def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...]) -> None:
