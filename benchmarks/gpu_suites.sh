@@ -9,7 +9,8 @@
 #   latents    ~3 min   variant_latents at full scale: real latent shapes, decoded frames and samples
 #                       (needs PyAV, the video extra, to read its i2v image)
 #   upstream   peak_memory_10s and oom_regression ($OOM_VARIANTS, every policy) through the checkout engine on
-#              upstream Ovi at $OVI_UPSTREAM_DIR (its ovi/ package), beside the reference's parts
+#              upstream Ovi at $OVI_UPSTREAM_DIR (its ovi/ package), beside the reference's parts;
+#              upstream_peak and upstream_oom run one of the two
 #   sequential peak_memory_10s under the sequential policy (text encoder gone before the fusion model loads)
 #   fidelity   ~5 min   output_fidelity at 960x960_10s, 2 steps, bf16 floor measured (benchmarks/suites/)
 #   repeated   ~3 min   repeated_generation at 720x720_5s under all_gpu and cpu_offload (benchmarks/suites/)
@@ -37,10 +38,12 @@ for part in $PARTS; do
            --report-dir "$OUT/oom_regression" ;;
     peak) run peak_memory_10s --repeat 2 --report-dir "$OUT/peak_memory_10s" ;;
     latents) run variant_latents --report-dir "$OUT/variant_latents" ;;
-    upstream) run peak_memory_10s --engine "checkout:$OVI_UPSTREAM_DIR" --allow-missing-baseline \
-                --report-dir "$OUT/upstream_peak_memory_10s"
-              run oom_regression --engine "checkout:$OVI_UPSTREAM_DIR" ${OOM_VARIANTS:+$(printf -- '--variant %s ' $OOM_VARIANTS)} \
-                --allow-missing-baseline --report-dir "$OUT/upstream_oom_regression" ;;
+    upstream|upstream_peak) run peak_memory_10s --engine "checkout:$OVI_UPSTREAM_DIR" --allow-missing-baseline \
+                --report-dir "$OUT/upstream_peak_memory_10s" ;;&
+    upstream|upstream_oom) run oom_regression --engine "checkout:$OVI_UPSTREAM_DIR" \
+                ${OOM_VARIANTS:+$(printf -- '--variant %s ' $OOM_VARIANTS)} \
+                --allow-missing-baseline --report-dir "$OUT/upstream_oom_regression" ;;&
+    upstream|upstream_peak|upstream_oom) ;;
     sequential) run peak_memory_10s --policy sequential --allow-missing-baseline \
                   --report-dir "$OUT/peak_memory_10s_sequential" ;;
     fidelity) run benchmarks/suites/gpu_fidelity.yaml --allow-missing-baseline --report-dir "$OUT/fidelity" ;;

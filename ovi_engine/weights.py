@@ -209,8 +209,8 @@ def synthesize(
             gen = _generator(seed, name, gen_device)
             fn = next((f for rx, f in compiled if rx.search(name)), None)
             value = fn(tensor.shape, gen) if fn is not None else _default_init(name, tensor.shape, gen)
-            if in_place:
-                return tensor.copy_(value)
+            if in_place:  # cast where drawn: a casting GPU-to-host copy_ goes through fresh pageable memory
+                return tensor.copy_(value.to(tensor.dtype))
             return value.to(device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
 
     with ThreadPoolExecutor(max(1, threads)) as pool:
