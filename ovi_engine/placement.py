@@ -135,6 +135,8 @@ class BlockStreamer:
 
     def _before(self, i: int) -> Callable[..., None]:
         def hook(module: nn.Module, args: object) -> None:
+            for skipped in [j for j in self.ready if j < i]:  # prefetched for a block the pass left out (SLG)
+                self._return(skipped)
             self._fetch(i)
             event = self.ready[i]
             if event is not None:
@@ -145,14 +147,24 @@ class BlockStreamer:
 
     def _after(self, i: int) -> Callable[..., None]:
         def hook(module: nn.Module, args: object, output: object) -> None:
-            arena = self.arenas[i]
-            if self.device.type == "cuda" and arena.device_buffer is not None:
-                # allocated on the copy stream, read on the compute stream: free it only after that reads
-                arena.device_buffer.record_stream(torch.cuda.current_stream(self.device))
-            arena.to_host()
-            self.ready.pop(i, None)
+            self._return(i)
 
         return hook
+
+    def _return(self, i: int) -> None:
+        """Point block i back at its host arena, freeing its device copy."""
+        arena = self.arenas[i]
+        if self.device.type == "cuda" and arena.device_buffer is not None:
+            # allocated on the copy stream, read on the compute stream: free it only after that reads
+            arena.device_buffer.record_stream(torch.cuda.current_stream(self.device))
+        arena.to_host()
+        self.ready.pop(i, None)
+
+    def settle(self) -> None:
+        """Return every block still on the device: one prefetched for a skipped last block stays there
+        otherwise, through decode and into the next generation (seen on the H200: +0.73 GB at 720x720_5s)."""
+        for i in list(self.ready):
+            self._return(i)
 
     def close(self) -> None:
         for h in self.handles:
@@ -253,7 +265,9 @@ class Placement:
     def leave(self, stage: str) -> None:
         if self.policy.offload_between_stages:
             for name in STAGE_MODULES.get(stage, ()):
-                if name not in self.streamers:
+                if name in self.streamers:
+                    self.streamers[name].settle()
+                else:
                     for arena in self.slots[name].arenas:
                         arena.to_host()
             empty_device_cache(self.device)

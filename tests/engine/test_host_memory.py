@@ -115,3 +115,27 @@ def test_offload_benchmark_script_runs_on_the_cpu(tmp_path) -> None:
     assert set(result["module_bytes"]) == {"text_encoder", "fusion", "video_vae", "audio_codec"}
     assert result["arena_bytes"] >= sum(result["module_bytes"].values()) and not result["arenas_pinned"]
     assert len(result["encode_text_s"]) == 2 and result["load_s"] > 0
+
+
+@pytest.mark.parametrize("slg_layer", [1, 2])  # a middle pair and the last of the tiny model's three
+def test_cpu_offload_returns_every_streamed_block_to_the_host_after_denoise(slg_layer: int,
+                                                                           monkeypatch) -> None:
+    # The unconditional pass skips pair slg_layer, which the pair before it has already prefetched; that copy
+    # must not stay on the device through decode and into the next generation.
+    pipe = OviPipeline(PipelineConfig(variant="720x720_5s", preset="tiny", policy="cpu_offload",
+                                      area=32 * 32))
+    pipe.load()
+    streamer = pipe.placement.streamers["fusion"]
+    fetched: list[int] = []
+    original = HostArena.to
+    index = {id(a): i for i, a in enumerate(streamer.arenas)}
+
+    def to(self: HostArena, *args: object, **kwargs: object) -> None:
+        fetched.append(index.get(id(self), -1))
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(HostArena, "to", to)
+    pipe.denoise(pipe.encode_text("a prompt"), steps=2, slg_layer=slg_layer)
+    assert slg_layer in fetched  # the skipped pair was prefetched: the case this test is about
+    assert [i for i, a in enumerate(streamer.arenas) if a.device_buffer is not None] == []
+    assert streamer.ready == {}
