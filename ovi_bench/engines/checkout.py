@@ -255,12 +255,24 @@ def sdpa_flash_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_le
     return out.transpose(1, 2).to(out_dtype)
 
 
+def flash_attn_runs(attention: Any) -> bool:
+    """Whether the checkout's flash_attention can call what it calls. Upstream sets FLASH_ATTN_2_AVAILABLE
+    when `import flash_attn` succeeds, which FlashAttention-4 alone (`flash_attn.cute`, no
+    flash_attn_varlen_func) also makes true: seen on the H200, every upstream case then failed in denoise."""
+    def has(flag: str, module: str) -> bool:
+        return bool(getattr(attention, flag, False)) and hasattr(getattr(attention, module, None),
+                                                                 "flash_attn_varlen_func")
+
+    return (has("FLASH_ATTN_3_AVAILABLE", "flash_attn_interface")
+            or has("FLASH_ATTN_2_AVAILABLE", "flash_attn"))
+
+
 def replace_flash_attention(notes: list[str]) -> Callable[..., Any]:
     """The checkout's attention entry point: its own flash_attention when flash-attn runs here, else the SDPA
     stand-in, bound wherever the checkout imported the name."""
     attention = sys.modules["ovi.modules.attention"]
     original = attention.flash_attention
-    if (attention.FLASH_ATTN_2_AVAILABLE or attention.FLASH_ATTN_3_AVAILABLE) and torch.cuda.is_available():
+    if flash_attn_runs(attention) and torch.cuda.is_available():
         return original
     bound = [name for name, module in list(sys.modules.items())
              if (name == "ovi" or name.startswith("ovi."))

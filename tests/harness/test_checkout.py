@@ -151,3 +151,20 @@ def test_11_stages_follow_the_variant_facts(ovi11_5s: CheckoutEngine) -> None:
     assert any("flash_attention" in note for note in described["substitutions"])
     assert any(note.startswith("weights: synthetic at the tiny preset")
                for note in described["substitutions"])
+
+
+def test_flash_attention_counts_as_available_only_when_its_function_exists() -> None:
+    # FlashAttention-4 alone installs `flash_attn` (as flash_attn.cute) without flash_attn_varlen_func, so
+    # upstream's FLASH_ATTN_2_AVAILABLE is true while its flash_attention cannot run.
+    from types import SimpleNamespace
+
+    from ovi_bench.engines.checkout import flash_attn_runs
+
+    fa4_only = SimpleNamespace(FLASH_ATTN_2_AVAILABLE=True, FLASH_ATTN_3_AVAILABLE=False,
+                               flash_attn=SimpleNamespace(cute=object()))
+    fa2 = SimpleNamespace(FLASH_ATTN_2_AVAILABLE=True, FLASH_ATTN_3_AVAILABLE=False,
+                          flash_attn=SimpleNamespace(flash_attn_varlen_func=print))
+    fa3 = SimpleNamespace(FLASH_ATTN_2_AVAILABLE=False, FLASH_ATTN_3_AVAILABLE=True,
+                          flash_attn_interface=SimpleNamespace(flash_attn_varlen_func=print))
+    neither = SimpleNamespace(FLASH_ATTN_2_AVAILABLE=False, FLASH_ATTN_3_AVAILABLE=False)
+    assert [flash_attn_runs(m) for m in (fa4_only, fa2, fa3, neither)] == [False, True, True, False]
