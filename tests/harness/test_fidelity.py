@@ -36,6 +36,27 @@ def test_an_output_is_identical_to_itself():
     assert diff.frames_mse == 0 and diff.frames_ssim == pytest.approx(1.0) and diff.sound_noise == 0
 
 
+def test_ssim_samples_frames_evenly_past_its_pixel_budget(monkeypatch):
+    import skimage.metrics
+
+    from ovi_bench.scenarios import fidelity
+
+    frames = torch.arange(10, dtype=torch.uint8)[:, None, None, None].expand(10, 16, 16, 3).contiguous()
+    seen: list[int] = []
+
+    def ssim(got, want, **kwargs):
+        seen.append(int(want[0, 0, 0]))  # each frame holds its own index
+        return 1.0
+
+    monkeypatch.setattr(skimage.metrics, "structural_similarity", ssim)
+    fidelity.mean_ssim(frames, frames)
+    assert seen == list(range(10))  # within the budget: every frame
+    seen.clear()
+    monkeypatch.setattr(fidelity, "SSIM_PIXEL_BUDGET", 4 * 16 * 16)
+    fidelity.mean_ssim(frames, frames)
+    assert seen == [0, 3, 6, 9]  # past it: 4 frames, evenly spaced from the first to the last
+
+
 def test_first_divergence_names_the_step_and_the_tower():
     floor = Differences({"video": [1e-2] * 3, "audio": [1e-2] * 3}, {"video": 1e-2, "audio": 1e-2}, 1.0, 0.99,
                         1e-3)
