@@ -23,6 +23,7 @@ from ovi_bench.cli import main
 from ovi_bench.estimate import EstimateRequest, estimate
 from ovi_bench.frontier import MAX_SIDE, find_frontier, largest_area
 from ovi_bench.hardware import GiB, HardwareProfile, get_profile
+from ovi_bench.model_shapes import DIMS, block_pair_bytes
 from ovi_bench.records import RunReport
 
 # 626c742:baselines/h100-80gb/oom_regression.json, peak.<stage>.alloc_bytes (H100, synthetic:full, bf16)
@@ -37,10 +38,19 @@ def invoke(*args: str):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
+# 626c742 kept one streamed block pair on the device from the end of denoise on (the pair prefetched for the
+# block skip-layer guidance leaves out; fixed at cee60b7): the fixed engine holds that much less after.
+# The pair's bytes come from the checkpoint schema (tests/harness/test_model_shapes.py checks them there).
+STALE_PAIR = block_pair_bytes(DIMS["full"], 2)
+AFTER_DENOISE = ("release", "decode_video", "decode_audio")
+
+
 @pytest.mark.parametrize(("variant", "policy"), sorted(H100))
 def test_full_scale_matches_the_measured_h100_peaks(variant: str, policy: str) -> None:
     result = estimate(EstimateRequest(variant, policy))
     for stage, measured in zip(result.stages, H100[variant, policy]):
+        if policy == "cpu_offload" and stage.stage in AFTER_DENOISE:
+            measured -= STALE_PAIR
         assert abs(stage.bytes - measured) / measured < 0.02, stage
 
 
