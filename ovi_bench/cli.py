@@ -401,11 +401,14 @@ def doctor(device: str | None) -> int:
               help="First qualification of new hardware: run although baselines are missing (not qualified "
                    "until they are reviewed and stored with `baseline update`).")
 @click.option("--suites", "suites", help="Only these qualification suites, comma-separated.")
+@click.option("--resume", is_flag=True,
+              help="Continue the interrupted qualification of --bundle-dir: its finished runs are kept, the "
+                   "interrupted one is finished from its journal.")
 @debug_option
 @command_status
 def qualify(hardware: str, device: str | None, preset: str, engine: str, checkpoint_dir: Path | None,
             bundle_dir: Path | None, baselines: Path | None, allow_missing_baseline: bool,
-            suites: str | None) -> int:
+            suites: str | None, resume: bool) -> int:
     """Qualify HARDWARE (a profile of `ovi-bench list hardware`): doctor, then every qualification suite,
     then one bundle that `ovi-bench check-bundle` verifies."""
     from ovi_bench.doctor import default_device
@@ -416,7 +419,7 @@ def qualify(hardware: str, device: str | None, preset: str, engine: str, checkpo
         hardware=hardware, device=device or default_device(), preset=preset, engine=engine,
         checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None, bundle_dir=bundle_dir,
         baselines=str(baselines) if baselines else None, allow_missing_baseline=allow_missing_baseline,
-        suites=[name.strip() for name in suites.split(",") if name.strip()] if suites else [])
+        suites=[name.strip() for name in suites.split(",") if name.strip()] if suites else [], resume=resume)
     result = run_qualification(options, _err)
     if result.bundle is not None:
         _err(f"bundle: {result.bundle} (summary.html; verify with `ovi-bench check-bundle {result.bundle}`)")

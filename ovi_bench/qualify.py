@@ -8,7 +8,9 @@
    hold the 10 s clip, SDPA will run the math kernel, the footprint cannot be read) stops the qualification
    with its reason; the others are recorded in the bundle's environment.json.
 3. Each suite as its own `Run` (start, execute, report) with progress on the terminal, into a staging
-   directory beside the bundle (`<bundle>.runs/`), which is removed once the bundle holds the runs.
+   directory beside the bundle (`<bundle>.runs/`), which is removed once the bundle holds the runs. With
+   `resume` an interrupted qualification goes on there: finished runs are kept, the interrupted one is
+   finished from its journal (a full-scale qualification can outlast one session on a lent machine).
 4. `write_bundle`: every report, the environment and doctor's findings, the profile, the suite and
    baseline files used (with hashes) and summary.html; qualified when every suite passed.
 
@@ -32,6 +34,7 @@ from ovi_bench.doctor import DoctorWarning, doctor_report
 from ovi_bench.engines import engine_factory
 from ovi_bench.hardware import HardwareProfile, detect_profile, get_profile
 from ovi_bench.job import RunOptions
+from ovi_bench.journal import JOURNAL_NAME
 from ovi_bench.launchers import Progress
 from ovi_bench.records import Environment
 from ovi_bench.report.terminal import render_terminal
@@ -61,6 +64,7 @@ class QualifyOptions:
     baselines: str | None = None  # None: the project's baselines/
     allow_missing_baseline: bool = False
     suites: list[str] = field(default_factory=list)  # a subset of the qualification's suites; empty: all
+    resume: bool = False  # continue the qualification staged beside bundle_dir: finished runs are kept
 
     def run_options(self, suite: str) -> RunOptions:
         return RunOptions(suites=[suite], engine=self.engine, checkpoint_dir=self.checkpoint_dir,
@@ -130,8 +134,17 @@ def check_inputs(options: QualifyOptions,
         raise UsageError(f"no baseline for {profile.name} of {', '.join(missing)} in "
                          f"{baselines}: for a first qualification of this hardware add "
                          "--allow-missing-baseline (docs/suites.md, Qualify)")
+    if options.resume:
+        staged = staging_dir(options.bundle_dir) if options.bundle_dir else None
+        if staged is None or not staged.is_dir():
+            raise UsageError(f"--resume: {staged or 'no --bundle-dir'}: no staged qualification there; give "
+                             "the --bundle-dir of the interrupted one")
+        unknown = sorted(p.name for p in staged.iterdir() if p.name not in names)
+        if unknown:
+            raise UsageError(f"--resume: {staged} holds runs of {', '.join(unknown)}, not of this "
+                             f"qualification's suites ({', '.join(names)})")
     bundle = options.bundle_dir or Path("reports") / f"qualify-{profile.name}-{new_run_id()}"
-    for path in (bundle, staging_dir(bundle)):
+    for path in (bundle, *(() if options.resume else (staging_dir(bundle),))):
         if path.exists() and any(path.iterdir()):
             raise UsageError(f"{path} is not empty: give a new --bundle-dir")
     return profile, suites, bundle
@@ -139,6 +152,21 @@ def check_inputs(options: QualifyOptions,
 
 def staging_dir(bundle: Path) -> Path:
     return bundle.with_name(bundle.name + ".runs")
+
+
+def run_suite(options: QualifyOptions, name: str, run_dir: Path, progress: Progress) -> Path:
+    """One suite's run: kept when a resumed qualification finished it (its report is written), continued
+    from its journal when it was interrupted, else started."""
+    if options.resume and (run_dir / "report.json").is_file():
+        progress(f"{name}: finished before, kept ({run_dir})")
+        return run_dir
+    if options.resume and (run_dir / JOURNAL_NAME).is_file():
+        run = Run.resume(run_dir, progress)
+    else:
+        run = Run.start(options.run_options(name), run_dir, progress)
+    report = run.report(run.execute())
+    progress(render_terminal(report, run.run_dir))
+    return run.run_dir
 
 
 def qualify(options: QualifyOptions, progress: Progress, *, doctor: Doctor = doctor_report) -> Qualification:
@@ -159,12 +187,10 @@ def qualify(options: QualifyOptions, progress: Progress, *, doctor: Doctor = doc
     try:
         for number, name in enumerate(names, start=1):
             progress(f"== qualify {profile.name} [{number}/{len(names)}] {name}")
-            run = Run.start(options.run_options(name), staging / name, progress)
-            report = run.report(run.execute())
-            progress(render_terminal(report, run.run_dir))
-            run_dirs.append(run.run_dir)
+            run_dirs.append(run_suite(options, name, staging / name, progress))
     except KeyboardInterrupt:
-        progress(f"interrupted: the finished runs are in {staging}")
+        progress(f"interrupted: the finished runs are in {staging}; continue with `ovi-bench qualify "
+                 f"{options.hardware} --bundle-dir {bundle} --resume` (and the same options)")
         raise
     baselines = Path(options.baselines) if options.baselines else PROJECT_BASELINES
     environment: dict[str, Any] = {**Environment.capture().to_dict(),

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 
 import pytest
 from click.testing import CliRunner
@@ -140,3 +141,47 @@ def test_an_included_suite_runs_alone_by_its_name():
     (suite,) = load_suites("smoke.peak_memory_10s")
     assert suite.name == "smoke.peak_memory_10s" and suite.path.name == "peak_memory_10s.yaml"
     assert suite.params["steps"] == 1  # smoke's override, not the suite's own
+
+
+def test_an_interrupted_qualification_resumes_where_it_stopped(tmp_path):
+    bundle = tmp_path / "b"
+    options = QualifyOptions("cpu-tiny", "cpu", preset="tiny", bundle_dir=bundle,
+                             suites=["attention_backends"])
+    lines: list[str] = []
+
+    def interrupt_after_the_first_case(line: str) -> None:
+        lines.append(line)
+        if line.startswith("[1/2]") and " ok (" in line:  # its result is in the journal
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        qualify(options, interrupt_after_the_first_case)
+    assert "--resume" in lines[-1] and not bundle.exists()
+    refused = invoke("qualify", "cpu-tiny", "--device", "cpu", "--preset", "tiny", "--suites",
+                     "attention_backends", "--bundle-dir", str(bundle))
+    assert refused.exit_code == 2 and "is not empty" in refused.output  # a new run would lose the first case
+
+    resumed: list[str] = []
+    result = qualify(replace(options, resume=True), resumed.append)
+    assert result.qualified, result.reasons
+    assert any(line.startswith("[1/2]") and "already in the journal" in line for line in resumed)
+    assert invoke("check-bundle", str(bundle)).exit_code == 0
+
+
+def test_resume_keeps_a_finished_run_and_refuses_a_foreign_one(tmp_path):
+    from ovi_bench.qualify import run_suite, staging_dir
+
+    staged = staging_dir(tmp_path / "b") / "smoke.attention_backends"
+    staged.mkdir(parents=True)
+    (staged / "report.json").write_text("{}")
+    options = QualifyOptions("cpu-tiny", "cpu", preset="tiny", bundle_dir=tmp_path / "b", resume=True)
+    lines: list[str] = []
+    assert run_suite(options, "smoke.attention_backends", staged, lines.append) == staged
+    assert lines == [f"smoke.attention_backends: finished before, kept ({staged})"]
+    (staged.parent / "other").mkdir()
+    result = invoke("qualify", "cpu-tiny", "--device", "cpu", "--preset", "tiny", "--bundle-dir",
+                    str(tmp_path / "b"), "--resume")
+    assert result.exit_code == 2 and "holds runs of other" in result.output
+    nothing = invoke("qualify", "cpu-tiny", "--device", "cpu", "--preset", "tiny", "--bundle-dir",
+                     str(tmp_path / "none"), "--resume")
+    assert nothing.exit_code == 2 and "no staged qualification there" in nothing.output
