@@ -14,6 +14,9 @@
 #   sequential peak_memory_10s under the sequential policy (text encoder gone before the fusion model loads)
 #   fidelity   ~5 min   output_fidelity at 960x960_10s, 2 steps, bf16 floor measured (benchmarks/suites/)
 #   repeated   ~3 min   repeated_generation at 720x720_5s under all_gpu and cpu_offload (benchmarks/suites/)
+#   qualify    `ovi-bench qualify $HARDWARE` into $QUALIFY_BUNDLE (default $OUT/qualify), resumed when its
+#              staging directory (<bundle>.runs) exists: bring it back under $OUT and carry it into the next
+#              call to go on; QUALIFY_FLAGS adds options (e.g. --allow-missing-baseline, --suites a,b)
 # DEADLINE (epoch seconds) stops a run with SIGINT before it, so it still writes its report of what finished.
 # Then, to store the baselines: for d in "$OUT"/*/; do ovi-bench baseline update "$d" --hardware h100-80gb; done
 set -uo pipefail
@@ -46,9 +49,14 @@ for part in $PARTS; do
     upstream|upstream_peak|upstream_oom) ;;
     sequential) run peak_memory_10s --policy sequential --allow-missing-baseline \
                   --report-dir "$OUT/peak_memory_10s_sequential" ;;
+    qualify) bundle=${QUALIFY_BUNDLE:-$OUT/qualify}
+             left=$(( ${DEADLINE:-$(( $(date +%s) + 86400 ))} - $(date +%s) ))
+             [ -d "$bundle.runs" ] && resume=--resume || resume=
+             timeout -s INT -k 30 "$left" python3 -m ovi_bench qualify "$HARDWARE" --device cuda \
+               --bundle-dir "$bundle" $resume ${QUALIFY_FLAGS:-} || echo "exit $? from: qualify" ;;
     fidelity) run benchmarks/suites/gpu_fidelity.yaml --allow-missing-baseline --report-dir "$OUT/fidelity" ;;
     repeated) run benchmarks/suites/gpu_repeated.yaml --allow-missing-baseline --report-dir "$OUT/repeated" ;;
-    *) echo "unknown part $part (attention, oom, peak, latents, upstream, sequential, fidelity, repeated)"
+    *) echo "unknown part $part (attention, oom, peak, latents, upstream, sequential, fidelity, repeated, qualify)"
        exit 2 ;;
   esac
 done
