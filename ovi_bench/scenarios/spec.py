@@ -7,12 +7,17 @@ sample counts (so the clip lasts the variant's duration); the prompt after conve
 format; and, when the engine offers `detect_variant(path)`, detection from metadata and from each known
 file name, and refusal of an unknown file. Mismatches are collected into lists the suite expects empty, so a
 failing verdict names every wrong value. Runs without a GPU (`area` keeps CPU frames small; lengths stay).
+
+A case handed an `area` whose variant is in `own_area_variants` also has the engine choose the frame size
+itself: a second engine, loaded without the area, denoises one t2v request of `own_area_size`, and its
+shapes are compared with the derivation at the variant's own area (no decode: too slow on a CPU).
 """
 
 from __future__ import annotations
 
 import re
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +36,33 @@ AUDIO = "Piano music."
 def _mismatches(label: str, got: dict[str, Any], want: dict[str, Any]) -> list[str]:
     return [f"{label} {key}: engine {got.get(key)!r}, derived {value!r}" for key, value in want.items()
             if got.get(key) != value]
+
+
+def _observed(latents: Any) -> dict[str, Any]:
+    video = latents.video.shape
+    return {"video": list(video), "audio": list(latents.audio.shape),
+            "tokens": video[1] * (video[2] // 2) * (video[3] // 2)}
+
+
+def _expected(facts: VariantFacts, height: int, width: int, area: int | None) -> dict[str, Any]:
+    return {"video": facts.video_latent_shape(height, width, area), "audio": facts.audio_latent_shape(),
+            "tokens": facts.video_tokens(height, width, area)}
+
+
+def _own_area(ctx: ScenarioContext, facts: VariantFacts) -> tuple[int, list[str]]:
+    """The engine's own frame size for a t2v request of `own_area_size`: (video tokens, mismatches)."""
+    height, width = ctx.params["own_area_size"]
+    label = f"t2v {height}x{width} at the engine's own area"
+    engine = ctx.new_engine()
+    with ctx.meter.stage("own_area"):
+        engine.load(replace(ctx.config, area=None))
+        text = engine.encode_text(other_format_prompt(facts), None)
+        latents = engine.denoise(text, steps=ctx.params["steps"], seed=ctx.config.seed, height=height,
+                                 width=width)
+        check_latents(latents, f"denoise ({label})")
+        engine.release()
+    got = _observed(latents)
+    return got["tokens"], _mismatches(label, got, _expected(facts, height, width, None))
 
 
 def write_image(path: Path, height: int, width: int) -> Path:
@@ -120,12 +152,8 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
                                          height=None if image else h, width=None if image else w)
                 check_latents(latents, f"denoise ({label})")
             first = first or latents
-            got = {"video": list(latents.video.shape), "audio": list(latents.audio.shape),
-                   "tokens": latents.video.shape[1] * (latents.video.shape[2] // 2)
-                   * (latents.video.shape[3] // 2)}
-            want = {"video": facts.video_latent_shape(h, w, area), "audio": facts.audio_latent_shape(),
-                    "tokens": facts.video_tokens(h, w, area)}
-            latent_errors += _mismatches(label, got, want)
+            got = _observed(latents)
+            latent_errors += _mismatches(label, got, _expected(facts, h, w, area))
             metrics[f"video_tokens.{label.replace(' ', '_')}"] = got["tokens"]
         detect = getattr(engine, "detect_variant", None)
         if detect is not None:
@@ -148,6 +176,9 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
             "spec.fps": facts.fps, "spec.sample_rate": facts.sample_rate, "spec.duration_s": facts.duration_s,
             "spec.duration_max_s": facts.duration_s + DURATION_SLACK_S,
         })
+    if area is not None and ctx.config.variant in params["own_area_variants"]:
+        metrics["own_area.video_tokens"], own_errors = _own_area(ctx, facts)
+        latent_errors += own_errors
     metrics.update({
         "variant.mismatches": spec_errors,
         "latents.mismatches": latent_errors,
@@ -161,11 +192,12 @@ SCENARIO = Scenario(
     axes=("variant",),
     axis_defaults={"variant": "720x720_5s"},
     params={"steps": 1, "sizes": [[704, 1280], [960, 960], [720, 720]], "image_size": [720, 1280],
-            "decode": True, "area": None},
+            "decode": True, "area": None, "own_area_variants": [], "own_area_size": [704, 1280]},
     run=run,
     metrics=(
         *MEDIA_METRICS,
         Metric("prompt.in_variant_format", "flag"), Metric("video_tokens.*", "count"),
+        Metric("own_area.video_tokens", "count"),
         Metric("detection.by_metadata", "text"), Metric("detection.file_name_mismatches", "list"),
         Metric("detection.unknown_file", "text"), Metric("variant.mismatches", "list"),
         Metric("latents.mismatches", "list"),

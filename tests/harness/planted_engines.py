@@ -5,6 +5,8 @@
   (the seed's OOM); oom_regression's release check must fail.
 - `short_10s`: asked for 960x960_10s, it builds the 5 s model's lengths (the seed's 10 s bug);
   variant_latents must fail on the latent shapes and the variant description.
+- `own_area_ignored`, `own_area_snap_64`: right whenever the harness hands them an `area`, wrong when they
+  choose the frame size themselves; variant_latents' own-area run must name it in `latents.mismatches`.
 - `slow_attention`: its attention kernel does the work three times (a 3x slowdown); smoke's attention time
   checks must fail however fast or slow the machine is that day (benchmarks/gate_flakiness.py).
 - `math_claiming_flash`: its attention kernel claims sdpa_flash and runs SDPA's math kernel; on a GPU the
@@ -51,6 +53,43 @@ class SlowAttention(ReferenceEngine):
             return kernel.fn(q, k, v)
 
         return replace(kernel, fn=three_times)
+
+
+class OwnAreaIgnored(ReferenceEngine):
+    """Without an `area` it snaps the requested size as given, never scaling it to the variant's area."""
+
+    def denoise(self, text: Any, **kwargs: Any) -> Any:
+        from ovi_engine.variants import VariantSpec
+
+        original = VariantSpec.frame_size
+
+        def frame_size(spec: Any, height: int | None = None, width: int | None = None,
+                       area: int | None = None) -> tuple[int, int]:
+            height, width = height or spec.side, width or spec.side
+            return original(spec, height, width, area or height * width)
+
+        with mock.patch.object(VariantSpec, "frame_size", frame_size):
+            return super().denoise(text, **kwargs)
+
+
+class OwnAreaSnap64(ReferenceEngine):
+    """Without an `area` it snaps each side of the scaled size to a multiple of 64 instead of 32."""
+
+    def denoise(self, text: Any, **kwargs: Any) -> Any:
+        from ovi_engine import variants
+
+        if self.pipeline.config.area is not None:
+            return super().denoise(text, **kwargs)
+        with mock.patch.object(variants, "SIZE_MULTIPLE", 64):
+            return super().denoise(text, **kwargs)
+
+
+def own_area_ignored() -> OwnAreaIgnored:
+    return OwnAreaIgnored()
+
+
+def own_area_snap_64() -> OwnAreaSnap64:
+    return OwnAreaSnap64()
 
 
 def slow_attention() -> SlowAttention:

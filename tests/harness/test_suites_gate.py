@@ -89,9 +89,9 @@ def test_10s_with_5s_lengths_fails_variant_latents(tmp_path):
     text = (REPO / "suites" / "variant_latents.yaml").read_text()
     text = text.replace("  variant: [720x720_5s, 720x720_5s_fp8, 960x960_5s, 960x960_10s]\n",
                         "  variant: [960x960_10s]\n")
-    text = text.replace("  tiny: {params: {area: 1024, image_size: [720, 720]}}",
-                        "  tiny: {params: {area: 1024, image_size: [720, 720], sizes: [[960, "
-                        "960]], decode: false}}")
+    tiny = "  tiny: {params: {area: 1024, image_size: [720, 720], "
+    assert tiny in text
+    text = text.replace(tiny, tiny + "sizes: [[960, 960]], decode: false, ")
     proc, report = _run(tmp_path, text, "tests.harness.planted_engines:short_10s")
     assert proc.returncode == 1, proc.stderr
     failed = _failed(report)

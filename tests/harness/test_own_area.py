@@ -1,0 +1,81 @@
+"""The engine's own frame-size choice at the tiny preset: variant_latents hands its tiny cases an `area`, and
+for the variants in `own_area_variants` the spec scenario loads a second engine without it, denoises one t2v
+request and compares the shapes with the derivation at the variant's own area. Planted engines that snap
+wrongly only when they choose the size themselves (tests/harness/planted_engines.py) must fail there.
+
+The scenario runs in this process, without decode (the own-area run never decodes)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from ovi_bench.baselines import judge
+from ovi_bench.engines.fake import make_engine as make_fake
+from ovi_bench.engines.reference import make_engine as make_reference
+from ovi_bench.job import Job, RunOptions
+from ovi_bench.records import CaseResult
+from ovi_bench.scenarios import ScenarioContext, get_scenario
+from ovi_bench.suites import load_suite, load_suites
+from ovi_bench.trackers import MemoryConfig, MemoryTracker, StageMeter, TimingConfig, TimingTracker
+from ovi_bench.variant_facts import variant_facts
+from tests.harness import planted_engines
+
+OWN = "t2v 704x1280 at the engine's own area"
+
+
+def tiny_job(variant: str = "720x720_5s") -> Job:
+    (job,) = load_suite("variant_latents").expand(RunOptions(preset="tiny", variants=[variant]))
+    return replace(job, params={**job.params, "sizes": [[704, 1280]], "decode": False})
+
+
+def run_spec(job: Job, factory: Any) -> tuple[dict[str, Any], list[str]]:
+    """The case's metrics and the names of the stages it measured."""
+    memory = MemoryTracker(MemoryConfig())
+    meter = StageMeter(memory, TimingTracker(TimingConfig()))
+    try:
+        metrics = get_scenario("spec").run(ScenarioContext(factory(), job, meter, factory))
+    finally:
+        memory.close()
+    return metrics, [record.name for record in meter.records]
+
+
+def test_smoke_runs_it_for_the_5s_variant_only() -> None:
+    (suite,) = [s for s in load_suites("smoke") if s.name == "smoke.variant_latents"]
+    jobs = {job.config.variant: job for job in suite.expand(RunOptions(preset="tiny"))}
+    assert set(jobs) == {"720x720_5s", "960x960_10s"}
+    assert all(job.params["own_area_variants"] == ["720x720_5s"] and job.config.area for job in jobs.values())
+    full = load_suite("variant_latents").expand(RunOptions(preset="full"))
+    assert all(job.params["own_area_variants"] == [] and job.config.area is None for job in full)
+    _, stages = run_spec(replace(tiny_job("960x960_10s"), engine="fake"), make_fake)
+    assert "own_area" not in stages
+
+
+@pytest.mark.slow
+def test_the_reference_engine_chooses_the_variants_own_size() -> None:
+    metrics, stages = run_spec(tiny_job(), make_reference)
+    assert stages.count("own_area") == 1
+    assert metrics["latents.mismatches"] == []
+    facts = variant_facts("720x720_5s")
+    assert metrics["own_area.video_tokens"] == facts.video_tokens(704, 1280) == 15810  # 544x960 frames
+    assert metrics["video_tokens.t2v_704x1280"] == facts.video_tokens(704, 1280, 1024) == 31  # the area's
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("factory", "video", "tokens"), [
+    (planted_engines.own_area_ignored, [48, 31, 44, 80], 27280),  # 704x1280 as requested
+    (planted_engines.own_area_snap_64, [48, 31, 32, 60], 14880),  # 512x960
+])
+def test_wrong_own_area_snapping_fails_the_suite(factory: Any, video: list[int], tokens: int) -> None:
+    job = tiny_job()
+    metrics, _ = run_spec(job, factory)
+    assert metrics["latents.mismatches"] == [
+        f"{OWN} video: engine {video}, derived [48, 31, 34, 60]",
+        f"{OWN} tokens: engine {tokens}, derived 15810",
+    ]
+    case = CaseResult(job.case_id, job.suite, job.case_params, "ok", metrics=metrics)
+    (verdict,) = [v for v in judge([case], load_suite(job.suite).checks_at("tiny"), None)
+                  if v.metric == "latents.mismatches"]
+    assert verdict.status == "fail" and OWN in verdict.message
