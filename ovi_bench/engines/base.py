@@ -35,7 +35,9 @@ ATTENTION_BACKENDS = ("auto", "sdpa", "sdpa_cudnn", "sdpa_flash", "sdpa_efficien
 # Optional things an engine may or may not do; a scenario that needs one says so. step_latents: denoise
 # takes `on_step_latents`; slg_layer: denoise takes `slg_layer` (both passed only to an
 # engine declaring them).
-FEATURES = ("sequence_parallel", "i2v", "attention_kernel", "prompt_conversion", "step_latents", "slg_layer")
+# variant_area: a request of another size is scaled to the variant's area (and snapped) by the engine itself
+FEATURES = ("sequence_parallel", "i2v", "attention_kernel", "prompt_conversion", "step_latents", "slg_layer",
+            "variant_area")
 PRESETS = ("tiny", "full")
 DTYPES = ("auto", "bfloat16", "float16", "float32")
 

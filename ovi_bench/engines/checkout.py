@@ -574,6 +574,10 @@ class CheckoutEngine:
             "prompt_conversion": (
                 None if table is not None and any("formatter" in spec for spec in table.values())
                 else "the checkout has no prompt formatter (Ovi 1.0): prompts are used as given"),
+            "variant_area": (
+                None if table is not None and any("video_area" in spec for spec in table.values())
+                else "the checkout has no per-variant area (Ovi 1.0 snaps a request to max(its area, 720²)): "
+                     "a request larger than 720² runs at its own size"),
         }
         return Capabilities(variants=variants, policies=policies, attention=attention,
                             features={f: features.get(f, "not declared") for f in FEATURES})

@@ -62,6 +62,8 @@ def test_10_runs_its_one_model_and_refuses_the_960_variants() -> None:
     assert caps.why_not("variants", "720x720_5s") is None
     for variant in ("960x960_5s", "960x960_10s"):
         assert "no variant table" in caps.why_not("variants", variant)
+    # 1.0 snaps a request to max(its area, 720²): the own-area check is not its rule
+    assert "max(its area, 720²)" in caps.why_not("features", "variant_area")
     with pytest.raises(CheckoutError, match="960x960_10s: the checkout has no variant table"):
         engine.load(EngineConfig(variant="960x960_10s", area=AREA))
     engine = loaded(UPSTREAM / "ovi-1.0", "720x720_5s")
@@ -73,6 +75,7 @@ def test_10_runs_its_one_model_and_refuses_the_960_variants() -> None:
 
 def test_capabilities_name_what_the_checkout_cannot_do(ovi11_5s: CheckoutEngine) -> None:
     caps = ovi11_5s.capabilities("cpu", "auto")
+    assert caps.why_not("features", "variant_area") is None  # its variant table holds each video_area
     assert "xDiT" in caps.why_not("features", "sequence_parallel")
     assert "torch.cuda.synchronize" in caps.why_not("policies", "cpu_offload")
     assert "cpu_offload" in caps.why_not("policies", "sequential")
