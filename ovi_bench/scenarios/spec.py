@@ -182,7 +182,8 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
             metrics["unsupported.own_area"] = no_variant_area
         else:
             metrics["own_area.video_tokens"], own_errors = _own_area(ctx, facts)
-            metrics["spec.own_area_video_tokens"] = facts.video_tokens(*params["own_area_size"], None)
+            height, width = params["own_area_size"]
+            metrics["spec.own_area_video_tokens"] = facts.video_tokens(height, width, None)
             latent_errors += own_errors
     metrics.update({
         "variant.mismatches": spec_errors,
