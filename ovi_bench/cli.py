@@ -266,9 +266,9 @@ def baseline_update(result: Path, hardware: str | None, baselines: Path | None, 
     click.echo(diff.render())
     for suite, path in diff.paths.items():
         click.echo(f"{'would write' if dry_run else 'wrote'} {path} ({suite})")
-    for path, cases in update_references(report, _baselines_dir(baselines), hardware,
-                                         write=not dry_run).items():
-        click.echo(f"{'would store' if dry_run else 'stored'} {len(cases)} reference output(s) in {path}")
+    for store, cases in update_references(report, _baselines_dir(baselines), hardware,
+                                          write=not dry_run).items():
+        click.echo(f"{'would store' if dry_run else 'stored'} {len(cases)} reference output(s) in {store}")
     return EXIT_OK
 
 

@@ -45,8 +45,8 @@ class Output:
 
 def _pool_video(x: torch.Tensor) -> torch.Tensor:
     c, f, h, w = x.shape
-    pooled = F.adaptive_avg_pool3d(x[None].float(),
-                                   tuple(min(n, m) for n, m in zip((f, h, w), VIDEO_POOL[1:])))[0]
+    size = (min(f, VIDEO_POOL[1]), min(h, VIDEO_POOL[2]), min(w, VIDEO_POOL[3]))
+    pooled = F.adaptive_avg_pool3d(x[None].float(), size)[0]
     groups = VIDEO_POOL[0] if c % VIDEO_POOL[0] == 0 else 1
     return pooled.reshape(groups, c // groups, *pooled.shape[1:]).mean(1)
 

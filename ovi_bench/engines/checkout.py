@@ -554,14 +554,15 @@ class CheckoutEngine:
             else:
                 variants[name] = None if model in table else "not in the checkout's NAME_TO_MODEL_SPECS_MAP"
         cuda = torch.device(device).type == "cuda"
-        policies = dict.fromkeys(POLICIES, "the checkout has no such placement (its one flag is cpu_offload)")
+        policies: dict[str, str | None] = dict.fromkeys(
+            POLICIES, "the checkout has no such placement (its one flag is cpu_offload)")
         policies["all_gpu"] = None
         policies["cpu_offload"] = (None if cuda
                                    else "the checkout's offload_to_cpu calls torch.cuda.synchronize()")
         resolved = self._resolved_attention()
-        attention = {b: f"the checkout has one attention entry point ({resolved}); it cannot "
-                        f"be switched to {b}"
-                     for b in ATTENTION_BACKENDS}
+        attention: dict[str, str | None] = {
+            b: f"the checkout has one attention entry point ({resolved}); it cannot be switched to {b}"
+            for b in ATTENTION_BACKENDS}
         attention["auto"] = None
         features = {
             "sequence_parallel": "needs upstream's xDiT dependency (xfuser), not installed"
