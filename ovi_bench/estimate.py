@@ -63,7 +63,6 @@ FFN_CHUNK_TOKENS = 8192
 # the block skip-layer guidance leaves out, an engine bug fixed since (ovi_engine/placement.py settle), so
 # none is left now. Whether the peak's third pair was that one too is not measured yet.
 STREAMED_PAIRS_AT_PEAK = 3
-STREAMED_PAIRS_AFTER = 0
 # Video decode (chunked causal decode; per output pixel of the frame or tile being decoded, the decoder's
 # top-resolution activations): peak over resident minus the output clip [3, frames, H, W] is 8,749 bytes per
 # pixel, 17.09 x dec_dim (256) x 2 bytes, fitted over 704^2/960^2 untiled and 512^2 tiles at 121/241 frames
@@ -161,8 +160,8 @@ class Estimate:
 
 
 # Where the modules are in each stage, per policy (ovi_engine/placement.py POLICIES and Placement):
-# module names, "fusion_rest" (the fusion model less its blocks), "pairs_at_peak"/"pairs_after" (streamed
-# block pairs), and the held terms that apply ("tables", "prompt", "latents").
+# module names, "fusion_rest" (the fusion model less its blocks), "pairs_at_peak" (the streamed block pairs
+# during denoise), and the held terms that apply ("tables", "prompt", "latents").
 _ALL = ("text_encoder", "fusion", "video_vae", "audio_codec")
 _NO_TEXT = ("fusion", "video_vae", "audio_codec")
 _CODECS = ("video_vae", "audio_codec")
@@ -180,9 +179,9 @@ _STAGES: dict[str, dict[str, tuple[str, ...]]] = {
     "cpu_offload": {  # each module on the device for its own stage; the fusion model's rest stays there
         "load": ("fusion_rest",), "encode_text": ("fusion_rest", "text_encoder"),
         "denoise": ("fusion_rest", "pairs_at_peak", "prompt"),
-        "release": ("fusion_rest", "pairs_after", "prompt", "latents"),
-        "decode_video": ("fusion_rest", "pairs_after", "prompt", "latents", "video_vae"),
-        "decode_audio": ("fusion_rest", "pairs_after", "prompt", "latents", "audio_codec")},
+        "release": ("fusion_rest", "prompt", "latents"),
+        "decode_video": ("fusion_rest", "prompt", "latents", "video_vae"),
+        "decode_audio": ("fusion_rest", "prompt", "latents", "audio_codec")},
     "sequential": {  # the fusion model built in denoise, the codecs when first needed, then kept
         "load": ("text_encoder",), "encode_text": ("text_encoder",),
         "denoise": ("fusion", "tables", "prompt"), "release": ("fusion", "tables", "prompt", "latents"),
@@ -206,7 +205,7 @@ def estimate(request: EstimateRequest) -> Estimate:
     pair = block_pair_bytes(dims, e)
     parts = {**modules,
              "fusion_rest": sum(group_elements("fusion", g, dims) for g in ("video_rest", "audio_rest"))
-             * e, "pairs_at_peak": STREAMED_PAIRS_AT_PEAK * pair, "pairs_after": STREAMED_PAIRS_AFTER * pair}
+             * e, "pairs_at_peak": STREAMED_PAIRS_AT_PEAK * pair}
     # The held constants were measured at full scale; another preset's are taken in proportion to its weights.
     scale = sum(modules.values()) / sum(module_bytes(m, DIMS["full"], e) for m in _ALL)
     held = {"tables": int(TABLES_BYTES * scale), "prompt": int(PROMPT_HELD_BYTES * scale),
