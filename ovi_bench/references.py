@@ -197,13 +197,18 @@ def update_references(report: RunReport, directory: Path, hardware: str | None =
     return stored
 
 
-def attach_stored_reference(job: Any, directory: Path, hardware: str) -> Any:
+def attach_stored_reference(job: Any, directory: Path, hardware: str,
+                            known: dict[Path, set[str]] | None = None) -> Any:
     """A fidelity job with `params.stored_reference` set to the file holding its case, when one is stored
-    for this hardware and the suite asks for it (`reference: auto` or `stored`); other jobs unchanged."""
+    for this hardware and the suite asks for it (`reference: auto` or `stored`); other jobs unchanged.
+    `known`: the case ids of each file already read, so that a run's jobs read each file once."""
     if (job.scenario != SCENARIO or job.params.get("reference") == "engine"
         or job.params.get("stored_reference")):
         return job
     path = references_path(directory, hardware, job.suite)
-    if job.case_id not in stored_case_ids(path):
+    known = {} if known is None else known
+    if path not in known:
+        known[path] = stored_case_ids(path)
+    if job.case_id not in known[path]:
         return job
     return replace(job, params={**job.params, "stored_reference": str(path)})

@@ -105,7 +105,8 @@ class Run:
 
     def jobs(self) -> list[Job]:
         """Every case; a fidelity case with a stored reference for this hardware is pointed at it."""
-        return [attach_stored_reference(job, self.baselines_dir, self.profile.name)
+        known: dict[Path, set[str]] = {}
+        return [attach_stored_reference(job, self.baselines_dir, self.profile.name, known)
                 for suite in self.suites for job in suite.expand(self.options, self.profile)]
 
     def execute(self) -> list[CaseResult]:

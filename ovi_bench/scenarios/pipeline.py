@@ -37,7 +37,8 @@ RELEASED = "released"
 NOT_LOADED = "not loaded"
 
 
-def _resident(placement: list[dict[str, Any]]) -> dict[str, int]:
+def resident(placement: list[dict[str, Any]]) -> dict[str, int]:
+    """Bytes per module of a placement report, of the modules still built."""
     return {p["module"]: int(p["bytes"]) for p in placement if p["device"] not in (RELEASED, NOT_LOADED)}
 
 
@@ -107,15 +108,15 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
 
     facts = variant_facts(ctx.config.variant)
     area = ctx.config.area
-    held = _resident(after_release)
+    held = resident(after_release)
     release_end = next((s.alloc_end for s in reversed(meter.records) if s.name == "release"), None)
-    sizes = {**held, **_resident(after_decode)}
+    sizes = {**held, **resident(after_decode)}
     decode_need = sum(b for m, b in sizes.items() if m in params["decode_modules"])
     latent_bytes = _tensor_bytes(latents.video) + _tensor_bytes(latents.audio)
     # a module freed by release() that decode brought back (a first load is not a reload)
     released = {p["module"] for p in after_release if p["device"] == RELEASED}
     unexpected = sorted(m for m in held if m not in params["decode_modules"])
-    reloaded = sorted(released & set(_resident(after_decode)))
+    reloaded = sorted(released & set(resident(after_decode)))
     metrics: dict[str, Any] = {
         "video_latent_shape": list(latents.video.shape),
         "audio_latent_length": int(latents.audio.shape[0]),

@@ -27,7 +27,7 @@ from ovi_bench.finite import check_latents, check_media
 from ovi_bench.metrics import Metric
 from ovi_bench.records import Samples, StageRecord
 from ovi_bench.scenarios import ENGINE_METRICS, Scenario, ScenarioContext
-from ovi_bench.scenarios.pipeline import NOT_LOADED, RELEASED
+from ovi_bench.scenarios.pipeline import resident
 from ovi_bench.units import parse_fraction, parse_size
 
 
@@ -74,11 +74,6 @@ def _built(records: list[StageRecord]) -> dict[str, float]:
     return built
 
 
-def _sizes(description: dict[str, Any]) -> dict[str, int]:
-    return {p["module"]: int(p["bytes"]) for p in description.get("placement", [])
-            if p["device"] not in (RELEASED, NOT_LOADED)}
-
-
 def run(ctx: ScenarioContext) -> dict[str, Any]:
     engine, params, meter = ctx.engine, ctx.params, ctx.meter
     if params["generations"] < 2:
@@ -89,7 +84,7 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
         add_listener(meter.listener)
     with meter.stage("load"):
         engine.load(ctx.config)
-    sizes = _sizes(engine.describe())
+    sizes = resident(engine.describe().get("placement", []))
     peaks, live, read, times = [], [], [], []
     rebuilt: list[dict[str, float]] = []
     for _ in range(params["generations"]):
@@ -100,13 +95,13 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
             latents = engine.denoise(text, steps=params["steps"], seed=ctx.config.seed,
                                      solver=params["solver"], height=params["height"], width=params["width"])
             check_latents(latents)
-        sizes.update(_sizes(engine.describe()))
+        sizes.update(resident(engine.describe().get("placement", [])))
         with meter.stage("release"):
             engine.release()
         with meter.stage("decode"):
             media = engine.decode_latents(latents)
             check_media(media)
-        sizes.update(_sizes(engine.describe()))
+        sizes.update(resident(engine.describe().get("placement", [])))
         del text, latents, media
         records = meter.records[first_record:]
         read.append(_read_bytes() - reads_before)
