@@ -27,6 +27,7 @@ from ovi_engine.sampling import (
     DEFAULT_AUDIO_GUIDANCE,
     DEFAULT_SHIFT,
     DEFAULT_SLG_LAYER,
+    DEFAULT_SOLVER,
     DEFAULT_STEPS,
     DEFAULT_VIDEO_GUIDANCE,
     sample,
@@ -58,7 +59,7 @@ class PipelineConfig:
     dtype: torch.dtype | None = None  # None: bfloat16 on an accelerator, float32 on the CPU
     seed: int = 0  # seed of the synthetic weights
     area: int | None = None  # frame area override for cheap CPU runs; None = the variant's own
-    solver: str = "unipc"
+    solver: str = DEFAULT_SOLVER
     shift: float = DEFAULT_SHIFT
     video_guidance: float = DEFAULT_VIDEO_GUIDANCE
     audio_guidance: float = DEFAULT_AUDIO_GUIDANCE

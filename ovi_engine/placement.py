@@ -161,8 +161,9 @@ class BlockStreamer:
         self.ready.pop(i, None)
 
     def settle(self) -> None:
-        """Return every block still on the device: one prefetched for a skipped last block stays there
-        otherwise, through decode and into the next generation (seen on the H200: +0.73 GB at 720x720_5s)."""
+        """Return every block still on the device when the stage ends. A block prefetched for a skipped one
+        goes back when the next block starts (seen on the H200: SLG's pair 11 stayed on, +0.73 GB at
+        720x720_5s, from the last step into the next generation); this catches a skipped last block."""
         for i in list(self.ready):
             self._return(i)
 
