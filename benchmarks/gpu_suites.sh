@@ -5,6 +5,7 @@
 #   attention  ~1 min   the kernels that matter on Hopper, 5 s and 10 s shapes (no model)
 #   oom        ~3 min a variant   the seed's OOM gate under 37 GiB, each policy (cpu_offload's host build and
 #                       pinning is ~2 min of that); pick variants with OOM_VARIANTS="720x720_5s 960x960_10s"
+#                       and one policy with OOM_POLICY=cpu_offload (both also apply to upstream_oom)
 #   peak       ~1 min   per-stage peaks of the 10 s generation, 2 denoise runs for step timings
 #   latents    ~3 min   variant_latents at full scale: real latent shapes, decoded frames and samples
 #                       (needs PyAV, the video extra, to read its i2v image)
@@ -31,20 +32,19 @@ run() {
   timeout -s INT -k 30 "$left" python3 -m ovi_bench run "$@" --device cuda --preset full \
     --hardware "${HARDWARE:-h100-80gb}" --timeout "${CASE_TIMEOUT:-5 min}" || echo "exit $? from: $*"
 }
+oom_filter="${OOM_VARIANTS:+$(printf -- '--variant %s ' $OOM_VARIANTS)}${OOM_POLICY:+--policy $OOM_POLICY}"
 python3 -m ovi_bench doctor --device cuda > "$OUT/doctor.txt" 2>&1
 for part in $PARTS; do
   case $part in
     attention) run attention_backends --variant 720x720_5s --variant 960x960_10s \
                  --attention auto --attention sdpa_cudnn --attention sdpa_flash --attention sdpa_efficient \
                  --attention flex --attention sage --attention flash_attn_3 --report-dir "$OUT/attention_backends" ;;
-    oom) run oom_regression ${OOM_VARIANTS:+$(printf -- '--variant %s ' $OOM_VARIANTS)} \
-           --report-dir "$OUT/oom_regression" ;;
+    oom) run oom_regression $oom_filter --report-dir "$OUT/oom_regression" ;;
     peak) run peak_memory_10s --repeat 2 --report-dir "$OUT/peak_memory_10s" ;;
     latents) run variant_latents --report-dir "$OUT/variant_latents" ;;
     upstream|upstream_peak) run peak_memory_10s --engine "checkout:$OVI_UPSTREAM_DIR" --allow-missing-baseline \
                 --report-dir "$OUT/upstream_peak_memory_10s" ;;&
-    upstream|upstream_oom) run oom_regression --engine "checkout:$OVI_UPSTREAM_DIR" \
-                ${OOM_VARIANTS:+$(printf -- '--variant %s ' $OOM_VARIANTS)} \
+    upstream|upstream_oom) run oom_regression --engine "checkout:$OVI_UPSTREAM_DIR" $oom_filter \
                 --allow-missing-baseline --report-dir "$OUT/upstream_oom_regression" ;;&
     upstream|upstream_peak|upstream_oom) ;;
     sequential) run peak_memory_10s --policy sequential --allow-missing-baseline \
