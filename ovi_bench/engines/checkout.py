@@ -480,6 +480,22 @@ class DecodeCapture:
         return torch.zeros(1)
 
 
+@contextlib.contextmanager
+def decoders_on_device(engine: Any) -> Iterator[None]:
+    """Under cpu_offload generate() brings both decoders to the device just before its decode and offloads
+    them again at its end, so they are on the host when decode_latents runs; repeat its moves around it."""
+    if not engine.cpu_offload:
+        yield
+        return
+    engine.vae_model_video.model = engine.vae_model_video.model.to(engine.device)
+    engine.vae_model_audio = engine.vae_model_audio.to(engine.device)
+    try:
+        yield
+    finally:
+        engine.offload_to_cpu(engine.vae_model_video.model)
+        engine.offload_to_cpu(engine.vae_model_audio)
+
+
 class StepObserver:
     """Wraps each scheduler generate() creates, so that `on_step(i, steps)` follows the last scheduler's
     i-th step (video and audio step once each per denoising step). generate() makes the video scheduler
@@ -747,7 +763,7 @@ class CheckoutEngine:
     def decode_latents(self, latents: CheckoutLatents) -> CheckoutMedia:
         engine = self._loaded()
         cast = torch.float32 if torch.device(self.config.device).type == "cpu" else latents.video.dtype  # type: ignore[union-attr]
-        with torch.inference_mode():
+        with torch.inference_mode(), decoders_on_device(engine):
             with self._stage("decode_audio"):
                 audio = engine.vae_model_audio.wrapped_decode(
                     latents.audio.to(cast).unsqueeze(0).transpose(1, 2))

@@ -171,3 +171,42 @@ def test_flash_attention_counts_as_available_only_when_its_function_exists() -> 
                           flash_attn_interface=SimpleNamespace(flash_attn_varlen_func=print))
     neither = SimpleNamespace(FLASH_ATTN_2_AVAILABLE=False, FLASH_ATTN_3_AVAILABLE=False)
     assert [flash_attn_runs(m) for m in (fa4_only, fa2, fa3, neither)] == [False, True, True, False]
+
+
+def test_cpu_offload_decodes_with_the_decoders_on_the_device() -> None:
+    """Found on the H200: under cpu_offload generate() ends with both decoders offloaded to the host, so
+    decode_latents fed CUDA latents to host weights. It must bring them to the device as generate() does
+    before its own decode, and offload them after. Devices are recorded, not real: this runs on a CPU."""
+    from types import SimpleNamespace
+
+    import torch
+
+    moves: list[tuple[str, str]] = []
+
+    class Decoder:
+        def __init__(self, name: str, samples: int):
+            self.name, self.samples, self.device = name, samples, "cpu"
+            self.model = self  # the video VAE's weights live in `.model`
+
+        def to(self, device: str) -> Decoder:
+            moves.append((self.name, device))
+            self.device = device
+            return self
+
+        def wrapped_decode(self, z: torch.Tensor) -> torch.Tensor:
+            if self.device != "cuda:0":
+                raise RuntimeError(f"{self.name} weights on {self.device}, latents on cuda:0")
+            return torch.zeros(1, 3, 5, 4, 4) if self.name == "video" else torch.zeros(1, self.samples)
+
+    def offload_to_cpu(module: Decoder) -> None:
+        module.to("cpu")
+
+    engine = CheckoutEngine(UPSTREAM / "ovi-1.1")
+    engine.config = EngineConfig(variant="720x720_5s", preset="tiny", device="cuda", policy="cpu_offload")
+    engine.engine = SimpleNamespace(cpu_offload=True, device="cuda:0", offload_to_cpu=offload_to_cpu,
+                                    vae_model_video=Decoder("video", 0), vae_model_audio=Decoder("audio", 80))
+    latents = SimpleNamespace(video=torch.zeros(16, 2, 4, 4, dtype=torch.bfloat16),
+                              audio=torch.zeros(10, 20, dtype=torch.bfloat16))
+    media = engine.decode_latents(latents)  # type: ignore[arg-type]
+    assert (media.video_frames, media.audio_samples) == (5, 80)
+    assert moves == [("video", "cuda:0"), ("audio", "cuda:0"), ("video", "cpu"), ("audio", "cpu")]
