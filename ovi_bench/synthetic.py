@@ -110,6 +110,9 @@ def fill(module: nn.Module, *, seed: int, device: str | torch.device, dtype: tor
         value = draw(tensor.shape, gen) if draw is not None else default_draw(name, tensor.shape, gen)
         if value is None:
             value = tensor
-        values[name] = value.to(device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
+        # cast where it was drawn, then move: a copy that also casts across devices stages through fresh
+        # pageable host memory and runs several times slower (benchmarks/results/h200-141gb_2026-12-02)
+        value = value.to(dtype=dtype if tensor.is_floating_point() else tensor.dtype)
+        values[name] = value.to(device=device)
     module.load_state_dict(values, strict=True, assign=True)
     return module.eval().requires_grad_(False)

@@ -311,9 +311,11 @@ class Builders:
         return model, configs[0], configs[1]
 
     def load_fusion(self, model: nn.Module, checkpoint_path: str, from_meta: bool = False) -> None:
+        """Where the checkout's loader puts the tensors: on the host (it reads the file to the CPU and its
+        engine then moves the model, to the device or, under cpu_offload, nowhere), drawn on the device."""
         self.requested.append(os.path.basename(checkpoint_path))
-        synthetic.fill(model, seed=self.seed, device=self.device, dtype=self.dtype,
-                       rules=synthetic.FUSION_RULES)
+        synthetic.fill(model, seed=self.seed, device="cpu", dtype=self.dtype, rules=synthetic.FUSION_RULES,
+                       draw_on=self.device)
 
     def video_vae(self, ckpt_dir: str, rank: Any = 0) -> Any:
         vae2_2 = sys.modules["ovi.modules.vae2_2"]

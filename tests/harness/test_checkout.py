@@ -210,3 +210,23 @@ def test_cpu_offload_decodes_with_the_decoders_on_the_device() -> None:
     media = engine.decode_latents(latents)  # type: ignore[arg-type]
     assert (media.video_frames, media.audio_samples) == (5, 80)
     assert moves == [("video", "cuda:0"), ("audio", "cuda:0"), ("video", "cpu"), ("audio", "cpu")]
+
+
+def test_fusion_weights_land_on_the_host_like_the_checkouts_loader(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Found on the H200: the stand-in filled the fusion model on the GPU, so upstream's cpu_offload load
+    peaked at 23.8 GiB on the device, where its own loader reads the file to the host and never touches the
+    GPU. The tensors go to the host; the numbers are still drawn on the run's device (parity, speed)."""
+    import torch
+    from torch import nn
+
+    from ovi_bench import synthetic
+    from ovi_bench.engines.checkout import Builders
+
+    calls: list[dict] = []
+    monkeypatch.setattr(synthetic, "fill", lambda module, **kw: calls.append(kw) or module)
+    builders = Builders(preset=None, seed=3, device=torch.device("cuda"), dtype=torch.bfloat16,  # type: ignore[arg-type]
+                        tokenizer=lambda **kw: None)
+    builders.load_fusion(nn.Linear(2, 2, device="meta"), "ckpts/Ovi/model.safetensors", from_meta=True)
+    assert [(torch.device(c["device"]), torch.device(c["draw_on"])) for c in calls] == [
+        (torch.device("cpu"), torch.device("cuda"))]
+    assert builders.requested == ["model.safetensors"]
