@@ -57,7 +57,8 @@ STAGE_METRICS = (
     Metric("at_end.*", "bytes", "info"),
     Metric("host.ru_maxrss_bytes", "bytes", "info"),
     Metric("error.traceback", "text", "info"),
-    Metric("error.kind", "text", "info"),  # input (a ValueError, LookupError or missing file) or not
+    # input (a missing file or rejected value before computing: worker.classify_failure) or harness_or_engine
+    Metric("error.kind", "text", "info"),
 )
 
 

@@ -406,7 +406,8 @@ class RunReport:
     @cached_property
     def input_error(self) -> str | None:
         """The one line every case failed on, when each failed on the same bad input (a file, a value) that
-        only the worker could find: the run is then a usage error, not a failed check."""
+        only the worker could find before computing (`error.kind` input, worker.classify_failure): the run is
+        then a usage error, not a failed check."""
         if not self.cases or any(c.status != "error" or c.metrics.get("error.kind") != "input"
                                  for c in self.cases):
             return None

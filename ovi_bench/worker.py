@@ -50,16 +50,26 @@ class JsonLinesSender:
         self.file.close()
 
 
-def classify_failure(exc: BaseException) -> str:
-    """oom for device or host memory exhaustion (torch's CPU allocator raises a plain RuntimeError)."""
+# The stages before anything is computed: the worker building the job, the engine and the scenario (setup),
+# and the engine reading its files (load). Only there is a rejected file or value the user's input.
+INPUT_STAGES = ("setup", "load")
+
+
+def classify_failure(exc: BaseException, stage: str | None) -> tuple[str, str]:
+    """(status, kind) of a case's failure. Status: oom for device or host memory exhaustion (torch's CPU
+    allocator raises a plain RuntimeError), else error. Kind: `input` for a missing file or a rejected value
+    (FileNotFoundError, ValueError: the reference engine's checkpoint, tokenizer, variant and policy errors
+    derive from them) raised in INPUT_STAGES, which makes a run whose every case failed on the same one exit 2
+    (RunReport.input_error); `harness_or_engine` for anything else, those types too once computing started
+    (a KeyError or ValueError in denoise is a bug, not bad input)."""
     import torch
 
-    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
-        return "oom"
     text = str(exc).lower()
-    if isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text):
-        return "oom"
-    return "error"
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or (
+            isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)):
+        return "oom", "harness_or_engine"
+    bad_input = stage in INPUT_STAGES and isinstance(exc, (FileNotFoundError, ValueError))
+    return "error", "input" if bad_input else "harness_or_engine"
 
 
 def apply_budget(limit: int | None, device: str) -> None:
@@ -167,12 +177,12 @@ def worker_main(job_data: dict[str, Any], conn: Sender) -> None:
     except CaseSkipped as exc:
         send(Result(status="skipped", error=str(exc)))
     except BaseException as exc:  # noqa: BLE001 - every failure is the case's result
-        stage = (meter.failed_stage or meter.current) if meter else "setup"
-        # A bad input the worker alone could find (a file, a value): if every case fails on the same one, the
-        # run ends with exit 2 like any input error (RunReport.input_error).
-        bad_input = isinstance(exc, (ValueError, LookupError, FileNotFoundError))
-        kind = "input" if bad_input else "harness_or_engine"
-        send(Result(status=classify_failure(exc), stage=stage, error=f"{type(exc).__name__}: {exc}",
+        if meter is not None and (meter.current is not None or meter.records):
+            stage = meter.failed_stage or meter.current
+        else:
+            stage = "setup"  # no stage begun: the worker was still building the job, the engine, the scenario
+        status, kind = classify_failure(exc, stage)
+        send(Result(status=status, stage=stage, error=f"{type(exc).__name__}: {exc}",
                     metrics={"error.traceback": traceback.format_exc(limit=8), "error.kind": kind}))
     finally:
         conn.close()

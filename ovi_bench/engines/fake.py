@@ -3,12 +3,14 @@
 Faults come from the environment (inherited by the worker processes):
 `OVI_FAKE_FAULTS="960x960_5s:denoise:sigkill,720x720_5s_fp8:decode_video:oom"`, each entry
 `variant:stage:kind[@rank]` with kind one of sigkill, oom (torch.OutOfMemoryError), memory (MemoryError),
-hang, error, or alloc=SIZE (allocate SIZE bytes of host memory and keep it); `@rank` limits the fault to
-that torchrun rank (RANK) of a multi-rank case.
+hang, error (ValueError), error=NAME (the builtin exception NAME, e.g. KeyError: an engine's bug), or
+alloc=SIZE (allocate SIZE bytes of host memory and keep it); `@rank` limits the fault to that torchrun rank
+(RANK) of a multi-rank case.
 """
 
 from __future__ import annotations
 
+import builtins
 import os
 import signal
 import time
@@ -74,6 +76,11 @@ class FakeEngine:
             time.sleep(3600)
         elif kind == "error":
             raise ValueError(f"fake engine: injected error in {stage}")
+        elif kind.startswith("error="):
+            error = getattr(builtins, kind.removeprefix("error="), None)
+            if not (isinstance(error, type) and issubclass(error, Exception)):
+                raise ValueError(f"{FAULTS_ENV}: {kind!r} names no builtin exception")
+            raise error(f"fake engine: injected error in {stage}")
         elif kind.startswith("alloc="):
             self.held.append(torch.ones(parse_size(kind[len("alloc="):]), dtype=torch.uint8))
         else:

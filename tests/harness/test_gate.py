@@ -203,3 +203,56 @@ def test_every_case_failing_on_the_same_input_is_exit_2(tmp_path, monkeypatch):
     assert result.exit_code == 2, result.output
     assert ("error: every case failed on the same input: ValueError: fake engine: injected error in load"
             in result.output.splitlines())
+
+
+
+def test_a_checkpoint_file_of_another_schema_is_exit_2_from_the_worker(tmp_path):
+    import torch
+
+    from tests.engine.test_pipeline import _write_checkpoints
+
+    # Every file is where check_inputs looks, so the case starts; its worker's load finds that the text
+    # encoder file (the first module built) holds another model's tensors.
+    ckpts = tmp_path / "ckpts"
+    paths = _write_checkpoints(ckpts, "upstream")  # tiny files of 960x960_10s
+    torch.save({"not_a_text_encoder": torch.zeros(1)}, paths["text"])
+    result = invoke("run", str(SHAPES), "--checkpoint-dir", str(ckpts), "--variant", "960x960_10s",
+                    "--hardware", "cpu-tiny", "--report-dir", str(tmp_path / "run"))
+    assert result.exit_code == 2, result.output
+    verdict = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(verdict) == 1 and verdict[0].startswith(
+        f"error: every case failed on the same input: CheckpointError: {paths['text']}: "), verdict
+    assert "1 unexpected: not_a_text_encoder" in verdict[0]
+
+
+def one_fake_case(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, fault: str):
+    """A one-case run of the fake engine with `fault` (stage:kind) injected."""
+    from ovi_bench.engines.fake import FAULTS_ENV
+
+    monkeypatch.setenv(FAULTS_ENV, f"720x720_5s:{fault}")
+    return invoke("run", str(SHAPES), "--engine", "fake", "--variant", "720x720_5s", "--hardware",
+                  "cpu-tiny", "--report-dir", str(tmp_path / "run"))
+
+
+@pytest.mark.parametrize(("fault", "error"), [("load:error=FileNotFoundError", "FileNotFoundError"),
+                                              ("load:error", "ValueError")])
+def test_a_missing_file_or_rejected_value_in_load_is_exit_2(tmp_path, monkeypatch, fault, error):
+    result = one_fake_case(tmp_path, monkeypatch, fault)
+    assert result.exit_code == 2, result.output
+    assert (f"error: every case failed on the same input: {error}: fake engine: injected error in load"
+            in result.output.splitlines())
+
+
+@pytest.mark.parametrize(("fault", "error"), [("denoise:error=KeyError", "KeyError"),
+                                              ("denoise:error=IndexError", "IndexError"),
+                                              ("denoise:error", "ValueError")])
+def test_an_engine_bug_in_denoise_is_a_failed_run_not_bad_input(tmp_path, monkeypatch, fault, error):
+    """A plugin engine's KeyError or ValueError while computing, in a one-case run, is that case's error and
+    exit 1; it says nothing about the user's input."""
+    result = one_fake_case(tmp_path, monkeypatch, fault)
+    assert result.exit_code == 1, result.output
+    assert "every case failed on the same input" not in result.output
+    assert f": error in denoise: {error}: " in result.output and "injected error in denoise" in result.output
+    report = RunReport.from_dict(json.loads((tmp_path / "run" / "report.json").read_text()))
+    [case] = report.cases
+    assert (case.status, case.stage, case.metrics["error.kind"]) == ("error", "denoise", "harness_or_engine")

@@ -98,11 +98,34 @@ def test_stage_metrics_aggregate_repeats_and_total():
 
 
 def test_failures_are_classified():
-    assert classify_failure(torch.OutOfMemoryError("x")) == "oom"
-    assert classify_failure(MemoryError()) == "oom"
-    assert (classify_failure(RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried ..."))
-            == "oom")
-    assert classify_failure(ValueError("bad")) == "error"
+    engine = ("oom", "harness_or_engine")
+    assert classify_failure(torch.OutOfMemoryError("x"), "denoise") == engine
+    assert classify_failure(MemoryError(), "load") == engine
+    host = RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried ...")
+    assert classify_failure(host, "decode") == engine
+    assert classify_failure(ValueError("bad"), "denoise") == ("error", "harness_or_engine")
+
+
+class CheckpointLike(ValueError):  # as the reference engine's CheckpointError, TokenizerError, ...
+    pass
+
+
+@pytest.mark.parametrize(("exc", "stage", "kind"), [
+    # a missing file or a rejected value before anything is computed: the user's input
+    (FileNotFoundError("ckpts/x.pth"), "load", "input"),
+    (CheckpointLike("x.safetensors: 3 missing: ..."), "load", "input"),
+    (ValueError("params.reference is stored, but none is stored"), "setup", "input"),
+    # the same types once computing started, and lookups anywhere: a bug of the engine or the harness
+    (ValueError("bad"), "denoise", "harness_or_engine"),
+    (FileNotFoundError("x"), "decode", "harness_or_engine"),
+    (CheckpointLike("x"), "encode_text", "harness_or_engine"),
+    (ValueError("shapes differ"), None, "harness_or_engine"),  # after the last stage
+    (KeyError("blocks.3"), "load", "harness_or_engine"),
+    (IndexError("list index out of range"), "setup", "harness_or_engine"),
+    (RuntimeError("x"), "load", "harness_or_engine"),
+])
+def test_only_a_bad_file_or_value_before_computing_is_an_input_error(exc, stage, kind):
+    assert classify_failure(exc, stage) == ("error", kind)
 
 
 def test_hardware_profiles():
