@@ -205,7 +205,6 @@ def test_every_case_failing_on_the_same_input_is_exit_2(tmp_path, monkeypatch):
             in result.output.splitlines())
 
 
-
 def test_a_checkpoint_file_of_another_schema_is_exit_2_from_the_worker(tmp_path):
     import torch
 
