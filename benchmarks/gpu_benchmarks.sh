@@ -10,7 +10,8 @@
 #   OUT=/tmp/gpu OVI_UPSTREAM_DIR=.upstream benchmarks/gpu_benchmarks.sh
 # OVI_UPSTREAM_DIR: an export of upstream's ovi/ package with the stand-ins described in
 # shared/tools/README.md (read and run there, never committed); skipped when absent.
-# FlashAttention-3 is used when `flash_attn_interface` imports (docs/flash_attention_3.md builds it).
+# FlashAttention-3 is used when `flash_attn_interface` imports (docs/flash_attention_3.md builds it);
+# FlashAttention-4 (FUSION_ATTENTION=flash_attn_4) once benchmarks/install_fa4.sh has installed it.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-reports/gpu}
