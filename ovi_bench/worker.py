@@ -60,15 +60,18 @@ def classify_failure(exc: BaseException, stage: str | None) -> tuple[str, str]:
     allocator raises a plain RuntimeError), else error. Kind: `input` for a missing file or a rejected value
     (FileNotFoundError, ValueError: the reference engine's checkpoint, tokenizer, variant and policy errors
     derive from them) raised in INPUT_STAGES, which makes a run whose every case failed on the same one exit 2
-    (RunReport.input_error); `harness_or_engine` for anything else, those types too once computing started
-    (a KeyError or ValueError in denoise is a bug, not bad input)."""
+    (RunReport.input_error), or an exception that says it is one (`is_input_error = True`: the reference
+    engine's checkpoint and tokenizer errors, which a policy that builds modules late raises in denoise or
+    decode); `harness_or_engine` for anything else, those types too once computing started (a KeyError or
+    ValueError in denoise is a bug, not bad input)."""
     import torch
 
     text = str(exc).lower()
     if isinstance(exc, (torch.OutOfMemoryError, MemoryError)) or (
             isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)):
         return "oom", "harness_or_engine"
-    bad_input = stage in INPUT_STAGES and isinstance(exc, (FileNotFoundError, ValueError))
+    bad_input = getattr(exc, "is_input_error", False) is True or (
+        stage in INPUT_STAGES and isinstance(exc, (FileNotFoundError, ValueError)))
     return "error", "input" if bad_input else "harness_or_engine"
 
 

@@ -23,6 +23,8 @@ TOKENIZER_FILES = ("spiece.model", "tokenizer.json")
 class CheckpointLayoutError(FileNotFoundError):
     """A checkpoint directory lacks files; the message lists each missing part and the names searched."""
 
+    is_input_error = True  # the user's directory, whichever stage looks
+
 
 @dataclass(frozen=True)
 class CheckpointFiles:

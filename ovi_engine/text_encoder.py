@@ -200,6 +200,8 @@ def load_text_encoder(
 class TokenizerError(ValueError):
     """A tokenizer directory that cannot be used."""
 
+    is_input_error = True  # the user's files, whichever stage reads them
+
 
 class Tokenizer(Protocol):
     vocab_size: int

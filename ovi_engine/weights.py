@@ -39,6 +39,8 @@ SYNTHETIC_THREADS = min(8, os.cpu_count() or 1)
 class CheckpointError(ValueError):
     """A checkpoint that cannot be loaded; the message says which file and which tensors."""
 
+    is_input_error = True  # the user's file, whichever stage reads it (sequential builds modules late)
+
 
 def _listing(kind: str, names: Sequence[str]) -> str:
     shown = ", ".join(names[:_LISTED])

@@ -10,6 +10,8 @@ from ovi_bench.metrics import stage_metrics
 from ovi_bench.records import StageRecord
 from ovi_bench.trackers import MemoryConfig, MemoryTracker, StageMeter, TimingConfig, TimingTracker
 from ovi_bench.worker import classify_failure
+from ovi_engine.checkpoints import CheckpointLayoutError
+from ovi_engine.weights import CheckpointError
 
 MiB = 2**20
 
@@ -119,6 +121,10 @@ class CheckpointLike(ValueError):  # as the reference engine's CheckpointError, 
     (ValueError("bad"), "denoise", "harness_or_engine"),
     (FileNotFoundError("x"), "decode", "harness_or_engine"),
     (CheckpointLike("x"), "encode_text", "harness_or_engine"),
+    # ... unless the exception says it is the user's input: the reference engine's file errors, which its
+    # sequential policy raises where it builds the fusion model and the VAEs (denoise, decode)
+    (CheckpointError("Wan2.2_VAE.pth: 1 unexpected: x"), "decode_video", "input"),
+    (CheckpointLayoutError("ckpts: no fusion file"), "denoise", "input"),
     (ValueError("shapes differ"), None, "harness_or_engine"),  # after the last stage
     (KeyError("blocks.3"), "load", "harness_or_engine"),
     (IndexError("list index out of range"), "setup", "harness_or_engine"),
