@@ -5,11 +5,12 @@
 #   attention  ~1 min   the kernels that matter on Hopper, 5 s and 10 s shapes (no model)
 #   oom        ~3 min a variant   the seed's OOM gate under 37 GiB, each policy (cpu_offload's host build and
 #                       pinning is ~2 min of that); pick variants with OOM_VARIANTS="720x720_5s 960x960_10s"
-#                       and one policy with OOM_POLICY=cpu_offload (both also apply to upstream_oom)
+#                       and one policy with OOM_POLICY=cpu_offload (both also apply to upstream_oom; one policy
+#                       leaves out keep_resident, the negative control that proves the budget means something)
 #   peak       ~1 min   per-stage peaks of the 10 s generation, 2 denoise runs for step timings
 #   latents    ~3 min   variant_latents at full scale: real latent shapes, decoded frames and samples
 #                       (needs PyAV, the video extra, to read its i2v image)
-#   upstream   peak_memory_10s and oom_regression ($OOM_VARIANTS, every policy) through the checkout engine on
+#   upstream   peak_memory_10s and oom_regression ($OOM_VARIANTS, $OOM_POLICY) through the checkout engine on
 #              upstream Ovi at $OVI_UPSTREAM_DIR (its ovi/ package), beside the reference's parts;
 #              upstream_peak and upstream_oom run one of the two
 #   sequential peak_memory_10s under the sequential policy (text encoder gone before the fusion model loads)
@@ -33,6 +34,7 @@ run() {
     --hardware "${HARDWARE:-h100-80gb}" --timeout "${CASE_TIMEOUT:-5 min}" || echo "exit $? from: $*"
 }
 oom_filter="${OOM_VARIANTS:+$(printf -- '--variant %s ' $OOM_VARIANTS)}${OOM_POLICY:+--policy $OOM_POLICY}"
+[ -n "${OOM_POLICY:-}" ] && echo "OOM_POLICY=$OOM_POLICY: oom_regression without its keep_resident negative control"
 python3 -m ovi_bench doctor --device cuda > "$OUT/doctor.txt" 2>&1
 for part in $PARTS; do
   case $part in

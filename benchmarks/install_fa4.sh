@@ -8,12 +8,14 @@
 # Wheels (py3.12, x86-64): flash_attn_4 4.0.0b36, nvidia_cutlass_dsl 4.8.1 with its libs_base, libs_core
 # and libs_cu13, apache_tvm_ffi, torch_c_dlpack_ext, quack_kernels.
 set -euo pipefail
-target=${FA4_TARGET:-/tmp/fa4}
+target=$(realpath -m "${FA4_TARGET:-/tmp/fa4}")
 wheels=$(mktemp -d)
-parts=$(for d in "$@"; do for f in "$d"/cu13.part.*; do [ -e "$f" ] && echo "$(basename "$f") $f"; done; done |
-  sort | cut -d' ' -f2-)
-[ -n "$parts" ] || { echo "no cu13.part.* in $*" >&2; exit 2; }
-cat $parts > "$wheels/nvidia_cutlass_dsl_libs_cu13-4.8.1-cp312-cp312-manylinux_2_28_x86_64.whl"
+# each part once (the first folder that has it), in name order
+parts=()
+for f in $(for d in "$@"; do for f in "$d"/cu13.part.*; do [ -e "$f" ] || continue; echo "$(basename "$f") $f"
+           done; done | sort -u -k1,1 | cut -d' ' -f2-); do parts+=("$f"); done
+[ ${#parts[@]} -gt 0 ] || { echo "install_fa4.sh: no cu13.part.* in $*" >&2; exit 2; }
+cat "${parts[@]}" > "$wheels/nvidia_cutlass_dsl_libs_cu13-4.8.1-cp312-cp312-manylinux_2_28_x86_64.whl"
 for d in "$@"; do cp "$d"/*.whl "$wheels"/ 2>/dev/null || true; done
 python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target "$target" \
   "$wheels"/*.whl >&2
