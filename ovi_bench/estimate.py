@@ -57,12 +57,12 @@ TEXT_ATTENTION_FACTOR = 0.938
 DENOISE_HIDDEN_COPIES = 6.152
 DENOISE_FFN_CHUNK_COPIES = 0.602
 FFN_CHUNK_TOKENS = 8192
-# cpu_offload streams block pairs: its denoise peak is all_gpu's working set plus 3.0 pairs (2.190 GB at
-# 0.730 GB a pair, 720x720_5s and 960x960_5s alike, H100). Those runs also kept one pair on the device after
-# denoise (end.denoise - end.encode_text = 0.737 GB = a pair + the latents + 1 MiB): the pair prefetched for
-# the block skip-layer guidance leaves out, an engine bug fixed since (ovi_engine/placement.py settle), so
-# none is left now. Whether the peak's third pair was that one too is not measured yet.
-STREAMED_PAIRS_AT_PEAK = 3
+# cpu_offload streams block pairs: its denoise peak is all_gpu's working set plus 2 pairs (0.730 GB a pair),
+# the one computing and the one prefetched. H200, 720x720_5s, after the engine stopped keeping the pair that
+# skip-layer guidance leaves out (cee60b7): peak.denoise 3.487 GiB, 0.104 GiB over 2 pairs + the working
+# set, as all_gpu's own denoise is over its working set (0.100). Before the fix the H100 (720x720_5s,
+# 960x960_5s) and H200 (960x960_10s) runs fitted 3 pairs: that pair was the third.
+STREAMED_PAIRS_AT_PEAK = 2
 # Video decode (chunked causal decode; per output pixel of the frame or tile being decoded, the decoder's
 # top-resolution activations): peak over resident minus the output clip [3, frames, H, W] is 8,749 bytes per
 # pixel, 17.09 x dec_dim (256) x 2 bytes, fitted over 704^2/960^2 untiled and 512^2 tiles at 121/241 frames

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -38,20 +39,34 @@ def invoke(*args: str):
     return CliRunner().invoke(main, list(args), catch_exceptions=False)
 
 
-# 626c742 kept one streamed block pair on the device from the end of denoise on (the pair prefetched for the
-# block skip-layer guidance leaves out; fixed at cee60b7): the fixed engine holds that much less after.
+# 626c742 kept one streamed block pair on the device from denoise on (the pair prefetched for the block
+# skip-layer guidance leaves out; fixed at cee60b7): the fixed engine holds that much less from denoise on.
 # The pair's bytes come from the checkpoint schema (tests/harness/test_model_shapes.py checks them there).
 STALE_PAIR = block_pair_bytes(DIMS["full"], 2)
-AFTER_DENOISE = ("release", "decode_video", "decode_audio")
+FROM_DENOISE = ("denoise", "release", "decode_video", "decode_audio")
+# The fixed engine measured on an H200 (52db8ce), committed with its environment.
+H200_REPORT = (Path(__file__).parents[2] / "benchmarks/results/h200-141gb_2026-12-02b/suites"
+               / "call3_oom_regression_720x720_5s_cpu_offload.report.json")
 
 
 @pytest.mark.parametrize(("variant", "policy"), sorted(H100))
 def test_full_scale_matches_the_measured_h100_peaks(variant: str, policy: str) -> None:
     result = estimate(EstimateRequest(variant, policy))
     for stage, measured in zip(result.stages, H100[variant, policy]):
-        if policy == "cpu_offload" and stage.stage in AFTER_DENOISE:
+        if policy == "cpu_offload" and stage.stage in FROM_DENOISE:
             measured -= STALE_PAIR
         assert abs(stage.bytes - measured) / measured < 0.02, stage
+
+
+def test_full_scale_matches_the_fixed_engine_on_the_h200() -> None:
+    """cpu_offload's denoise holds two streamed pairs once no skipped pair is left behind; within the 5% the
+    estimate promises (load varies with the synthetic draw's chunks, denoise's working set by 0.1 GiB)."""
+    case = json.loads(H200_REPORT.read_text())["cases"][0]
+    assert case["case_id"].startswith("oom_regression[variant=720x720_5s,policy=cpu_offload")
+    assert case["status"] == "ok"
+    for stage in estimate(EstimateRequest("720x720_5s", "cpu_offload")).stages:
+        measured = case["metrics"][f"peak.{stage.stage}.bytes"]
+        assert abs(stage.bytes - measured) / measured < 0.05, (stage, measured)
 
 
 def test_policies_place_what_the_engine_places() -> None:
