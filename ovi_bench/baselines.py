@@ -14,6 +14,8 @@ factors), `judge` turns the cases of a run into verdicts. Rules:
                  is not a failure; the metrics it explains are judged by their own checks
 - expect_status  the case ended with the expected status (ok, oom, ...)
 
+A check applies to every case, or with `when: {axis: value}` only to the cases that match it all, and with
+`unless: {axis: value}` to none that do (e.g. one threshold for every attention backend but one).
 Samples are compared through their median. A missing baseline gives `no_baseline`, never a pass; a baseline
 recorded on another hardware profile or device gives `error`, never a comparison.
 Baselines live in `<dir>/<hardware>/<suite>.json`, keep only the metrics their suite's baseline checks read,
@@ -82,6 +84,7 @@ class Check:
     min_factor: float | str = 1.0
     alpha: float = 0.05  # time: significance level of the one-sided Mann-Whitney U test
     when: dict[str, Any] = field(default_factory=dict)  # applies only to cases whose params match
+    unless: dict[str, Any] = field(default_factory=dict)  # ... and to none whose params match this
     note: str = ""  # what a failure means, appended to a failing verdict's message
     scale: str | None = None  # the check only holds at this scale ("full"): not judged at another
     # Added by the loader from the scenario's declared expectations; judged only where the case recorded the
@@ -89,7 +92,8 @@ class Check:
     implicit: bool = False
 
     def applies_to(self, case: CaseResult) -> bool:
-        return all(case.params.get(k) == v for k, v in self.when.items())
+        return (all(case.params.get(k) == v for k, v in self.when.items())
+                and not (self.unless and all(case.params.get(k) == v for k, v in self.unless.items())))
 
     def describe(self) -> str:
         """A short name for messages and junit: 'peak.total.alloc_bytes max'."""
@@ -105,7 +109,7 @@ def parse_check(raw: Mapping[str, Any]) -> Check:
         raise CheckError(f"check {dict(raw)!r}: 'metric' must be a non-empty string")
     if rule not in RULES:
         raise CheckError(f"check on {metric!r}: rule {rule!r} is not one of {', '.join(RULES)}")
-    allowed = {"metric", "rule", "when", "note", "scale", *{
+    allowed = {"metric", "rule", "when", "unless", "note", "scale", *{
         "exact": ("expected",), "expect_status": ("expected",), "max": ("limit",), "min": ("limit",),
         "relative": ("tolerance", "floor"), "time": ("min_factor", "alpha"), "same": (),
     }[rule]}
@@ -113,9 +117,10 @@ def parse_check(raw: Mapping[str, Any]) -> Check:
     if unknown:
         raise CheckError(f"check {metric} {rule}: unknown key(s) {', '.join(unknown)} "
                          f"(allowed: {', '.join(sorted(allowed))})")
-    when = raw.get("when") or {}
-    if not isinstance(when, Mapping):
-        raise CheckError(f"check {metric} {rule}: 'when' must be a mapping of case parameters")
+    when, unless = raw.get("when") or {}, raw.get("unless") or {}
+    for key, value in (("when", when), ("unless", unless)):
+        if not isinstance(value, Mapping):
+            raise CheckError(f"check {metric} {rule}: '{key}' must be a mapping of case parameters")
     try:
         fields = _parse_rule_fields(metric, rule, raw)
     except ValueError as exc:
@@ -126,7 +131,8 @@ def parse_check(raw: Mapping[str, Any]) -> Check:
     scale = raw.get("scale")
     if scale not in (None, "tiny", "full"):
         raise CheckError(f"check {metric} {rule}: 'scale' must be tiny or full, got {scale!r}")
-    return Check(metric=metric, rule=rule, when=dict(when), note=note.strip(), scale=scale, **fields)
+    return Check(metric=metric, rule=rule, when=dict(when), unless=dict(unless), note=note.strip(),
+                 scale=scale, **fields)
 
 
 def _parse_rule_fields(metric: str, rule: str, raw: Mapping[str, Any]) -> dict[str, Any]:

@@ -155,8 +155,10 @@ class Run:
                               f"{', '.join(left_out)}")
             cases = [c for c in results if c.suite == suite.name]
             for check in suite.checks_at(scale):
-                if check.when and not any(check.applies_to(c) for c in cases):
-                    self.progress(f"{suite.name}: check {check.describe()} when {check.when} "
+                if (check.when or check.unless) and not any(check.applies_to(c) for c in cases):
+                    condition = " ".join(f"{key} {value}" for key, value in
+                                         (("when", check.when), ("unless", check.unless)) if value)
+                    self.progress(f"{suite.name}: check {check.describe()} {condition} "
                                   "matched no case of this run")
         report = judge_run(report, {s.name: s.checks_at(scale) for s in self.suites}, self.baselines_dir,
                            profile=self.profile)

@@ -403,15 +403,16 @@ def validate_axis(axis: str, values: list[Any]) -> None:
 
 def _parse_check(item: Any, fail: Any, scenario: Scenario) -> Check:
     line = item.line if isinstance(item, _Mapping) else 0
-    when = item.get("when") if isinstance(item, _Mapping) else None
     axes = set(scenario.axes)
-    if isinstance(when, dict) and any(key not in axes for key in when):
-        raise fail(item.lines["when"], f"when must map matrix axes ({', '.join(sorted(axes))}) to values")
-    for axis, value in (when or {}).items():
-        try:
-            validate_axis(axis, [value])
-        except ValueError as exc:
-            raise fail(item.lines["when"], f"when: {exc}") from None
+    for key in ("when", "unless"):
+        condition = item.get(key) if isinstance(item, _Mapping) else None
+        if isinstance(condition, dict) and any(axis not in axes for axis in condition):
+            raise fail(item.lines[key], f"{key} must map matrix axes ({', '.join(sorted(axes))}) to values")
+        for axis, value in (condition or {}).items():
+            try:
+                validate_axis(axis, [value])
+            except ValueError as exc:
+                raise fail(item.lines[key], f"{key}: {exc}") from None
     try:
         check = parse_check(item)
     except CheckError as exc:

@@ -51,6 +51,26 @@ def test_a_when_value_no_case_can_have_is_refused(tmp_path):
         load_suite(str(write_suite(tmp_path, text)))
 
 
+def test_an_unless_value_no_case_can_have_is_refused(tmp_path):
+    check = "  - {metric: video_frames, rule: min, limit: 1, unless: {policy: all_gpuu}}\n"
+    text = SHAPES.read_text() + check
+    with pytest.raises(SuiteError, match=r"unless: unknown policy 'all_gpuu'"):
+        load_suite(str(write_suite(tmp_path, text)))
+
+
+def test_unless_leaves_out_the_cases_it_matches():
+    from ovi_bench.baselines import parse_check
+    from ovi_bench.records import CaseResult
+
+    def case(attention: str) -> CaseResult:
+        return CaseResult(suite="s", case_id=f"s[attention={attention}]", status="ok",
+                          params={"variant": "960x960_10s", "attention": attention})
+
+    check = parse_check({"metric": "time.attention.video_self_s", "rule": "time", "min_factor": 2.0,
+                         "when": {"variant": "960x960_10s"}, "unless": {"attention": "sdpa_math"}})
+    assert [check.applies_to(case(a)) for a in ("auto", "sdpa_math", "flex")] == [True, False, True]
+
+
 def test_a_zero_timeout_is_refused():
     one_line_exit_2(invoke("run", "smoke", "--timeout", "0"), "--timeout 0: a time limit must be positive")
 
