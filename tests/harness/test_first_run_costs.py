@@ -7,9 +7,9 @@ from __future__ import annotations
 from ovi_bench.engines.base import EngineConfig
 from ovi_bench.engines.fake import make_engine
 from ovi_bench.job import Job, RunOptions
-from ovi_bench.scenarios import ScenarioContext, get_scenario
+from ovi_bench.scenarios import get_scenario
 from ovi_bench.suites import load_suite
-from ovi_bench.trackers import MemoryConfig, MemoryTracker, StageMeter, TimingConfig, TimingTracker
+from tests.harness.in_process import run_in_process
 
 
 def pipeline_job(**params) -> Job:
@@ -18,26 +18,18 @@ def pipeline_job(**params) -> Job:
                {**scenario.params, "steps": 3, **params})
 
 
-def run_pipeline(job: Job) -> tuple[dict, StageMeter]:
-    memory = MemoryTracker(MemoryConfig())
-    meter = StageMeter(memory, TimingTracker(TimingConfig()))
-    try:
-        metrics = get_scenario("pipeline").run(ScenarioContext(make_engine(), job, meter, make_engine))
-    finally:
-        memory.close()
-    return metrics, meter
 
 
 def test_the_first_step_is_recorded_apart_from_the_steady_ones():
-    metrics, _ = run_pipeline(pipeline_job(warmup_steps=1))
+    metrics, _ = run_in_process(pipeline_job(warmup_steps=1), make_engine)
     assert metrics["time.denoise.step_s"].n == 2  # 3 steps, the first left out
-    every, _ = run_pipeline(pipeline_job(warmup_steps=0))
+    every, _ = run_in_process(pipeline_job(warmup_steps=0), make_engine)
     assert every["time.denoise.step_s"].n == 3
     assert every["time.denoise.first_step_s"] == every["time.denoise.step_s"].values[0]
 
 
 def test_steady_decode_decodes_the_same_latents_again():
-    metrics, meter = run_pipeline(pipeline_job(steady_decode=True))
+    metrics, meter = run_in_process(pipeline_job(steady_decode=True), make_engine)
     decodes = [s for s in meter.records if s.name == "decode"]
     assert len(decodes) == 2
     assert metrics["time.decode.first_s"] == decodes[0].wall_s
@@ -46,7 +38,7 @@ def test_steady_decode_decodes_the_same_latents_again():
 
 
 def test_without_steady_decode_there_is_one_decode_and_no_steady_figure():
-    metrics, meter = run_pipeline(pipeline_job())
+    metrics, meter = run_in_process(pipeline_job(), make_engine)
     assert [s.name for s in meter.records].count("decode") == 1
     assert "time.decode.steady_s" not in metrics and "time.decode.first_s" in metrics
 

@@ -19,9 +19,9 @@ from ovi_bench.engines.reference import make_engine as make_reference
 from ovi_bench.job import Job, RunOptions
 from ovi_bench.kernels import AOTRITON_FLAG, ROCM_FALLBACK_MESSAGE
 from ovi_bench.records import CaseResult, Samples
-from ovi_bench.scenarios import ScenarioContext, attention, get_scenario
+from ovi_bench.scenarios import attention
 from ovi_bench.suites import load_suite
-from ovi_bench.trackers import MemoryConfig, MemoryTracker, StageMeter, TimingConfig, TimingTracker
+from tests.harness.in_process import run_in_process
 from tests.harness.planted_engines import math_claiming_flash
 
 ROCM_GFX1151 = attention.DeviceContext(gpu=True, hip="6.4.1", arch="gfx1151")
@@ -33,13 +33,6 @@ def suite_job(suite: str, backend: str, **params) -> Job:
     return replace(job, params={**job.params, **params})
 
 
-def run_scenario(job: Job, engine) -> dict:
-    memory = MemoryTracker(MemoryConfig())
-    meter = StageMeter(memory, TimingTracker(TimingConfig()))
-    try:
-        return get_scenario(job.scenario).run(ScenarioContext(engine, job, meter, type(engine)))
-    finally:
-        memory.close()
 
 
 def judged(job: Job, metrics: dict, baseline: dict | None = None) -> dict[tuple[str, str], object]:
@@ -61,7 +54,7 @@ ATTENTION = {"reps": 2, "warmup": 1}
 
 def test_on_the_cpu_the_kernel_is_recorded_not_judged():
     job = suite_job("attention_backends", "sdpa_math", **ATTENTION)
-    metrics = run_scenario(job, make_reference())
+    metrics = run_in_process(job, make_reference)[0]
     assert metrics["attention.kernel_kind"] == "math" and metrics["attention.kernel"] == "math"
     assert metrics["attention.kernel_expected"] == "any" and metrics["attention.kernel_problems"] == []
     assert metrics["attention.first_call_s"] > 0  # the reference engine's probe timed the first call
@@ -71,7 +64,7 @@ def test_on_the_cpu_the_kernel_is_recorded_not_judged():
 def test_a_planted_math_fallback_fails_with_the_aotriton_message_on_rocm(on):
     on(ROCM_GFX1151)
     job = suite_job("attention_backends", "sdpa_flash", **ATTENTION)
-    metrics = run_scenario(job, math_claiming_flash())
+    metrics = run_in_process(job, math_claiming_flash)[0]
     # the name lies
     assert metrics["attention.resolved"] == "sdpa_flash" and metrics["attention.fallback"] is False
     assert metrics["attention.kernel_kind"] == "math" and metrics["attention.kernel_expected"] == "fused"
@@ -84,7 +77,7 @@ def test_a_planted_math_fallback_fails_with_the_aotriton_message_on_rocm(on):
 def test_on_cuda_the_math_kernel_fails_without_the_rocm_advice(on):
     on(CUDA_H200)
     job = suite_job("attention_backends", "sdpa", **ATTENTION)
-    verdict = judged(job, run_scenario(job, math_claiming_flash()))[("attention.kernel_problems", "exact")]
+    verdict = judged(job, run_in_process(job, math_claiming_flash)[0])[("attention.kernel_problems", "exact")]
     assert verdict.status == "fail" and "where a fused one was expected" in verdict.message
     assert AOTRITON_FLAG not in verdict.message
 
@@ -92,7 +85,7 @@ def test_on_cuda_the_math_kernel_fails_without_the_rocm_advice(on):
 def test_sdpa_math_asked_for_on_a_gpu_is_not_a_failure(on):
     on(ROCM_GFX1151)
     job = suite_job("attention_backends", "sdpa_math", **ATTENTION)
-    metrics = run_scenario(job, math_claiming_flash())
+    metrics = run_in_process(job, math_claiming_flash)[0]
     assert metrics["attention.kernel_expected"] == "any" and metrics["attention.kernel_problems"] == []
 
 
@@ -119,7 +112,7 @@ def test_the_pipeline_proves_the_kernel_of_its_generation(on):
     job = suite_job("peak_memory_10s", "auto")
     assert job.params["attention_probe"] == {"heads": 2, "head_dim": 32}
     on(ROCM_GFX1151)
-    metrics = run_scenario(job, make_fake())  # the fake engine offers no attention_kernel: nothing is proven
+    metrics = run_in_process(job, make_fake)[0]  # the fake engine has no attention_kernel: nothing proven
     assert metrics["attention.kernel"] == "unknown"
     (problem,) = metrics["attention.kernel_problems"]
     assert "not proven fused" in problem

@@ -17,11 +17,10 @@ from ovi_bench.engines.fake import make_engine as make_fake
 from ovi_bench.engines.reference import make_engine as make_reference
 from ovi_bench.job import Job, RunOptions
 from ovi_bench.records import CaseResult
-from ovi_bench.scenarios import ScenarioContext, get_scenario
 from ovi_bench.suites import load_suite, load_suites
-from ovi_bench.trackers import MemoryConfig, MemoryTracker, StageMeter, TimingConfig, TimingTracker
 from ovi_bench.variant_facts import variant_facts
 from tests.harness import planted_engines
+from tests.harness.in_process import run_in_process
 
 OWN = "t2v 704x1280 at the engine's own area"
 
@@ -33,12 +32,7 @@ def tiny_job(variant: str = "720x720_5s") -> Job:
 
 def run_spec(job: Job, factory: Any) -> tuple[dict[str, Any], list[str]]:
     """The case's metrics and the names of the stages it measured."""
-    memory = MemoryTracker(MemoryConfig())
-    meter = StageMeter(memory, TimingTracker(TimingConfig()))
-    try:
-        metrics = get_scenario("spec").run(ScenarioContext(factory(), job, meter, factory))
-    finally:
-        memory.close()
+    metrics, meter = run_in_process(job, factory)
     return metrics, [record.name for record in meter.records]
 
 
