@@ -92,8 +92,10 @@ class Check:
     implicit: bool = False
 
     def applies_to(self, case: CaseResult) -> bool:
-        return (all(case.params.get(k) == v for k, v in self.when.items())
-                and not (self.unless and all(case.params.get(k) == v for k, v in self.unless.items())))
+        def matches(condition: dict[str, Any]) -> bool:
+            return all(case.params.get(k) == v for k, v in condition.items())
+
+        return matches(self.when) and not (self.unless and matches(self.unless))
 
     def describe(self) -> str:
         """A short name for messages and junit: 'peak.total.alloc_bytes max'."""

@@ -57,13 +57,11 @@ INPUT_STAGES = ("setup", "load")
 
 def classify_failure(exc: BaseException, stage: str | None) -> tuple[str, str]:
     """(status, kind) of a case's failure. Status: oom for device or host memory exhaustion (torch's CPU
-    allocator raises a plain RuntimeError), else error. Kind: `input` for a missing file or a rejected value
-    (FileNotFoundError, ValueError: the reference engine's checkpoint, tokenizer, variant and policy errors
-    derive from them) raised in INPUT_STAGES, which makes a run whose every case failed on the same one exit 2
-    (RunReport.input_error), or an exception that says it is one (`is_input_error = True`: the reference
-    engine's checkpoint and tokenizer errors, which a policy that builds modules late raises in denoise or
-    decode); `harness_or_engine` for anything else, those types too once computing started (a KeyError or
-    ValueError in denoise is a bug, not bad input)."""
+    allocator raises a plain RuntimeError), else error. Kind: `input` (a run whose every case failed on the
+    same one exits 2, RunReport.input_error) for a FileNotFoundError or ValueError raised in INPUT_STAGES, or
+    an exception whose class says `is_input_error = True` in any stage (the reference engine's file errors:
+    its sequential policy reads files in denoise and decode); else `harness_or_engine`, since a KeyError or
+    ValueError once computing started is a bug, not bad input."""
     import torch
 
     text = str(exc).lower()

@@ -26,7 +26,7 @@ import torch
 from ovi_bench.finite import check_latents, check_media
 from ovi_bench.metrics import Metric
 from ovi_bench.scenarios import MEDIA_METRICS, Scenario, ScenarioContext
-from ovi_bench.variant_facts import FILE_NAMES, METADATA_KEY, VariantFacts, variant_facts
+from ovi_bench.variant_facts import FILE_NAMES, METADATA_KEY, PATCH_HW, VariantFacts, variant_facts
 
 DESCRIPTION = "A cat plays the piano."
 DURATION_SLACK_S = 0.2  # a clip may run past its duration by less than one latent frame (4 frames, 1/6 s)
@@ -41,7 +41,7 @@ def _mismatches(label: str, got: dict[str, Any], want: dict[str, Any]) -> list[s
 def _observed(latents: Any) -> dict[str, Any]:
     video = latents.video.shape
     return {"video": list(video), "audio": list(latents.audio.shape),
-            "tokens": video[1] * (video[2] // 2) * (video[3] // 2)}
+            "tokens": video[1] * (video[2] // PATCH_HW) * (video[3] // PATCH_HW)}
 
 
 def _expected(facts: VariantFacts, height: int, width: int, area: int | None) -> dict[str, Any]:
