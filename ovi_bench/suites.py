@@ -406,9 +406,11 @@ def _parse_check(item: Any, fail: Any, scenario: Scenario) -> Check:
     axes = set(scenario.axes)
     for key in ("when", "unless"):
         condition = item.get(key) if isinstance(item, _Mapping) else None
-        if isinstance(condition, dict) and any(axis not in axes for axis in condition):
+        if condition is None:
+            continue
+        if not isinstance(condition, dict) or any(axis not in axes for axis in condition):
             raise fail(item.lines[key], f"{key} must map matrix axes ({', '.join(sorted(axes))}) to values")
-        for axis, value in (condition or {}).items():
+        for axis, value in condition.items():
             try:
                 validate_axis(axis, [value])
             except ValueError as exc:

@@ -58,6 +58,13 @@ def test_an_unless_value_no_case_can_have_is_refused(tmp_path):
         load_suite(str(write_suite(tmp_path, text)))
 
 
+@pytest.mark.parametrize("key", ["when", "unless"])
+def test_a_condition_that_is_not_a_mapping_is_one_line_and_exit_2(tmp_path, key):
+    check = f"  - {{metric: video_frames, rule: min, limit: 1, {key}: [720x720_5s]}}\n"
+    result = invoke("run", str(write_suite(tmp_path, SHAPES.read_text() + check)))
+    one_line_exit_2(result, f"{key} must map matrix axes")
+
+
 def test_unless_leaves_out_the_cases_it_matches():
     from ovi_bench.baselines import parse_check
     from ovi_bench.records import CaseResult
