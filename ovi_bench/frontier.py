@@ -99,8 +99,10 @@ RunCase = Callable[[Path, dict[str, Any]], str]  # (suite file, its params) -> t
 
 def confirmation_suite(point: FrontierPoint, policy: str, frame: tuple[int, int], name: str) -> str:
     """A pipeline suite of one case at `frame`, under the profile's budget; what `confirm` reads is the case's
-    status (ok or oom); its one check, the latent shape, is there because a suite must check something."""
-    params = {"steps": 2, "warmup_steps": 1, "height": frame[0], "width": frame[1],
+    status (ok or oom); its one check, the latent shape, is there because a suite must check something.
+    One denoise step: every step has the same working set, and at a frontier frame a step takes tens of
+    seconds on a GPU."""
+    params = {"steps": 1, "warmup_steps": 0, "height": frame[0], "width": frame[1],
               "area": frame[0] * frame[1]}
     return json.dumps({"schema_version": 1, "name": name, "scenario": "pipeline", "budget": "profile",
                        "description": f"frontier confirmation of {point.variant} {point.aspect} at "
