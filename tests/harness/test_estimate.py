@@ -202,6 +202,7 @@ def test_confirm_runs_each_side_of_the_boundary_with_a_loadable_suite(tmp_path) 
     def run_case(path, info):  # a stand-in for Run: the suite must load, the case's status is the answer
         suite = load_suite(str(path))
         assert suite.budget == "profile" and suite.params["area"] == info["frame"][0] * info["frame"][1]
+        assert (suite.params["steps"], suite.params["warmup_steps"]) == (1, 0)  # run for its status only
         seen[path.stem] = info["frame"]
         return "ok" if info["frame"] == (512, 512) else "oom"
 
