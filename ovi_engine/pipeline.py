@@ -148,6 +148,7 @@ class OviPipeline:
         self.dtype: torch.dtype = (config.dtype
                                    or (torch.float32 if self.device.type == "cpu" else torch.bfloat16))
         self.config = dataclasses.replace(config, dtype=self.dtype)
+        self.allocator = placement_mod.configure_allocator(self.device)
         self.files: CheckpointFiles | None = None
         if config.checkpoint_dir is not None:
             self.files = find_checkpoints(Path(config.checkpoint_dir), config.variant)
@@ -372,6 +373,7 @@ class OviPipeline:
             "attention": self.config.attention,
             "weights": self.weights,
             "preset": self._preset,
+            "allocator": self.allocator,
         }
 
 

@@ -153,6 +153,7 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
         "engine.weights": description.get("weights"),
         "engine.attention": description.get("attention"),
         "engine.placement": after_release,
+        "engine.allocator": description.get("allocator"),  # the reference engine's allocator setting
     }
     if stage_listener_hook(engine) is None:
         for inner in ("decode_video", "decode_audio"):
@@ -208,7 +209,7 @@ SCENARIO = Scenario(
         Metric("release.latent_bytes", "bytes", "info"),
         Metric("spec.release_allowed_bytes", "bytes", "expected"),
         Metric("decode.reloaded_modules", "list"), Metric("decode.reloads", "count"),
-        Metric("engine.placement", "list", "info"),
+        Metric("engine.placement", "list", "info"), Metric("engine.allocator", "text", "info"),
         Metric("time.denoise.step_s", "s"), Metric("peak.denoise_step.bytes", "bytes"),
         Metric("time.denoise.first_step_s", "s"), Metric("time.decode.first_s", "s"),
         Metric("time.decode.steady_s", "s"), *KERNEL_METRICS,

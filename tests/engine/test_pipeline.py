@@ -300,3 +300,27 @@ def test_initial_noise_is_upstreams_rule(monkeypatch) -> None:
         assert seen["video"].dtype == seen["audio"].dtype == dtype
         torch.testing.assert_close(seen["video"][0], video, rtol=0, atol=0)
         torch.testing.assert_close(seen["audio"][0], audio, rtol=0, atol=0)
+
+
+def test_the_engine_turns_on_expandable_segments_unless_the_user_chose(monkeypatch) -> None:
+    """A CPU run cannot show fragmentation, so this checks the decision and the call the engine makes on an
+    NVIDIA GPU (the 22 GiB frontier run that needed it is in benchmarks/results)."""
+    from ovi_engine import placement
+
+    calls: list[str] = []
+    monkeypatch.setattr(torch._C, "_accelerator_setAllocatorSettings", calls.append, raising=False)
+    monkeypatch.setattr(torch.version, "hip", None)
+    for var in placement.ALLOC_CONF_VARS:
+        monkeypatch.delenv(var, raising=False)
+    cuda = torch.device("cuda", 0)
+
+    assert placement.configure_allocator(torch.device("cpu")) == "host" and calls == []
+    assert placement.configure_allocator(cuda) == "expandable_segments (set by the engine)"
+    assert calls == ["expandable_segments:True"]
+
+    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:False,max_split_size_mb:512")
+    assert "the user's" in placement.configure_allocator(cuda) and len(calls) == 1
+    monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF")
+    monkeypatch.setattr(torch.version, "hip", "7.0")
+    assert placement.configure_allocator(cuda).startswith("default (ROCm") and len(calls) == 1
+    assert tiny("720x720_5s").describe()["allocator"] == "host"
