@@ -540,11 +540,15 @@ def frontier(hardware: str, policy: str, engine: str, confirm: bool, device: str
                                             aspects=aspects or tuple(frontier_mod.ASPECTS))
     except ValueError as exc:
         raise _usage(str(exc)) from None
+    if confirm and tiled:
+        raise _usage("--confirm runs the pipeline scenario, which decodes untiled; drop --tiled (a tiled "
+                     "frontier is estimated only)")
     out = out or Path("reports") / f"frontier_{profile.name}_{policy}"
     if confirm:
         points = frontier_mod.confirm(points, policy,
                                       _frontier_runner(engine, preset, device, profile.name, out),
-                                      out.parent / f"{out.name}_runs")
+                                      out.parent / f"{out.name}_runs", budget=profile.usable_bytes,
+                                      preset=preset, device="cpu" if profile.device_type == "cpu" else "cuda")
     data = frontier_mod.frontier_dict(points, profile, policy, preset=preset, tiled=tiled, engine=engine)
     paths = frontier_mod.write_frontier(data, points, out)
     if fmt == "json":

@@ -22,8 +22,7 @@ from click.testing import CliRunner
 
 from ovi_bench.cli import main
 from ovi_bench.estimate import EstimateRequest, estimate
-from ovi_bench.frontier import MAX_SIDE, find_frontier, largest_area
-from ovi_bench.hardware import GiB, HardwareProfile, get_profile
+from ovi_bench.hardware import GiB, get_profile
 from ovi_bench.model_shapes import DIMS, block_pair_bytes
 from ovi_bench.records import RunReport
 
@@ -106,45 +105,6 @@ def test_bad_input_is_one_line_and_exit_2(args: tuple[str, ...]) -> None:
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
 
 
-# ---- the frontier's bisection at the tiny preset, under a small fake budget ------------------------------
-def _fake(usable: int) -> HardwareProfile:
-    return HardwareProfile("fake", "a test budget", "cpu", usable, usable, sources={"usable": "this test"})
-
-
-def test_bisection_finds_the_largest_fitting_frame_at_tiny() -> None:
-    base = EstimateRequest("720x720_5s", "all_gpu", "tiny", "cpu")
-    at_512 = estimate(EstimateRequest("720x720_5s", "all_gpu", "tiny", "cpu", area=512 * 512)).peak.bytes
-    inside, outside = largest_area(base, "1:1", at_512)
-    assert inside is not None and inside.frame == (512, 512) and inside.peak.bytes <= at_512
-    assert outside.frame == (544, 544) and outside.peak.bytes > at_512  # the next 32 px snap
-    points = find_frontier(_fake(at_512), "all_gpu", preset="tiny", variants=("720x720_5s",),
-                           aspects=("16:9",))
-    h, w = points[0].frame
-    assert w > h and points[0].margin >= 0 and points[0].outside_frame is not None
-
-
-def test_nothing_fits_when_a_stage_independent_of_the_clip_does_not() -> None:
-    smallest = estimate(EstimateRequest("720x720_5s", "all_gpu", "tiny", "cpu", area=32 * 32))
-    point = find_frontier(_fake(smallest.stage("load").bytes - 1), "all_gpu", preset="tiny",
-                          variants=("720x720_5s",), aspects=("1:1",))[0]
-    assert point.area is None and point.peak_stage == "load" and point.margin < 0
-    huge = find_frontier(_fake(10**15), "all_gpu", preset="tiny", variants=("720x720_5s",),
-                         aspects=("1:1",))[0]
-    assert huge.frame == (MAX_SIDE, MAX_SIDE) and huge.outside_frame is None
-
-
-def test_frontier_cli_writes_its_table_json_and_chart(tmp_path) -> None:
-    out = tmp_path / "front"
-    result = invoke("frontier", "--hardware", "consumer-24gb", "--policy", "cpu_offload", "--variant",
-                    "960x960_10s", "--aspect", "1:1", "--out", str(out))
-    assert result.exit_code == 0, result.output
-    data = json.loads(out.with_suffix(".json").read_text())
-    assert data["schema_version"] == 1 and data["points"][0]["status"].startswith("estimated")
-    assert data["points"][0]["frame"][0] >= 960  # 960x960_10s fits 24 GB with cpu_offload, by the estimate
-    assert ("schema_version 1" in out.with_suffix(".md").read_text()
-            and "<svg" in out.with_suffix(".svg").read_text())
-
-
 # ---- tiny preset against a real run of the reference engine through the harness --------------------------
 SUITE = """\
 schema_version: 1
@@ -188,26 +148,3 @@ def test_tiny_modules_held_after_release_are_the_engines(tiny_run, policy: str) 
     assert case.metrics["release.held_bytes"] == sum(held.values())
     assert sorted(case.metrics["release.held_modules"]) == sorted(held)
     assert "estimate.denoise.bytes" in case.metrics and "estimate_error.denoise" in case.metrics
-
-
-def test_confirm_runs_each_side_of_the_boundary_with_a_loadable_suite(tmp_path) -> None:
-    from ovi_bench.frontier import confirm
-    from ovi_bench.suites import load_suite
-
-    at_512 = estimate(EstimateRequest("720x720_5s", "all_gpu", "tiny", "cpu", area=512 * 512)).peak.bytes
-    points = find_frontier(_fake(at_512), "all_gpu", preset="tiny", variants=("720x720_5s",),
-                           aspects=("1:1",))
-    seen: dict[str, tuple[int, int]] = {}
-
-    def run_case(path, info):  # a stand-in for Run: the suite must load, the case's status is the answer
-        suite = load_suite(str(path))
-        assert suite.budget == "profile" and suite.params["area"] == info["frame"][0] * info["frame"][1]
-        assert (suite.params["steps"], suite.params["warmup_steps"]) == (1, 0)  # run for its status only
-        seen[path.stem] = info["frame"]
-        return "ok" if info["frame"] == (512, 512) else "oom"
-
-    confirmed = confirm(points, "all_gpu", run_case, tmp_path)
-    assert seen == {"frontier_0_inside": (512, 512), "frontier_0_outside": (544, 544)}
-    assert confirmed[0].status == "confirmed by runs"
-    contradicted = confirm(points, "all_gpu", lambda path, info: "ok", tmp_path)
-    assert contradicted[0].status == "contradicted by runs: inside ok, outside ok"

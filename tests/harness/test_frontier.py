@@ -1,0 +1,119 @@
+"""The OOM frontier (ovi_bench.frontier) on the CPU: the bisection over the memory model at the tiny preset
+under small fake budgets, the confirmation runs' frames and verdicts (against a stand-in for Run), and the
+command line."""
+
+from __future__ import annotations
+
+import json
+
+from click.testing import CliRunner
+
+from ovi_bench.cli import main
+from ovi_bench.estimate import EstimateRequest, estimate
+from ovi_bench.frontier import CONFIRM_TOLERANCE, MAX_SIDE, confirm, find_frontier, largest_area
+from ovi_bench.hardware import HardwareProfile
+from ovi_bench.suites import load_suite
+from ovi_bench.variant_facts import SNAP
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def _fake(usable: int) -> HardwareProfile:
+    return HardwareProfile("fake", "a test budget", "cpu", usable, usable, sources={"usable": "this test"})
+
+
+def test_bisection_finds_the_largest_fitting_frame_at_tiny() -> None:
+    base = EstimateRequest("720x720_5s", "all_gpu", "tiny", "cpu")
+    at_512 = estimate(EstimateRequest("720x720_5s", "all_gpu", "tiny", "cpu", area=512 * 512)).peak.bytes
+    inside, outside = largest_area(base, "1:1", at_512)
+    assert inside is not None and inside.frame == (512, 512) and inside.peak.bytes <= at_512
+    assert outside.frame == (544, 544) and outside.peak.bytes > at_512  # the next 32 px snap
+    points = find_frontier(_fake(at_512), "all_gpu", preset="tiny", variants=("720x720_5s",),
+                           aspects=("16:9",))
+    h, w = points[0].frame
+    assert w > h and points[0].margin >= 0 and points[0].outside_frame is not None
+
+
+def test_nothing_fits_when_a_stage_independent_of_the_clip_does_not() -> None:
+    smallest = estimate(EstimateRequest("720x720_5s", "all_gpu", "tiny", "cpu", area=32 * 32))
+    point = find_frontier(_fake(smallest.stage("load").bytes - 1), "all_gpu", preset="tiny",
+                          variants=("720x720_5s",), aspects=("1:1",))[0]
+    assert point.area is None and point.peak_stage == "load" and point.margin < 0
+    huge = find_frontier(_fake(10**15), "all_gpu", preset="tiny", variants=("720x720_5s",),
+                         aspects=("1:1",))[0]
+    assert huge.frame == (MAX_SIDE, MAX_SIDE) and huge.outside_frame is None
+
+
+def test_frontier_cli_writes_its_table_json_and_chart(tmp_path) -> None:
+    out = tmp_path / "front"
+    result = invoke("frontier", "--hardware", "consumer-24gb", "--policy", "cpu_offload", "--variant",
+                    "960x960_10s", "--aspect", "1:1", "--out", str(out))
+    assert result.exit_code == 0, result.output
+    data = json.loads(out.with_suffix(".json").read_text())
+    assert data["schema_version"] == 2 and data["points"][0]["status"].startswith("estimated")
+    assert data["points"][0]["frame"][0] >= 960  # 960x960_10s fits 24 GB with cpu_offload, by the estimate
+    assert ("schema_version 2" in out.with_suffix(".md").read_text()
+            and "<svg" in out.with_suffix(".svg").read_text())
+
+
+def _tiny_peak(side: int) -> int:
+    return estimate(EstimateRequest("720x720_5s", "all_gpu", "tiny", "cpu", area=side * side)).peak.bytes
+
+
+def _square_frames_by_scan(budget: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The frames the confirmation must run, found by walking every 32 px square instead of bisecting:
+    the largest estimated 5% under the budget, the smallest estimated 5% over it."""
+    sides = range(SNAP, MAX_SIDE + 1, SNAP)
+    inside = max(s for s in sides if _tiny_peak(s) <= budget * (1 - CONFIRM_TOLERANCE))
+    outside = min(s for s in sides if _tiny_peak(s) > budget * (1 + CONFIRM_TOLERANCE))
+    return (inside, inside), (outside, outside)
+
+
+def test_confirm_brackets_the_boundary_by_the_models_tolerance(tmp_path) -> None:
+    budget = _tiny_peak(512)
+    points = find_frontier(_fake(budget), "all_gpu", preset="tiny", variants=("720x720_5s",),
+                           aspects=("1:1",))
+    assert points[0].frame == (512, 512)
+    inside, outside = _square_frames_by_scan(budget)
+    assert inside[0] < 512 < outside[0]  # a bracket, not the boundary's two neighbours
+    seen: dict[str, tuple[int, int]] = {}
+
+    def run_case(path, info):  # a stand-in for Run: the suite must load, the case's status is the answer
+        suite = load_suite(str(path))
+        assert suite.budget == "profile" and suite.params["area"] == info["frame"][0] * info["frame"][1]
+        assert (suite.params["steps"], suite.params["warmup_steps"]) == (1, 0)  # run for its status only
+        seen[path.stem] = info["frame"]
+        return "ok" if info["frame"] == inside else "oom"
+
+    confirmed = confirm(points, "all_gpu", run_case, tmp_path, budget=budget, preset="tiny", device="cpu")
+    assert seen == {"frontier_0_inside": inside, "frontier_0_outside": outside}
+    assert confirmed[0].status.startswith("confirmed by runs within 5%")
+    assert [(r.side, r.frame, r.status) for r in confirmed[0].runs] == [("inside", inside, "ok"),
+                                                                       ("outside", outside, "oom")]
+    estimated = [r.estimated_bytes for r in confirmed[0].runs]
+    assert estimated[0] <= budget * 0.95 and estimated[1] > budget * 1.05
+
+    contradicted = confirm(points, "all_gpu", lambda path, info: "ok", tmp_path, budget=budget, preset="tiny",
+                           device="cpu")
+    assert contradicted[0].status.startswith("contradicted by runs: inside")
+    assert "outside" in contradicted[0].status and contradicted[0].status.endswith("ok")
+
+
+def test_a_boundary_within_the_tolerance_of_the_search_limit_is_not_confirmed(tmp_path) -> None:
+    budget = int(_tiny_peak(MAX_SIDE) / 1.02)  # the largest frame is 2% over: a boundary, but not 5% over
+    points = find_frontier(_fake(budget), "all_gpu", preset="tiny", variants=("720x720_5s",),
+                           aspects=("1:1",))
+    assert points[0].outside_frame is not None
+    ran: list[str] = []
+    confirmed = confirm(points, "all_gpu", lambda path, info: ran.append(path.stem) or "ok", tmp_path,
+                        budget=budget, preset="tiny", device="cpu")
+    assert ran == ["frontier_0_inside"] and confirmed[0].status.startswith("not confirmed")
+
+
+def test_confirm_refuses_a_tiled_frontier_in_one_line() -> None:
+    result = CliRunner().invoke(main, ["frontier", "--hardware", "consumer-24gb", "--policy", "cpu_offload",
+                                       "--confirm", "--tiled"])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "--tiled" in result.output
