@@ -4,11 +4,13 @@ A stage's peak is what stays resident through it (module bytes from `ovi_bench.m
 the policy places them) plus the stage's working set (from the clip's token, pixel and sample counts in
 `ovi_bench.variant_facts`). Where each module lives in each stage follows the reference engine's placement
 (ovi_engine/placement.py, pipeline.py; the harness may not import it, so the rules are restated here in
-`_STAGES`). The working-set coefficients are calibrated on the H100 peaks in git history (626c742:
-baselines/h100-80gb/oom_regression.json, torch's allocator peaks of every variant under all_gpu and
-cpu_offload, synthetic:full weights) and benchmarks/results/h100-80gb_2026-11-23/video_vae.json (tiled and
-untiled decode); each constant says where it comes from. They are written per element of the widths they
-scale with, so the same formulas give the tiny preset's figures, which are tiny and not calibrated.
+`_STAGES`). The working-set coefficients are calibrated on torch's allocator peaks with synthetic:full
+weights: the H100 peaks in git history (626c742: baselines/h100-80gb/oom_regression.json, every variant under
+all_gpu and cpu_offload) and benchmarks/results/h100-80gb_2026-11-23/video_vae.json (tiled and untiled
+decode), and, where the engine has changed since, H200 reports of the current engine
+(benchmarks/results/h200-141gb_2026-12-0*/suites); each constant says where it comes from. They are written
+per element of the widths they scale with, so the same formulas give the tiny preset's figures, which are
+tiny and not calibrated.
 
 `benchmarks/validate_estimate.py` compares the estimate with measured report.json files; the pipeline
 scenario records `estimate_error.<stage>` so a suite check keeps the model honest as the engine changes.
@@ -51,11 +53,18 @@ AFTER_DENOISE_BYTES = 1 * MiB
 # umT5 attention: scores of both prompts and the shared position bias, heads x L^2 in float32; oom
 # peak.encode_text - end.load is 188.8 MB at 64 heads x 512 tokens, 0.938 of that product.
 TEXT_ATTENTION_FACTOR = 0.938
-# Denoise: oom peak.denoise - end.encode_text at 15,161 / 28,057 / 55,214 tokens (0.733 / 1.174 / 2.237 GB,
-# all_gpu) fits 6.152 copies of the hidden state (tokens x dim) plus 0.602 of one FFN chunk (the engine runs
-# the FFN over at most 8192 tokens at a time, ovi_engine/dit.py FFN_CHUNK_TOKENS); residuals <= 28 MB.
-DENOISE_HIDDEN_COPIES = 6.152
-DENOISE_FFN_CHUNK_COPIES = 0.602
+# Denoise: H200 all_gpu peak.denoise - end.encode_text at 15,161 / 28,057 / 55,214 tokens (0.772 / 1.254 /
+# 2.398 GiB; oom_regression, 2 steps: 2026-12-02b call2 at d6d7f46, 2026-12-02c call1 at 30f69b7, 2026-12-01
+# job3 at 3d15db5) fits 7.139 copies of the hidden state (tokens x dim) plus 0.615 of one FFN chunk (the
+# engine runs the FFN over at most 8192 tokens at a time, ovi_engine/dit.py FFN_CHUNK_TOKENS); residuals
+# <= 27 MiB. cpu_offload's peak less its streamed pairs gives the same working set within 28 MiB at all three
+# (2026-12-02b call3, 2026-12-02c call1 and call2). The H100 fit (oom, 6.152 + 0.602) was one copy less: its
+# engine predates 9ef1b58, after which the first CFG pass works on a clone of the shared hidden state
+# (ovi_engine/fusion.py forward_passes); bench_fusion's peak shows the same +1 copy on H100 FA3, H200 FA4 and
+# H200 cuDNN. Not modelled: the solver's float32 state grows to the third step (peak_memory_10s, 3 steps,
+# peaks one float32 latent, 0.04 GiB, over this at 960x960_10s) and stays there.
+DENOISE_HIDDEN_COPIES = 7.139
+DENOISE_FFN_CHUNK_COPIES = 0.615
 FFN_CHUNK_TOKENS = 8192
 # cpu_offload streams block pairs: its denoise peak is all_gpu's working set plus 2 pairs (0.730 GB a pair),
 # the one computing and the one prefetched. H200, 720x720_5s, after the engine stopped keeping the pair that
