@@ -81,6 +81,14 @@ def module_bytes(module: str, dims: dict[str, int], element_bytes: int) -> int:
     return total
 
 
+def largest_tensor(module: str, group: str, dims: dict[str, int]) -> tuple[int, int]:
+    """(elements of the group's largest tensor, how many of the group's tensors have that many)."""
+    sizes = [(math.prod(evaluate(s, dims, module) for s in shape), count)
+             for shape, count in SHAPES[module][group]]
+    largest = max(size for size, _ in sizes)
+    return largest, sum(count for size, count in sizes if size == largest)
+
+
 def block_pair_bytes(dims: dict[str, int], element_bytes: int) -> int:
     """One video block and one audio block: the unit cpu_offload streams."""
     return sum(group_elements("fusion", g, dims) for g in ("video_block", "audio_block")) * element_bytes
