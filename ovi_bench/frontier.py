@@ -34,6 +34,8 @@ ESTIMATED = "estimated, not yet confirmed by runs"
 # boundary by it: the largest frame estimated 5% under the budget must run, the first estimated 5% over it
 # must run out of memory.
 CONFIRM_TOLERANCE = 0.05
+EXTRA_RUNS = 2  # runs past a side whose first run disagreed, each another tolerance further from the boundary
+MAX_STEPS = 20  # tolerance steps tried on a side (steps that snap to a frame already run are skipped)
 
 
 @dataclass(frozen=True)
@@ -48,7 +50,7 @@ class FrontierPoint:
     margin: int  # usable - peak
     outside_frame: tuple[int, int] | None  # the next frame up, which does not fit
     outside_peak_bytes: int | None
-    status: str = ESTIMATED  # or "confirmed by runs ..." / "contradicted by runs: ..."
+    status: str = ESTIMATED  # or "confirmed by runs ...", "conservative by runs ...", "contradicted ..."
     runs: tuple[ConfirmationRun, ...] = ()  # the confirmation runs, when there were any
 
 
@@ -128,10 +130,39 @@ def confirmation_suite(point: FrontierPoint, policy: str, frame: tuple[int, int]
                                    "expected": "spec.video_latent_shape"}]}, indent=2)
 
 
+def _bracket(base: EstimateRequest, aspect: str, budget: int, side: str, k: int) -> Estimate | None:
+    """The frame k tolerances inside the boundary (the largest estimated under budget x (1 - tol)^k) or
+    outside it (the first estimated over budget x (1 + tol)^k); None past the smallest frame or the search
+    range."""
+    if side == "inside":
+        return largest_area(base, aspect, int(budget * (1 - CONFIRM_TOLERANCE) ** k))[0]
+    below, above = largest_area(base, aspect, int(budget * (1 + CONFIRM_TOLERANCE) ** k))
+    return above if below is not above else None
+
+
+def _verdict(runs: list[ConfirmationRun]) -> str:
+    said = ", ".join(f"{r.side} {r.frame[0]}x{r.frame[1]} {r.status}" for r in runs)
+    first = {side: next((r for r in runs if r.side == side), None) for side in ("inside", "outside")}
+    if any(r.status not in ("ok", "oom") for r in runs):
+        return f"not confirmed: {said}"  # an error or a timeout says nothing about memory
+    if first["inside"] is None or first["outside"] is None:
+        return f"not confirmed: only {said or 'no run'} within {CONFIRM_TOLERANCE:.0%} of the boundary"
+    if first["inside"].status == "oom":
+        return f"contradicted by runs, the estimate is optimistic: {said}"
+    if first["outside"].status == "oom":
+        return f"confirmed by runs within {CONFIRM_TOLERANCE:.0%}: {said}"
+    fitted = max((r for r in runs if r.status == "ok"), key=lambda r: r.frame[0] * r.frame[1])
+    limit = next((r for r in runs if r.side == "outside" and r.status == "oom"), None)
+    beyond = (f"{limit.frame[0]}x{limit.frame[1]} ran out of memory" if limit
+              else f"no OOM within {EXTRA_RUNS + 1} runs outside")
+    return f"conservative by runs: fits up to {fitted.frame[0]}x{fitted.frame[1]}, {beyond} ({said})"
+
+
 def confirm(points: list[FrontierPoint], policy: str, run_case: RunCase, directory: Path, *, budget: int,
             preset: str = "full", device: str = "cuda") -> list[FrontierPoint]:
     """Run each point's clip inside its boundary by CONFIRM_TOLERANCE (must end ok) and outside by it (must
-    end oom); untiled decode, as the pipeline scenario decodes."""
+    end oom); a side that disagrees runs again up to EXTRA_RUNS times, each another tolerance further, to find
+    where the runs' own boundary is. Untiled decode, as the pipeline scenario decodes."""
     directory.mkdir(parents=True, exist_ok=True)
     confirmed = []
     for i, point in enumerate(points):
@@ -139,27 +170,24 @@ def confirm(points: list[FrontierPoint], policy: str, run_case: RunCase, directo
             confirmed.append(point)  # no boundary to confirm: nothing fits, or everything up to MAX_SIDE
             continue
         base = EstimateRequest(point.variant, policy, preset, device)
-        inside = largest_area(base, point.aspect, int(budget * (1 - CONFIRM_TOLERANCE)))[0]
-        below, above = largest_area(base, point.aspect, int(budget * (1 + CONFIRM_TOLERANCE)))
-        outside = above if below is not above else None  # None: all fits 5% over, up to MAX_SIDE
-        sides = [(side, est) for side, est in (("inside", inside), ("outside", outside)) if est is not None]
-        runs = []
-        for side, est in sides:
-            name = f"frontier_{i}_{side}"
-            path = directory / f"{name}.yaml"  # JSON is YAML
-            path.write_text(confirmation_suite(point, policy, est.frame, name), encoding="utf-8")
-            runs.append(ConfirmationRun(side, est.frame, est.peak.bytes,
-                                        run_case(path, {"frame": est.frame})))
-        statuses = {r.side: r.status for r in runs}
-        pct = f"{CONFIRM_TOLERANCE:.0%}"
-        said = ", ".join(f"{r.side} {r.frame[0]}x{r.frame[1]} {r.status}" for r in runs)
-        if statuses == {"inside": "ok", "outside": "oom"}:
-            status = f"confirmed by runs within {pct}: {said}"
-        elif len(runs) < 2:  # a side beyond the search range or below the smallest frame
-            status = f"not confirmed: only {said or 'no run'} within {pct} of the boundary"
-        else:
-            status = f"contradicted by runs: {said}"
-        confirmed.append(replace(point, status=status, runs=tuple(runs)))
+        runs: list[ConfirmationRun] = []
+        for side, disagreeing in (("inside", "oom"), ("outside", "ok")):
+            frames: list[tuple[int, int]] = []
+            for k in range(1, MAX_STEPS + 1):
+                est = _bracket(base, point.aspect, budget, side, k)
+                if est is None or len(frames) > EXTRA_RUNS:
+                    break
+                if est.frame in frames:  # the next tolerance step snapped to a frame already run
+                    continue
+                frames.append(est.frame)
+                name = f"frontier_{i}_{side}" + (f"_{k}" if k > 1 else "")
+                path = directory / f"{name}.yaml"  # JSON is YAML
+                path.write_text(confirmation_suite(point, policy, est.frame, name), encoding="utf-8")
+                run = ConfirmationRun(side, est.frame, est.peak.bytes, run_case(path, {"frame": est.frame}))
+                runs.append(run)
+                if run.status != disagreeing:  # as the estimate says, or an error: no further run
+                    break
+        confirmed.append(replace(point, status=_verdict(runs), runs=tuple(runs)))
     return confirmed
 
 

@@ -95,10 +95,59 @@ def test_confirm_brackets_the_boundary_by_the_models_tolerance(tmp_path) -> None
     estimated = [r.estimated_bytes for r in confirmed[0].runs]
     assert estimated[0] <= budget * 0.95 and estimated[1] > budget * 1.05
 
-    contradicted = confirm(points, "all_gpu", lambda path, info: "ok", tmp_path, budget=budget, preset="tiny",
-                           device="cpu")
-    assert contradicted[0].status.startswith("contradicted by runs: inside")
-    assert "outside" in contradicted[0].status and contradicted[0].status.endswith("ok")
+
+def _square_frames(budget: int, side: str, count: int) -> list[tuple[int, int]]:
+    """By scanning every 32 px square: the first `count` distinct frames stepping away from the boundary by
+    5% of the budget at a time, the largest estimated under budget x 0.95^k (inside) or the first estimated
+    over budget x 1.05^k (outside)."""
+    sides = range(SNAP, MAX_SIDE + 1, SNAP)
+    frames: list[tuple[int, int]] = []
+    k = 1
+    while len(frames) < count:
+        s = (max(x for x in sides if _tiny_peak(x) <= budget * 0.95**k) if side == "inside"
+             else min(x for x in sides if _tiny_peak(x) > budget * 1.05**k))
+        if (s, s) not in frames:
+            frames.append((s, s))
+        k += 1
+    return frames
+
+
+def _confirm_with(tmp_path, budget: int, status_of) -> tuple[list[tuple[str, tuple[int, int], str]], str]:
+    points = find_frontier(_fake(budget), "all_gpu", preset="tiny", variants=("720x720_5s",),
+                           aspects=("1:1",))
+    point = confirm(points, "all_gpu", lambda path, info: status_of(info["frame"]), tmp_path, budget=budget,
+                    preset="tiny", device="cpu")[0]
+    return [(r.side, r.frame, r.status) for r in point.runs], point.status
+
+
+def test_a_conservative_estimate_is_walked_outward_until_a_run_runs_out_of_memory(tmp_path) -> None:
+    budget = _tiny_peak(512)
+    inside = _square_frames(budget, "inside", 1)[0]
+    out1, out2 = _square_frames(budget, "outside", 2)
+    runs, status = _confirm_with(tmp_path, budget, lambda frame: "ok" if frame[0] <= out1[0] else "oom")
+    assert runs == [("inside", inside, "ok"), ("outside", out1, "ok"), ("outside", out2, "oom")]
+    assert status.startswith(f"conservative by runs: fits up to {out1[0]}x{out1[1]}, "
+                             f"{out2[0]}x{out2[1]} ran out of memory")
+
+
+def test_runs_that_always_fit_stop_after_the_extra_runs(tmp_path) -> None:
+    runs, status = _confirm_with(tmp_path, _tiny_peak(512), lambda frame: "ok")
+    assert [side for side, _, _ in runs] == ["inside", "outside", "outside", "outside"]  # 1 + EXTRA_RUNS
+    assert status.startswith("conservative by runs") and "no OOM within 3 runs outside" in status
+
+
+def test_an_optimistic_estimate_is_contradicted_and_walked_inward(tmp_path) -> None:
+    budget = _tiny_peak(512)
+    in1, in2 = _square_frames(budget, "inside", 2)
+    runs, status = _confirm_with(tmp_path, budget, lambda frame: "ok" if frame[0] <= in2[0] else "oom")
+    assert runs[:2] == [("inside", in1, "oom"), ("inside", in2, "ok")] and runs[2][0] == "outside"
+    assert status.startswith("contradicted by runs, the estimate is optimistic")
+
+
+def test_an_error_decides_nothing(tmp_path) -> None:
+    runs, status = _confirm_with(tmp_path, _tiny_peak(512), lambda frame: "error")
+    assert [(side, st) for side, _, st in runs] == [("inside", "error"), ("outside", "error")]
+    assert status.startswith("not confirmed")
 
 
 def test_a_boundary_within_the_tolerance_of_the_search_limit_is_not_confirmed(tmp_path) -> None:
