@@ -55,7 +55,9 @@ SYNTHETIC_THREADS = 8
 DRAW_TRANSIENT = 0.0664  # of the bytes of the modules above that a stage builds on the device
 # cpu_offload: oom peak.load - end.load is 6.99 GB when every module is drawn on the device for host arenas.
 # (That peak, 8,401,190,912 B, is to the byte the text encoder's token embedding drawn in float32 twice, the
-# draw and its scaled copy, before anything else is on the device; on the H200 the threads add 0.09-0.44 GiB.)
+# draw and its scaled copy, before anything else is on the device. Since the engine draws tensors of 2^28
+# elements or more alone (ovi_engine/weights.py DRAW_ALONE_ELEMENTS) that is the whole peak; before, other
+# threads' draws added 0.09-0.79 GiB on the H200, by their timing.)
 DRAW_TRANSIENT_FOR_HOST = 0.1905  # of the bytes a cpu_offload load builds for the host
 # The audio codec is built another way (ovi_engine/audio_vae.py AudioCodec._materialize): each part in turn,
 # the VAE then the vocoder, is made on the device in float32, drawn in place, its weight norm folded at that

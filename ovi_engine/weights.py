@@ -34,6 +34,10 @@ _DRAW_ON: ContextVar[torch.device | None] = ContextVar("draw_synthetic_on", defa
 _HOST_STORAGE: ContextVar[Callable[[nn.Module], None] | None] = ContextVar("host_storage", default=None)
 # Threads drawing synthetic tensors: torch releases the GIL in its kernels and copies, so draws overlap.
 SYNTHETIC_THREADS = min(8, os.cpu_count() or 1)
+# Tensors this large (1 GiB in float32: umT5's token embedding) are drawn alone, before the threads start:
+# drawn beside others, their float32 transient met a varying number of other draws and the build's peak
+# varied from run to run (cpu_offload's load on the H200: 7.98-8.61 GiB, for an 8.40 GB draw).
+DRAW_ALONE_ELEMENTS = 2**28
 
 
 class CheckpointError(ValueError):
@@ -185,14 +189,17 @@ def synthesize(
     rules: Sequence[Rule] = (),
     generate_on: str | torch.device | None = None,
     threads: int = SYNTHETIC_THREADS,
+    draw_alone_elements: int = DRAW_ALONE_ELEMENTS,
 ) -> nn.Module:
     """Give a (meta) module deterministic weights: the same seed gives the same tensors on one device type.
 
     Each tensor draws from its own generator, seeded from ``(seed, name)``, so the result depends neither on
     the order of parameters nor on how many ``threads`` draw them. ``rules`` are ``(regex, fn(shape,
     generator))`` pairs tried first. Each tensor is cast to ``dtype`` as soon as it is drawn, so the peak is
-    the final size of the module plus one draw per thread. ``generate_on`` (default: the
-    ``draw_synthetic_on`` context, else ``device``) lets a GPU draw the numbers for a module kept on the host.
+    the final size of the module plus one draw per thread; tensors of ``draw_alone_elements`` or more are
+    drawn one at a time first, so that their transient does not depend on the threads' timing.
+    ``generate_on`` (default: the ``draw_synthetic_on`` context, else ``device``) lets a GPU draw the numbers
+    for a module kept on the host.
     A module whose tensors already exist (e.g. in a host arena) is filled in place.
     """
     device = torch.device(device)
@@ -215,8 +222,11 @@ def synthesize(
                 return tensor.copy_(value.to(tensor.dtype))
             return value.to(device=device, dtype=dtype if tensor.is_floating_point() else tensor.dtype)
 
+    alone = [name for name, t in state.items() if t.numel() >= draw_alone_elements]
+    values = {name: draw(name) for name in alone}
+    rest = [name for name in state if name not in values]
     with ThreadPoolExecutor(max(1, threads)) as pool:
-        values = dict(zip(state, pool.map(draw, state)))
+        values.update(zip(rest, pool.map(draw, rest)))
     if not in_place:
         module.load_state_dict(values, strict=True, assign=True)
     materialize_computed_buffers(module, device)

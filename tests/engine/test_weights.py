@@ -41,6 +41,43 @@ def test_rules_override_defaults() -> None:
     assert torch.all(m.norm.weight == 0.5)
 
 
+def test_large_tensors_are_drawn_alone_and_the_values_do_not_change() -> None:
+    """A build's peak must not depend on the threads' timing: a tensor at the size limit is drawn while no
+    other draw is in flight (watched through a rule that counts the draws running at once)."""
+    import threading
+    import time
+
+    running: list[str] = []
+    overlapped: dict[str, list[str]] = {}
+    lock = threading.Lock()
+
+    def watched(shape, gen):
+        name = f"{tuple(shape)}"
+        with lock:
+            running.append(name)
+            overlapped[name] = list(running)
+        time.sleep(0.02)
+        with lock:
+            running.remove(name)
+        return torch.randn(shape, generator=gen)
+
+    class Wide(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.small = nn.ModuleList(nn.Linear(4, 4, bias=False) for _ in range(6))
+            self.big = nn.Linear(64, 64, bias=False)  # 4096 elements
+
+    def build(limit: int) -> nn.Module:
+        return W.synthesize(W.build_on_meta(Wide), seed=1, device="cpu", dtype=torch.float32, threads=4,
+                            rules=[(r"weight$", watched)], draw_alone_elements=limit)
+
+    alone = build(4096)
+    assert overlapped["(64, 64)"] == ["(64, 64)"]
+    together = build(10**9)  # nothing is large enough: all seven in the pool
+    assert max(len(v) for v in overlapped.values()) > 1
+    assert all(torch.equal(a, b) for a, b in zip(alone.state_dict().values(), together.state_dict().values()))
+
+
 def test_round_trip_with_metadata(tmp_path: Path) -> None:
     src = toy(7)
     path = W.save_checkpoint(src, tmp_path / "toy.safetensors", {"preset": "tiny", "seed": 7})
