@@ -33,6 +33,9 @@ case $n in
      PYTHONPATH=$PWD:$PYTHONPATH python3 -m ovi_bench run "$(dirname "$0")/frontier_probe_1664.yaml" --device cuda \
        --preset full --hardware consumer-24gb --budget profile --allow-missing-baseline \
        --report-dir "$O/frontier_probe_1664" > "$O/log4_probe.txt" 2>&1 ;;
+  5) # after bcb68d9 (the token embedding drawn alone): cpu_offload's load peak, two variants
+     OUT=$O/suites PARTS=oom OOM_VARIANTS="720x720_5s 960x960_5s" OOM_POLICY=cpu_offload \
+       DEADLINE=$(( $(date +%s) + 150 )) bash benchmarks/gpu_suites.sh > "$O/log5_suites.txt" 2>&1 ;;
 esac
 gpu >> "$O/gpu_call$n.txt"
 tar czf "$OUT/call$n.tgz" -C "$O" .
