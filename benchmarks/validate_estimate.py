@@ -25,6 +25,11 @@ from ovi_bench.estimate import STAGES, EstimateRequest, estimate
 from ovi_bench.schema import BENCHMARK
 
 TARGET = 0.05
+
+
+def _source(path: Path) -> str:
+    """A run report by its run directory (every one is report.json), any other file by its name."""
+    return f"{path.parent.name}/{path.name}" if path.name == "report.json" else path.name
 GIB = 2**30
 
 
@@ -72,7 +77,7 @@ def pipeline_rows(path: Path, seen: set[str]) -> list[Row]:
             note = (f"case ended {status}: its peaks are cut short" if status != "ok"
                     else "not measured (0 or absent)" if not measured else "")
             error = (stage.bytes - measured) / measured if measured and not note else None
-            rows.append(Row(path.name, name, stage.stage, stage.bytes, measured or None, error, note))
+            rows.append(Row(_source(path), name, stage.stage, stage.bytes, measured or None, error, note))
     return rows
 
 
