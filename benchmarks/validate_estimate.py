@@ -21,16 +21,16 @@ from typing import Any
 
 from tabulate import tabulate
 
-from ovi_bench.estimate import STAGES, EstimateRequest, estimate
+from ovi_bench.estimate import ESTIMATE_TOLERANCE, STAGES, EstimateRequest, estimate
 from ovi_bench.schema import BENCHMARK
 
-TARGET = 0.05
+TARGET = ESTIMATE_TOLERANCE
+GIB = 2**30
 
 
 def _source(path: Path) -> str:
     """A run report by its run directory (every one is report.json), any other file by its name."""
     return f"{path.parent.name}/{path.name}" if path.name == "report.json" else path.name
-GIB = 2**30
 
 
 @dataclass(frozen=True)

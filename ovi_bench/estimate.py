@@ -32,6 +32,7 @@ from ovi_bench.variant_facts import AUDIO_CHANNELS, VARIANTS, VIDEO_CHANNELS, va
 ESTIMATE = Format("memory estimate", 1, "estimate again with `ovi-bench estimate --format json`")
 STAGES = ("load", "encode_text", "denoise", "release", "decode_video", "decode_audio")
 MiB = 2**20
+ESTIMATE_TOLERANCE = 0.05  # the error per stage the model promises (benchmarks/validate_estimate.py)
 ELEMENT_BYTES = {"cuda": 2, "cpu": 4}  # dtype auto: bf16 on an accelerator, float32 on the CPU (EngineConfig)
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4}
 PROMPTS = 2  # the prompt and the negative prompt, encoded together

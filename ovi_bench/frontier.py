@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from ovi_bench.estimate import Estimate, EstimateRequest, estimate
+from ovi_bench.estimate import ESTIMATE_TOLERANCE, Estimate, EstimateRequest, estimate
 from ovi_bench.hardware import HardwareProfile
 from ovi_bench.schema import Format
 from ovi_bench.variant_facts import SNAP, VARIANTS, variant_facts
@@ -29,11 +29,11 @@ ASPECTS: dict[str, tuple[int, int]] = {"1:1": (1, 1), "16:9": (9, 16), "9:16": (
 # on 704^2 and 960^2 frames (and 512^2 tiles); a frontier far above 960^2 is an extrapolation of them.
 MAX_SIDE = 1920
 ESTIMATED = "estimated, not yet confirmed by runs"
-# The memory model promises each stage's peak within 5% (benchmarks/validate_estimate.py). A run a few MB
+# The memory model promises each stage's peak within its tolerance, 5%. A run a few MB
 # inside the estimated boundary would test the model far beyond that promise, so the confirmation brackets the
 # boundary by it: the largest frame estimated 5% under the budget must run, the first estimated 5% over it
 # must run out of memory.
-CONFIRM_TOLERANCE = 0.05
+CONFIRM_TOLERANCE = ESTIMATE_TOLERANCE
 EXTRA_RUNS = 2  # runs past a side whose first run disagreed, each another tolerance further from the boundary
 MAX_STEPS = 20  # tolerance steps tried on a side (steps that snap to a frame already run are skipped)
 
@@ -50,7 +50,7 @@ class FrontierPoint:
     margin: int  # usable - peak
     outside_frame: tuple[int, int] | None  # the next frame up, which does not fit
     outside_peak_bytes: int | None
-    status: str = ESTIMATED  # or "confirmed by runs ...", "conservative by runs ...", "contradicted ..."
+    status: str = ESTIMATED  # or "confirmed ...", "conservative ...", "contradicted ...", "not confirmed ..."
     runs: tuple[ConfirmationRun, ...] = ()  # the confirmation runs, when there were any
 
 
@@ -59,7 +59,7 @@ class ConfirmationRun:
     side: str  # "inside" (must end ok) or "outside" (must end oom)
     frame: tuple[int, int]
     estimated_bytes: int  # the model's peak at that frame
-    status: str  # the case's status: ok, oom, or another (error, timeout, not run)
+    status: str  # the case's status: ok, oom (of the device, on a GPU), or another (error, timeout, host oom)
 
 
 def _request(base: EstimateRequest, aspect: str, area: int) -> EstimateRequest:
@@ -143,18 +143,19 @@ def _bracket(base: EstimateRequest, aspect: str, budget: int, side: str, k: int)
 def _verdict(runs: list[ConfirmationRun]) -> str:
     said = ", ".join(f"{r.side} {r.frame[0]}x{r.frame[1]} {r.status}" for r in runs)
     first = {side: next((r for r in runs if r.side == side), None) for side in ("inside", "outside")}
-    if any(r.status not in ("ok", "oom") for r in runs):
-        return f"not confirmed: {said}"  # an error or a timeout says nothing about memory
     if first["inside"] is None or first["outside"] is None:
         return f"not confirmed: only {said or 'no run'} within {CONFIRM_TOLERANCE:.0%} of the boundary"
-    if first["inside"].status == "oom":
+    if any(r.status not in ("ok", "oom") for r in first.values() if r is not None):
+        return f"not confirmed: {said}"  # an error, a timeout or a host OOM says nothing about device memory
+    if first["inside"].status == "oom":  # whatever a later, smaller run did: the dangerous direction
         return f"contradicted by runs, the estimate is optimistic: {said}"
     if first["outside"].status == "oom":
         return f"confirmed by runs within {CONFIRM_TOLERANCE:.0%}: {said}"
     fitted = max((r for r in runs if r.status == "ok"), key=lambda r: r.frame[0] * r.frame[1])
-    limit = next((r for r in runs if r.side == "outside" and r.status == "oom"), None)
+    outside = [r for r in runs if r.side == "outside"]
+    limit = next((r for r in outside if r.status == "oom"), None)
     beyond = (f"{limit.frame[0]}x{limit.frame[1]} ran out of memory" if limit
-              else f"no OOM within {EXTRA_RUNS + 1} runs outside")
+              else f"no OOM within {len(outside)} runs outside")
     return f"conservative by runs: fits up to {fitted.frame[0]}x{fitted.frame[1]}, {beyond} ({said})"
 
 

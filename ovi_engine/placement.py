@@ -101,19 +101,20 @@ ALLOC_CONF_VARS = ("PYTORCH_ALLOC_CONF", "PYTORCH_CUDA_ALLOC_CONF", "PYTORCH_HIP
 
 
 def configure_allocator(device: torch.device) -> str:
-    """Turn on the CUDA caching allocator's expandable segments, unless the user configured them; returns the
-    setting in effect (for describe()).
+    """Turn on the CUDA caching allocator's expandable segments, unless the user configured the allocator;
+    returns the setting in effect (for describe()).
 
     Without them a tensor that outlives its stage (the latents, a module's arena) keeps the whole segment it
     was cut from reserved, and empty_cache cannot return it: under a 22 GiB budget a 1472x1472 5 s clip with
     cpu_offload ran out of memory in decode_video with 16.6 GiB allocated and 20.7 GiB reserved. Expandable
-    segments map and unmap pages, so what is reserved follows what is allocated. Not set on ROCm, where it is
-    untested here (a user can set it in PYTORCH_HIP_ALLOC_CONF).
+    segments map and unmap pages, so after empty_cache what stays reserved is what is allocated. Any allocator
+    variable the user set is left alone: setting the allocator resets the options the string does not name.
+    Not set on ROCm, where it is untested here (a user can set it in PYTORCH_HIP_ALLOC_CONF).
     """
     if device.type != "cuda":
         return "host"
     for var in ALLOC_CONF_VARS:
-        if "expandable_segments" in os.environ.get(var, ""):
+        if os.environ.get(var):
             return f"{var}={os.environ[var]} (the user's)"
     if torch.version.hip is not None:
         return "default (ROCm: expandable segments not set by the engine)"

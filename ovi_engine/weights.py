@@ -34,9 +34,10 @@ _DRAW_ON: ContextVar[torch.device | None] = ContextVar("draw_synthetic_on", defa
 _HOST_STORAGE: ContextVar[Callable[[nn.Module], None] | None] = ContextVar("host_storage", default=None)
 # Threads drawing synthetic tensors: torch releases the GIL in its kernels and copies, so draws overlap.
 SYNTHETIC_THREADS = min(8, os.cpu_count() or 1)
-# Tensors this large (1 GiB in float32: umT5's token embedding) are drawn alone, before the threads start:
-# drawn beside others, their float32 transient met a varying number of other draws and the build's peak
-# varied from run to run (cpu_offload's load on the H200: 7.98-8.61 GiB, for an 8.40 GB draw).
+# Tensors of 2^28 elements or more (1 GiB in float32; umT5's token embedding, 1.05 G elements, is the one) are
+# drawn alone, before the threads start. Drawn beside others, their float32 transient met a varying number of
+# other draws, and the build's peak varied from run to run (cpu_offload's load on the H200: 7.98-8.61 GiB
+# around an 8.40 GB draw).
 DRAW_ALONE_ELEMENTS = 2**28
 
 

@@ -318,9 +318,16 @@ def test_the_engine_turns_on_expandable_segments_unless_the_user_chose(monkeypat
     assert placement.configure_allocator(cuda) == "expandable_segments (set by the engine)"
     assert calls == ["expandable_segments:True"]
 
-    monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", "expandable_segments:False,max_split_size_mb:512")
-    assert "the user's" in placement.configure_allocator(cuda) and len(calls) == 1
+    for user in ("expandable_segments:False", "max_split_size_mb:512", "backend:cudaMallocAsync"):
+        # any setting of the user's: the engine's call would reset the options it does not name
+        monkeypatch.setenv("PYTORCH_CUDA_ALLOC_CONF", user)
+        assert placement.configure_allocator(cuda) == f"PYTORCH_CUDA_ALLOC_CONF={user} (the user's)"
+    assert len(calls) == 1
     monkeypatch.delenv("PYTORCH_CUDA_ALLOC_CONF")
     monkeypatch.setattr(torch.version, "hip", "7.0")
     assert placement.configure_allocator(cuda).startswith("default (ROCm") and len(calls) == 1
+    monkeypatch.setattr(torch.version, "hip", None)
+    monkeypatch.delattr(torch._C, "_accelerator_setAllocatorSettings", raising=False)  # torch before 2.9
+    monkeypatch.setattr(torch.cuda.memory, "_set_allocator_settings", calls.append)
+    assert placement.configure_allocator(cuda).startswith("expandable_segments") and len(calls) == 2
     assert tiny("720x720_5s").describe()["allocator"] == "host"

@@ -23,7 +23,7 @@ import pytest
 from click.testing import CliRunner
 
 from ovi_bench.cli import main
-from ovi_bench.estimate import EstimateRequest, estimate
+from ovi_bench.estimate import ESTIMATE_TOLERANCE, EstimateRequest, estimate
 from ovi_bench.hardware import GiB, get_profile
 from ovi_bench.model_shapes import DIMS, block_pair_bytes
 from ovi_bench.records import RunReport
@@ -70,26 +70,23 @@ def test_full_scale_matches_the_measured_h100_peaks(variant: str, policy: str) -
         assert abs(stage.bytes - measured) / measured < 0.02, stage
 
 
-# Committed H200 reports of the current engine (each with its environment): file, case id prefix. 52db8ce
-# (after the pair fix) and 30f69b7 (the tree the 2026-12-02c calls ran); the denoise working set was fitted
-# on all_gpu's oom_regression, so the cpu_offload cases check it through another placement. c12181e
-# (2026-12-01) for all_gpu at 3 steps and for sequential, whose code paths have changed only in layout since:
-# sequential builds the audio codec in its first decode_audio (float32 parts, estimate.codec_build_bytes) and
-# keeps it through every later decode_video.
-RESULTS = Path(__file__).parents[2] / "benchmarks/results"
+# Committed H200 reports of the current engine (each with its environment): file, case id prefix. The
+# 2026-12-02d runs measured again the configurations the model was fitted on (2026-12-02b/c, 12-01), after
+# the fit: all_gpu's denoise at 5 s (its fit points were earlier runs), cpu_offload through another placement,
+# its load after bcb68d9 drew the token embedding alone (call 5), 960x960_10s all_gpu at 3 steps and
+# sequential (call 4; sequential builds the audio codec in float32 parts in its first decode_audio,
+# estimate.codec_build_bytes, and keeps it through later decodes). 960x960_10s cpu_offload (call 1) is from
+# before bcb68d9: its load (-4.2%) still had other draws beside the embedding's.
+RESULTS = Path(__file__).parents[2] / "benchmarks/results/h200-141gb_2026-12-02d/suites"
 H200_CASES = [
-    ("h200-141gb_2026-12-02b/suites/call3_oom_regression_720x720_5s_cpu_offload.report.json",
-     "oom_regression[variant=720x720_5s,policy=cpu_offload"),
-    ("h200-141gb_2026-12-02c/suites/call1_oom_regression_960x960_5s.report.json",
-     "oom_regression[variant=960x960_5s,policy=all_gpu"),
-    ("h200-141gb_2026-12-02c/suites/call1_oom_regression_960x960_5s.report.json",
-     "oom_regression[variant=960x960_5s,policy=cpu_offload"),
-    ("h200-141gb_2026-12-02c/suites/call2_oom_regression_960x960_10s_cpu_offload.report.json",
+    ("call5_oom_regression_cpu_offload/report.json", "oom_regression[variant=720x720_5s,policy=cpu_offload"),
+    ("call5_oom_regression_cpu_offload/report.json", "oom_regression[variant=960x960_5s,policy=cpu_offload"),
+    ("call3_oom_regression_5s_variants/report.json", "oom_regression[variant=720x720_5s,policy=all_gpu"),
+    ("call3_oom_regression_5s_variants/report.json", "oom_regression[variant=960x960_5s,policy=all_gpu"),
+    ("call1_oom_regression_960x960_10s_cpu_offload/report.json",
      "oom_regression[variant=960x960_10s,policy=cpu_offload"),
-    ("h200-141gb_2026-12-01/suites/peak_memory_10s.report.json",
-     "peak_memory_10s[variant=960x960_10s,policy=all_gpu"),
-    ("h200-141gb_2026-12-01/suites/peak_memory_10s_sequential.report.json",
-     "peak_memory_10s[variant=960x960_10s,policy=sequential"),
+    ("call4_peak_memory_10s/report.json", "peak_memory_10s[variant=960x960_10s,policy=all_gpu"),
+    ("call4_peak_memory_10s_sequential/report.json", "peak_memory_10s[variant=960x960_10s,policy=sequential"),
 ]
 
 
@@ -110,7 +107,7 @@ def test_full_scale_matches_the_current_engine_on_the_h200(path: str, case_id: s
     axes = _axes(case_id)
     for stage in estimate(EstimateRequest(axes["variant"], axes["policy"])).stages:
         measured = case["metrics"][f"peak.{stage.stage}.bytes"]
-        assert abs(stage.bytes - measured) / measured < 0.05, (stage, measured)
+        assert abs(stage.bytes - measured) / measured < ESTIMATE_TOLERANCE, (stage, measured)
 
 
 def test_policies_place_what_the_engine_places() -> None:

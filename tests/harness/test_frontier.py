@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from ovi_bench.cli import main
 from ovi_bench.estimate import EstimateRequest, estimate
-from ovi_bench.frontier import CONFIRM_TOLERANCE, MAX_SIDE, confirm, find_frontier, largest_area
+from ovi_bench.frontier import MAX_SIDE, confirm, find_frontier, largest_area
 from ovi_bench.hardware import HardwareProfile
 from ovi_bench.suites import load_suite
 from ovi_bench.variant_facts import SNAP
@@ -62,21 +62,12 @@ def _tiny_peak(side: int) -> int:
     return estimate(EstimateRequest("720x720_5s", "all_gpu", "tiny", "cpu", area=side * side)).peak.bytes
 
 
-def _square_frames_by_scan(budget: int) -> tuple[tuple[int, int], tuple[int, int]]:
-    """The frames the confirmation must run, found by walking every 32 px square instead of bisecting:
-    the largest estimated 5% under the budget, the smallest estimated 5% over it."""
-    sides = range(SNAP, MAX_SIDE + 1, SNAP)
-    inside = max(s for s in sides if _tiny_peak(s) <= budget * (1 - CONFIRM_TOLERANCE))
-    outside = min(s for s in sides if _tiny_peak(s) > budget * (1 + CONFIRM_TOLERANCE))
-    return (inside, inside), (outside, outside)
-
-
 def test_confirm_brackets_the_boundary_by_the_models_tolerance(tmp_path) -> None:
     budget = _tiny_peak(512)
     points = find_frontier(_fake(budget), "all_gpu", preset="tiny", variants=("720x720_5s",),
                            aspects=("1:1",))
     assert points[0].frame == (512, 512)
-    inside, outside = _square_frames_by_scan(budget)
+    inside, outside = _square_frames(budget, "inside", 1)[0], _square_frames(budget, "outside", 1)[0]
     assert inside[0] < 512 < outside[0]  # a bracket, not the boundary's two neighbours
     seen: dict[str, tuple[int, int]] = {}
 
@@ -166,3 +157,32 @@ def test_confirm_refuses_a_tiled_frontier_in_one_line() -> None:
                                        "--confirm", "--tiled"])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
     assert "--tiled" in result.output
+
+
+def test_a_later_error_does_not_hide_a_contradiction(tmp_path) -> None:
+    statuses = iter(["oom", "error", "ok", "oom"])  # inside: oom, then an error; outside: ok, then oom
+    runs, status = _confirm_with(tmp_path, _tiny_peak(512), lambda frame: next(statuses))
+    assert [(side, st) for side, _, st in runs] == [("inside", "oom"), ("inside", "error"), ("outside", "ok"),
+                                                    ("outside", "oom")]
+    assert status.startswith("contradicted by runs")
+
+
+def test_the_runner_counts_only_a_device_oom_on_a_gpu(monkeypatch, tmp_path) -> None:
+    """The worker calls a host MemoryError an oom too; on a GPU that says nothing of the device's budget."""
+    from types import SimpleNamespace
+
+    from ovi_bench import cli
+    from ovi_bench.run import Run
+
+    def fake_start(error: str | None, status: str):
+        case = SimpleNamespace(status=status, error=error)
+        return lambda *args, **kw: SimpleNamespace(execute=lambda: [case])
+
+    cases = [("OutOfMemoryError: CUDA out of memory", "oom", "cuda", "oom"),
+             ("MemoryError: ", "oom", "cuda", "host oom"),
+             ("MemoryError: ", "oom", "cpu", "oom"),
+             (None, "ok", "cuda", "ok")]
+    for error, status, device, expected in cases:
+        monkeypatch.setattr(Run, "start", fake_start(error, status))
+        runner = cli._frontier_runner("reference", "tiny", device, "consumer-24gb", tmp_path / "front")
+        assert runner(tmp_path / "frontier_0_inside.yaml", {"frame": (32, 32)}) == expected
