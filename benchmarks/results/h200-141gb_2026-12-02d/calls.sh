@@ -29,7 +29,7 @@ case $n in
   3) OUT=$O/suites PARTS=oom OOM_VARIANTS="720x720_5s 720x720_5s_fp8 960x960_5s" bash benchmarks/gpu_suites.sh \
        > "$O/log3_suites.txt" 2>&1 ;;
   4) OUT=$O/suites PARTS="peak sequential" bash benchmarks/gpu_suites.sh > "$O/log4_suites.txt" 2>&1
-     # one frame further out than the confirmation's outside frame (1536x1536 fit): where the decode stops fitting
+     # a probe past the confirmation's outside frame (1536x1536 fitted): does the decode stop fitting by 1664?
      PYTHONPATH=$PWD:$PYTHONPATH python3 -m ovi_bench run "$(dirname "$0")/frontier_probe_1664.yaml" --device cuda \
        --preset full --hardware consumer-24gb --budget profile --allow-missing-baseline \
        --report-dir "$O/frontier_probe_1664" > "$O/log4_probe.txt" 2>&1 ;;
