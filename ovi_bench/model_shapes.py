@@ -82,7 +82,8 @@ def module_bytes(module: str, dims: dict[str, int], element_bytes: int) -> int:
 
 
 def largest_tensor(module: str, group: str, dims: dict[str, int]) -> tuple[int, int]:
-    """(elements of the group's largest tensor, how many of the group's tensors have that many)."""
+    """(elements of the group's largest tensor, how many of the group's tensors have that many); for a block
+    group (`*_block`), counted in one block."""
     sizes = [(math.prod(evaluate(s, dims, module) for s in shape), count)
              for shape, count in SHAPES[module][group]]
     largest = max(size for size, _ in sizes)
