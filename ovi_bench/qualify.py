@@ -17,7 +17,9 @@
 The suites are `QUALIFY_SUITES` that exist in suites/ (output_fidelity once it is there). At the tiny
 preset each runs as its cut in the smoke suite (`smoke.<suite>`, 6 CPU cases with committed cpu-tiny
 baselines) where smoke has one: the whole matrices at tiny include oom_regression's keep_resident case,
-which cannot run out of memory at tiny sizes and fails by design (docs/suites.md, Known limits).
+which cannot run out of memory at tiny sizes and fails by design (docs/suites.md, Known limits). At full
+scale a suite runs as its cut in suites/qualify.yaml where that has one (output_fidelity, whose whole
+matrix would take most of an hour on an H200).
 """
 
 from __future__ import annotations
@@ -83,17 +85,16 @@ class Qualification:
 
 def qualification_suites(preset: str, chosen: Sequence[str] = ()) -> list[str]:
     """The suites to run, in order: those of QUALIFY_SUITES in suites/ (`chosen`: only these), each as its
-    smoke cut at the tiny preset where smoke has one."""
+    cut where there is one: in smoke at the tiny preset, in qualify (suites/qualify.yaml) otherwise."""
     names = [name for name in QUALIFY_SUITES if (SUITES_DIR / f"{name}.yaml").is_file()]
     unknown = [name for name in chosen if name not in names]
     if unknown:
         raise UsageError(f"--suites {','.join(unknown)}: not a qualification suite (choose from "
                          f"{', '.join(names)})")
     names = [name for name in names if not chosen or name in chosen]
-    if preset != "tiny":
-        return names
-    cuts = {suite.name for suite in load_suites("smoke")}
-    return [f"smoke.{name}" if f"smoke.{name}" in cuts else name for name in names]
+    cut_file = "smoke" if preset == "tiny" else "qualify"
+    cuts = {suite.name for suite in load_suites(cut_file)}
+    return [f"{cut_file}.{name}" if f"{cut_file}.{name}" in cuts else name for name in names]
 
 
 def suite_files(name: str, suite: Suite) -> list[Path]:

@@ -121,9 +121,19 @@ def test_a_stopping_doctor_warning_ends_it_before_any_run(tmp_path):
 
 def test_the_suites_in_order_and_the_smoke_cuts_at_tiny():
     assert qualification_suites("full") == ["attention_backends", "variant_latents", "oom_regression",
-                                            "peak_memory_10s", "output_fidelity"]
+                                            "peak_memory_10s", "qualify.output_fidelity"]
     assert qualification_suites("tiny", ["peak_memory_10s", "attention_backends"]) == [
         "smoke.attention_backends", "smoke.peak_memory_10s"]
+
+
+def test_the_full_scale_fidelity_cut_is_two_clips_at_two_steps():
+    """What the cut keeps, from the matrix of the whole suite: both durations, t2v with unipc, 2 steps."""
+    from ovi_bench.suites import find_suite, load_suite
+
+    whole, cut = load_suite("output_fidelity"), find_suite("qualify.output_fidelity")
+    assert cut.checks == whole.checks and cut.scenario == whole.scenario
+    assert cut.matrix == {"variant": ["720x720_5s", "960x960_10s"], "mode": ["t2v"], "solver": ["unipc"]}
+    assert set(cut.matrix["variant"]) <= set(whole.matrix["variant"]) and cut.params["steps"] == 2
 
 
 def test_a_first_run_without_baselines_is_not_a_qualification():
