@@ -483,7 +483,7 @@ def estimate(variant: str, policy: str, hardware: str, tiled: bool, preset: str,
     from ovi_bench.estimate import estimate as run_estimate
 
     profile = _profile(hardware)
-    device = "cpu" if profile.device_type == "cpu" else "cuda"
+    device = profile.device_type
     try:
         result = run_estimate(EstimateRequest(variant, policy, preset, device, tiled=tiled, area=area))
     except ValueError as exc:
@@ -549,7 +549,7 @@ def frontier(hardware: str, policy: str, engine: str, confirm: bool, device: str
         points = frontier_mod.confirm(points, policy,
                                       _frontier_runner(engine, preset, device, profile.name, out),
                                       out.parent / f"{out.name}_runs", budget=profile.usable_bytes,
-                                      preset=preset, device="cpu" if profile.device_type == "cpu" else "cuda")
+                                      preset=preset, device=profile.device_type)
     data = frontier_mod.frontier_dict(points, profile, policy, preset=preset, tiled=tiled, engine=engine)
     paths = frontier_mod.write_frontier(data, points, out)
     if fmt == "json":

@@ -94,7 +94,7 @@ def find_frontier(profile: HardwareProfile, policy: str, *, preset: str = "full"
                   budget: int | None = None) -> list[FrontierPoint]:
     """One point per variant x aspect, by the estimate alone; `budget` defaults to the profile's usable."""
     budget = profile.usable_bytes if budget is None else budget
-    device = "cpu" if profile.device_type == "cpu" else "cuda"
+    device = profile.device_type
     points = []
     for variant in variants:
         base = EstimateRequest(variant, policy, preset, device, tiled=tiled)

@@ -60,10 +60,15 @@ def evaluate(size: int | str, dims: dict[str, int], module: str = "") -> int:
     return value * int(factor or 1) // int(divisor or 1)
 
 
+def _tensor_sizes(module: str, group: str, dims: dict[str, int]) -> list[tuple[int, int]]:
+    """(elements, how many tensors have that shape) per shape of one group (one layer for a block group)."""
+    return [(math.prod(evaluate(s, dims, module) for s in shape), count)
+            for shape, count in SHAPES[module][group]]
+
+
 def group_elements(module: str, group: str, dims: dict[str, int]) -> int:
     """Elements of one group (one layer for a block group)."""
-    return sum(count * math.prod(evaluate(s, dims, module) for s in shape)
-               for shape, count in SHAPES[module][group])
+    return sum(size * count for size, count in _tensor_sizes(module, group, dims))
 
 
 def module_elements(module: str, dims: dict[str, int]) -> int:
@@ -84,8 +89,7 @@ def module_bytes(module: str, dims: dict[str, int], element_bytes: int) -> int:
 def largest_tensor(module: str, group: str, dims: dict[str, int]) -> tuple[int, int]:
     """(elements of the group's largest tensor, how many of the group's tensors have that many); for a block
     group (`*_block`), counted in one block."""
-    sizes = [(math.prod(evaluate(s, dims, module) for s in shape), count)
-             for shape, count in SHAPES[module][group]]
+    sizes = _tensor_sizes(module, group, dims)
     largest = max(size for size, _ in sizes)
     return largest, sum(count for size, count in sizes if size == largest)
 
