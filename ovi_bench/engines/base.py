@@ -13,7 +13,7 @@ in trackers. An engine that also announces its inner stages (e.g. decode_video, 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
@@ -60,8 +60,8 @@ class Capabilities:
                     f"{kind[:-1] if kind != 'attention' else 'attention backend'} {name!r}")
         return table[name]
 
-    def to_dict(self) -> dict[str, Any]:
-        return {k: dict(v) for k, v in asdict(self).items()}
+    def to_dict(self) -> dict[str, Any]:  # not asdict: a table may be a mapping that probes when read
+        return {f.name: dict(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Capabilities:

@@ -9,7 +9,7 @@ the attention registry to the attention suites.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -33,17 +33,13 @@ class ReferenceEngine:
         self.listeners: list[StageListener] = []
 
     def capabilities(self, device: str, dtype: str) -> Capabilities:
-        from ovi_engine.attention import available_backends
         from ovi_engine.placement import POLICIES as ENGINE_POLICIES
         from ovi_engine.variants import VARIANTS as ENGINE_VARIANTS
 
-        statuses = available_backends(device, _attention_dtype(dtype))
         return Capabilities(
             variants={v: None if v in ENGINE_VARIANTS else "not in ovi_engine.variants" for v in VARIANTS},
             policies={p: None if p in ENGINE_POLICIES else "not in ovi_engine.placement" for p in POLICIES},
-            attention={b: ("not registered in ovi_engine.attention" if b not in statuses
-                           else None if statuses[b].available else statuses[b].reason)
-                       for b in ATTENTION_BACKENDS},
+            attention=_ProbedAttention(device, _attention_dtype(dtype)),
             features=dict.fromkeys(FEATURES),
         )
 
@@ -67,11 +63,11 @@ class ReferenceEngine:
                              f"for {config.variant} (pass --variant {found}, or point at its own file)")
 
     def attention_kernel(self, backend: str, device: str, dtype: str) -> AttentionKernel:
-        from ovi_engine.attention import attend, available_backends, resolve
+        from ovi_engine.attention import attend, backend_status, resolve
 
         # raises AttentionUnavailable with the reason
         resolved = resolve(backend, device, _attention_dtype(dtype))
-        first_call_s = available_backends(device, _attention_dtype(dtype))[resolved].first_call_s
+        first_call_s = backend_status(resolved, device, _attention_dtype(dtype)).first_call_s
         return AttentionKernel(backend, resolved, lambda q, k, v: attend(q, k, v, backend=resolved),
                                first_call_s)
 
@@ -122,6 +118,34 @@ class ReferenceEngine:
         from ovi_engine.variants import detect_variant
 
         return detect_variant(path).variant.name
+
+
+class _ProbedAttention(Mapping[str, str | None]):
+    """Each backend's availability (None, or why not), probed by the engine's registry when first read:
+    a worker reads only its case's backend, and probing all of them costs it seconds on a GPU."""
+
+    def __init__(self, device: str, dtype: torch.dtype) -> None:
+        self.device, self.dtype = device, dtype
+        self.read: dict[str, str | None] = {}
+
+    def __getitem__(self, backend: str) -> str | None:
+        from ovi_engine.attention import BACKENDS, backend_status
+
+        if backend not in ATTENTION_BACKENDS:
+            raise KeyError(backend)
+        if backend not in self.read:
+            if backend != "auto" and backend not in BACKENDS:
+                self.read[backend] = "not registered in ovi_engine.attention"
+            else:
+                status = backend_status(backend, self.device, self.dtype)
+                self.read[backend] = None if status.available else status.reason
+        return self.read[backend]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(ATTENTION_BACKENDS)
+
+    def __len__(self) -> int:
+        return len(ATTENTION_BACKENDS)
 
 
 def _attention_dtype(dtype: str) -> torch.dtype:

@@ -36,6 +36,7 @@ __all__ = [
     "attention_flops",
     "auto_order",
     "available_backends",
+    "backend_status",
     "register",
     "resolve",
 ]
@@ -187,14 +188,21 @@ def available_backends(
     device: str | torch.device | None = None, dtype: torch.dtype = torch.bfloat16
 ) -> dict[str, BackendStatus]:
     """Status of every registered backend (and `auto`) on this device and dtype, probed once."""
+    return {name: backend_status(name, device, dtype) for name in ("auto", *BACKENDS)}
+
+
+def backend_status(name: str, device: str | torch.device | None = None,
+                   dtype: torch.dtype = torch.bfloat16) -> BackendStatus:
+    """Status of one backend (or `auto`), probing only it (for `auto`, only its candidates): a process
+    that runs one backend need not pay for the others' probes (flex compiles, on a GPU for seconds)."""
     device = as_device(device)
-    statuses = {name: _probe(name, device, dtype).status for name in BACKENDS}
+    if name != "auto":
+        return _probe(name, device, dtype).status
     try:
         chosen = _auto(device, dtype)
-        auto = BackendStatus("auto", True, None, chosen.why, statuses[chosen.name].first_call_s)
     except AttentionUnavailable as error:
-        auto = BackendStatus("auto", False, str(error), None)
-    return {"auto": auto, **statuses}
+        return BackendStatus("auto", False, str(error), None)
+    return BackendStatus("auto", True, None, chosen.why, _probe(chosen.name, device, dtype).status.first_call_s)
 
 
 def resolve(name: str, device: str | torch.device | None, dtype: torch.dtype) -> str:
