@@ -40,6 +40,7 @@ class SuiteOutcome:
     run: str | None = None  # the run's directory inside the bundle
     cases: int = 0
     failed: list[str] = field(default_factory=list)  # one line per failed check or errored case
+    case_time_s: float = 0.0  # its cases' durations summed: a run resumed across machines has no wall time
 
 
 def sha256(path: Path) -> str:
@@ -77,7 +78,8 @@ def suite_outcomes(reports: Mapping[str, RunReport], required: Sequence[str]) ->
             passed = bool(cases) and not failed
             if not cases:
                 failed.append("no case of this suite ran")
-            outcomes[suite] = SuiteOutcome(suite, "pass" if passed else "fail", run, len(cases), failed)
+            outcomes[suite] = SuiteOutcome(suite, "pass" if passed else "fail", run, len(cases), failed,
+                                           round(sum(c.duration_s for c in cases), 1))
     ordered = {suite: outcomes.pop(suite, SuiteOutcome(suite, "missing")) for suite in required}
     return {**ordered, **outcomes}
 
@@ -104,12 +106,22 @@ def _copy(source: Path, bundle: Path, name: str) -> str:
     return name
 
 
+def _baseline_name(path: Path, hardware: str) -> str:
+    """baselines/<hardware>/... : the file's path from its (last) hardware folder on."""
+    folders = path.parts[:-1]
+    if hardware not in folders:
+        raise ValueError(f"{path} is not a baseline of {hardware} (no {hardware}/ folder in its path)")
+    start = max(i for i, folder in enumerate(folders) if folder == hardware)
+    return "/".join(("baselines", *path.parts[start:]))
+
+
 def write_bundle(bundle: Path, *, run_dirs: Sequence[Path], environment: Mapping[str, Any],
                  profile: HardwareProfile, suite_files: Sequence[Path], baseline_files: Sequence[Path],
                  required_suites: Sequence[str]) -> dict[str, Any]:
     """Write a qualification bundle into `bundle` (a new or empty directory); returns the manifest.
 
-    `baseline_files` are `<dir>/<hardware>/<suite>.json` paths and keep their `<hardware>/` folder.
+    `baseline_files` are `<dir>/<hardware>/<suite>.json` and `<dir>/<hardware>/references/<suite>.json`
+    paths (baselines and stored fidelity references) and keep what follows `<dir>/`.
     """
     bundle = Path(bundle)
     if bundle.exists() and any(bundle.iterdir()):
@@ -125,7 +137,7 @@ def write_bundle(bundle: Path, *, run_dirs: Sequence[Path], environment: Mapping
             _copy(path, bundle, f"{name}/{path.relative_to(run_dir).as_posix()}")
         reports[name] = report
     inputs = {"suites": {_copy(p, bundle, f"suites/{p.name}"): sha256(p) for p in map(Path, suite_files)},
-              "baselines": {_copy(p, bundle, f"baselines/{p.parent.name}/{p.name}"): sha256(p)
+              "baselines": {_copy(p, bundle, _baseline_name(p, profile.name)): sha256(p)
                             for p in map(Path, baseline_files)}}
     write_atomic(bundle / "environment.json",
                  canonical_json({"schema_version": BUNDLE_SCHEMA_VERSION, "environment": dict(environment)}))
@@ -165,8 +177,11 @@ def render_summary(manifest: Mapping[str, Any], environment: Mapping[str, Any]) 
     for suite, outcome in manifest["suites"].items():
         required = "yes" if suite in manifest["required_suites"] else "no"
         failed = "<br>".join(escape(line) for line in outcome["failed"]) or "-"
+        minutes = f'{outcome.get("case_time_s", 0) / 60:.1f}'
         rows.append(f'<tr><td>{escape(suite)}</td><td>{required}</td><td '
-                    f'class="{escape(outcome["outcome"])}">{escape(outcome["outcome"])}</td><td>{outcome["cases"]}</td><td>{failed}</td></tr>')
+                    f'class="{escape(outcome["outcome"])}">{escape(outcome["outcome"])}</td><td>{outcome["cases"]}</td>'
+                    f'<td>{minutes}</td><td>{failed}</td></tr>')
+    total_min = sum(o.get("case_time_s", 0) for o in manifest["suites"].values()) / 60
     facts = [(key, environment.get(key)) for key in ("device_name", "device_arch", "torch", "hip", "cuda",
                                                     "driver", "git_commit", "date")]
     env_rows = "".join(f"<tr><th>{escape(k)}</th><td>{escape(str(v))}</td></tr>" for k, v in facts if v)
@@ -176,7 +191,9 @@ def render_summary(manifest: Mapping[str, Any], environment: Mapping[str, Any]) 
             f'{escape(manifest["hardware"])}</title><style>{CSS}</style></head><body>'
             f'<h1>ovi-bench qualification bundle</h1>{verdict}<h2>Why</h2><ul>{why}</ul>'
             f'<h2>Suites</h2><table><tr><th>suite</th><th>required</th><th>outcome</th><th>cases</th>'
-            f'<th>failed checks</th></tr>{"".join(rows)}</table>'
+            f'<th>case time (min)</th><th>failed checks</th></tr>{"".join(rows)}</table>'
+            f'<p>Case time in all: {total_min:.1f} min (the cases\' durations summed; a qualification '
+            'resumed on another machine or day has no single wall time).</p>'
             f'<h2>Environment</h2><table>{env_rows}</table>'
             '<h2>Suite and baseline files used '
             f'(sha256)</h2><table>{inputs or "<tr><td>none</td></tr>"}</table><p>Created '

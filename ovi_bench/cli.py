@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from functools import wraps
@@ -420,7 +421,10 @@ def qualify(hardware: str, device: str | None, preset: str, engine: str, checkpo
         checkpoint_dir=str(checkpoint_dir) if checkpoint_dir else None, bundle_dir=bundle_dir,
         baselines=str(baselines) if baselines else None, allow_missing_baseline=allow_missing_baseline,
         suites=[name.strip() for name in suites.split(",") if name.strip()] if suites else [], resume=resume)
+    began = time.monotonic()
     result = run_qualification(options, _err)
+    _err(f"qualify took {(time.monotonic() - began) / 60:.1f} min wall time"
+         + (" (this invocation; the runs finished before it are not counted)" if resume else ""))
     if result.bundle is not None:
         _err(f"bundle: {result.bundle} (summary.html; verify with `ovi-bench check-bundle {result.bundle}`)")
     subset = f" (only {', '.join(result.suites)})" if options.suites else ""

@@ -12,7 +12,8 @@
    `resume` an interrupted qualification goes on there: finished runs are kept, the interrupted one is
    finished from its journal (a full-scale qualification can outlast one session on a lent machine).
 4. `write_bundle`: every report, the environment and doctor's findings, the profile, the suite and
-   baseline files used (with hashes) and summary.html; qualified when every suite passed.
+   baseline files used (stored fidelity references too; with hashes) and summary.html; qualified when
+   every suite passed.
 
 The suites are `QUALIFY_SUITES` that exist in suites/ (output_fidelity once it is there). At the tiny
 preset each runs as its cut in the smoke suite (`smoke.<suite>`, 6 CPU cases with committed cpu-tiny
@@ -39,6 +40,7 @@ from ovi_bench.job import RunOptions
 from ovi_bench.journal import JOURNAL_NAME
 from ovi_bench.launchers import Progress
 from ovi_bench.records import Environment
+from ovi_bench.references import references_path
 from ovi_bench.report.terminal import render_terminal
 from ovi_bench.run import PROJECT_BASELINES, Run, UsageError, new_run_id, validate, validate_device
 from ovi_bench.suites import SUITES_DIR, Suite, load_suites, suite_path
@@ -197,7 +199,9 @@ def qualify(options: QualifyOptions, progress: Progress, *, doctor: Doctor = doc
     environment: dict[str, Any] = {**Environment.capture().to_dict(),
                                    "doctor": {"facts": facts, "warnings": [asdict(w) for w in warnings]}}
     files = list(dict.fromkeys(path for name, suite in suites.items() for path in suite_files(name, suite)))
-    used = [path for name in names if (path := baseline_path(baselines, profile.name, name)).is_file()]
+    used = [path for name in names for path in (baseline_path(baselines, profile.name, name),
+                                                 references_path(baselines, profile.name, name))
+            if path.is_file()]
     manifest = write_bundle(bundle, run_dirs=run_dirs, environment=environment, profile=profile,
                             suite_files=files, baseline_files=used, required_suites=names)
     shutil.rmtree(staging)

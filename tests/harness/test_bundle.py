@@ -14,10 +14,12 @@ from ovi_bench.records import CaseResult, Environment, RunReport, Verdict
 from ovi_bench.report import write_all
 
 REQUIRED = ["attention_backends", "peak_memory_10s"]
+CASE_SECONDS = {"attention_backends": 72.0, "peak_memory_10s": 150.0, "variant_latents": 6.0}
 
 
 def make_run(root: Path, run_id: str, suite: str, *, failing: bool = False) -> Path:
-    case = CaseResult(f"{suite}.a", suite, {"variant": "960x960_10s"}, "ok", metrics={"peak.total.bytes": 9})
+    case = CaseResult(f"{suite}.a", suite, {"variant": "960x960_10s"}, "ok", metrics={"peak.total.bytes": 9},
+                      duration_s=CASE_SECONDS[suite])
     verdict = Verdict(case.case_id, "peak.total.bytes", "max", "fail" if failing else "pass", 9, 5,
                       "peak 9 B above the profile's 5 B" if failing else "")
     report = RunReport(run_id, [suite], "reference", "full", "gfx1151-128gb", Environment(device_name="fake"),
@@ -33,12 +35,15 @@ def make_bundle(tmp_path: Path, *, failing: bool = False, runs: tuple[str, ...] 
                 for i, suite in enumerate(runs)]
     suite_file = tmp_path / "suites/peak_memory_10s.yaml"
     baseline = tmp_path / "baselines/gfx1151-128gb/peak_memory_10s.json"
-    for path, text in ((suite_file, "name: peak_memory_10s\n"), (baseline, '{"schema_version": 1}\n')):
+    reference = tmp_path / "baselines/gfx1151-128gb/references/output_fidelity.json"
+    for path, text in ((suite_file, "name: peak_memory_10s\n"), (baseline, '{"schema_version": 1}\n'),
+                       (reference, '{"schema_version": 1}\n')):
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     bundle = tmp_path / "bundle"
     write_bundle(bundle, run_dirs=run_dirs, environment=Environment(device_name="fake").to_dict(),
-                 profile=get_profile("gfx1151-128gb"), suite_files=[suite_file], baseline_files=[baseline],
+                 profile=get_profile("gfx1151-128gb"), suite_files=[suite_file],
+                 baseline_files=[baseline, reference],
                  required_suites=REQUIRED)
     return bundle
 
@@ -57,6 +62,10 @@ def test_a_passing_bundle_checks_clean(tmp_path):
             "baselines/gfx1151-128gb/peak_memory_10s.json"} <= set(manifest["files"])
     assert manifest["inputs"]["baselines"]["baselines/gfx1151-128gb/peak_memory_10s.json"] == \
         manifest["files"]["baselines/gfx1151-128gb/peak_memory_10s.json"]
+    # a stored fidelity reference keeps its references/ folder under the hardware's
+    assert "baselines/gfx1151-128gb/references/output_fidelity.json" in manifest["inputs"]["baselines"]
+    assert [manifest["suites"][s]["case_time_s"] for s in REQUIRED] == [72.0, 150.0]
+    assert "Case time in all: 3.7 min" in (bundle / SUMMARY).read_text()
     for name in ("environment.json", "profile.json"):
         assert json.loads((bundle / name).read_text())["schema_version"] == BUNDLE_SCHEMA_VERSION
     assert "gfx1151-128gb: qualified" in (bundle / SUMMARY).read_text()
