@@ -9,7 +9,9 @@ factors), `judge` turns the cases of a run into verdicts. Rules:
 - relative       vs baseline: may grow by max(tolerance * baseline, floor), else regression
 - time           vs baseline samples: a regression only when median(now) / median(baseline) >= min_factor
                  AND a one-sided Mann-Whitney U test says "slower" at alpha (with one sample on either
-                 side, the factor alone); the mirror image is `improved`
+                 side, the factor alone) AND the medians differ by at least `floor` (default 0: a kernel of
+                 microseconds timed by CUDA events swings by ~100 us with the host's launch timing);
+                 the mirror image is `improved`
 - same           vs baseline: another value (e.g. another attention kernel) is reported `changed`, which
                  is not a failure; the metrics it explains are judged by their own checks
 - expect_status  the case ended with the expected status (ok, oom, ...)
@@ -79,7 +81,7 @@ class Check:
     expected: Any = None  # exact, expect_status
     limit: float | str | None = None  # max, min: a number in the metric's unit, or a profile reference
     tolerance: float = 0.0  # relative: allowed growth as a fraction of the baseline
-    floor: float = 0.0  # relative: allowed growth at least this much (metric's unit)
+    floor: float | str = 0.0  # relative: allowed growth at least this; time: smaller changes are noise
     # time: slowdown factor on the medians that may count as a regression; or params.<key> (per preset)
     min_factor: float | str = 1.0
     alpha: float = 0.05  # time: significance level of the one-sided Mann-Whitney U test
@@ -113,7 +115,7 @@ def parse_check(raw: Mapping[str, Any]) -> Check:
         raise CheckError(f"check on {metric!r}: rule {rule!r} is not one of {', '.join(RULES)}")
     allowed = {"metric", "rule", "when", "unless", "note", "scale", *{
         "exact": ("expected",), "expect_status": ("expected",), "max": ("limit",), "min": ("limit",),
-        "relative": ("tolerance", "floor"), "time": ("min_factor", "alpha"), "same": (),
+        "relative": ("tolerance", "floor"), "time": ("min_factor", "alpha", "floor"), "same": (),
     }[rule]}
     unknown = sorted(set(raw) - allowed)
     if unknown:
@@ -159,15 +161,21 @@ def _parse_rule_fields(metric: str, rule: str, raw: Mapping[str, Any]) -> dict[s
         return {"tolerance": parse_fraction(raw.get("tolerance", 0)),
                 "floor": parse_quantity(raw.get("floor", 0), metric)}
     alpha = float(raw.get("alpha", 0.05))
+    raw_floor = raw.get("floor", 0)
+    floor = raw_floor if _is_params_reference(raw_floor) else parse_quantity(raw_floor, metric)
+    if not 0.0 < alpha < 1.0:
+        raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
     raw_factor = raw.get("min_factor", 1.10)
-    if isinstance(raw_factor, str) and raw_factor.startswith("params.") and REFERENCE.match(raw_factor):
-        return {"min_factor": raw_factor, "alpha": alpha}
+    if _is_params_reference(raw_factor):
+        return {"min_factor": raw_factor, "alpha": alpha, "floor": floor}
     min_factor = float(raw_factor)
     if min_factor < 1.0:
         raise ValueError(f"min_factor must be >= 1.0, got {min_factor}")
-    if not 0.0 < alpha < 1.0:
-        raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
-    return {"min_factor": min_factor, "alpha": alpha}
+    return {"min_factor": min_factor, "alpha": alpha, "floor": floor}
+
+
+def _is_params_reference(value: Any) -> bool:
+    return isinstance(value, str) and value.startswith("params.") and bool(REFERENCE.match(value))
 
 
 # ---- baselines -------------------------------------------------------------------------------------------
@@ -430,7 +438,7 @@ def _judge_relative(case: CaseResult, check: Check, observed: Any, reference: An
     now, base = numeric(observed), numeric(reference)
     if now is None or base is None:
         return _verdict(case, check, "error", observed, reference, "not a number")
-    allowed = max(check.tolerance * abs(base), check.floor)
+    allowed = max(check.tolerance * abs(base), float(check.floor))
     change = f"{render_metric(check.metric, now)} vs baseline {render_metric(check.metric, base)}"
     bound = f"allowed ±{render_metric(check.metric, allowed)}"
     if now > base + allowed:
@@ -477,12 +485,18 @@ def _judge_time(case: CaseResult, check: Check, observed: Any, reference: Any, s
     ratio = now.median / base.median
     facts = (f"median {render_metric(check.metric, now.median)} (at the baseline machine's "
              f"speed, x{speed:.2f}) vs baseline {render_metric(check.metric, base.median)} ({ratio:.3f}x)")
-    min_factor = check.min_factor
-    if isinstance(min_factor, str):
-        try:
+    min_factor, floor = check.min_factor, check.floor
+    try:
+        if isinstance(min_factor, str):
             min_factor = float(_resolve(min_factor, case, None))
-        except (LookupError, TypeError, ValueError) as exc:
-            return _verdict(case, check, "error", now, base, f"min_factor {check.min_factor}: {exc}")
+        if isinstance(floor, str):
+            floor = parse_quantity(_resolve(floor, case, None), check.metric)
+    except (LookupError, TypeError, ValueError) as exc:
+        return _verdict(case, check, "error", now, base,
+                        f"min_factor {check.min_factor}, floor {check.floor}: {exc}")
+    if abs(now.median - base.median) < floor:
+        return _verdict(case, check, "pass", now, base,
+                        f"{facts}, a change below the {render_metric(check.metric, floor)} floor")
     for status, factor, alternative in (("regression", ratio, "greater"), ("improved", 1 / ratio, "less")):
         if factor < min_factor:
             continue

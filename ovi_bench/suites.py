@@ -31,7 +31,8 @@ from ovi_bench.variant_facts import VARIANTS
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 SUITE_SCHEMA_VERSION = 1
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # a suite's name is a file name under baselines/
-TOP_KEYS = ("schema_version", "name", "description", "scenario", "matrix", "params", "presets", "budget",
+TOP_KEYS = ("schema_version", "name", "description", "scenario", "matrix", "exclude", "params", "presets",
+            "budget",
             "timeout", "checks")
 INCLUDE_TOP_KEYS = ("schema_version", "name", "description", "include", "timeout")
 INCLUDE_KEYS = ("suite", "matrix", "params", "budget", "timeout")
@@ -54,6 +55,7 @@ class Suite:
     timeout_s: float | None = None
     path: Path | None = None
     presets: dict[str, dict[str, Any]] = field(default_factory=dict)  # preset -> {params, budget}
+    exclude: list[dict[str, Any]] = field(default_factory=list)  # points of the matrix not run: {axis: value}
 
     def checks_at(self, scale: str) -> list[Check]:
         """The checks that hold at this scale (a check may say it holds only at full scale)."""
@@ -82,6 +84,8 @@ class Suite:
         jobs = []
         for values in itertools.product(*matrix.values()):
             axes = dict(zip(matrix, values))
+            if any(all(axes.get(axis) == value for axis, value in point.items()) for point in self.exclude):
+                continue
             config = EngineConfig(
                 variant=axes["variant"], preset=options.preset, checkpoint_dir=_path(options.checkpoint_dir),
                 policy=axes.get("policy", "all_gpu"), attention=axes.get("attention", "auto"),
@@ -278,6 +282,7 @@ def _parse_suite(path: Path, data: Any) -> Suite:
     scenario = get_scenario(data["scenario"])
 
     matrix = _parse_matrix(data.get("matrix"), lines.get("matrix", data.line), scenario, fail)
+    exclude = _parse_exclude(data.get("exclude"), lines.get("exclude", data.line), matrix, fail)
     params = _parse_params(data.get("params"), lines.get("params", data.line), scenario, fail)
     budget = _parse_budget(data.get("budget"), lambda msg: fail(lines["budget"], msg))
     presets = _parse_presets(data.get("presets"), lines.get("presets", data.line), scenario, fail)
@@ -293,7 +298,7 @@ def _parse_suite(path: Path, data: Any) -> Suite:
     checks += implicit_checks(scenario, checks)
     return Suite(name=data["name"], description=str(data["description"]).strip(), scenario=scenario.name,
                  matrix=matrix, params=params, checks=checks, budget=budget, timeout_s=timeout_s,
-                 path=path, presets=presets)
+                 path=path, presets=presets, exclude=exclude)
 
 
 def _parse_matrix(data: Any, line: int, scenario: Any,
@@ -317,6 +322,21 @@ def _parse_matrix(data: Any, line: int, scenario: Any,
             raise fail(where, str(exc)) from None
         matrix[axis] = values
     return matrix
+
+
+def _parse_exclude(data: Any, line: int, matrix: dict[str, list[Any]], fail: Any) -> list[dict[str, Any]]:
+    """`exclude: [{axis: value, ...}]`: points of the matrix that do not run. Each names values the matrix
+    has, so that a typo cannot leave a case running that was meant to be left out."""
+    if data is None:
+        return []
+    if not isinstance(data, list) or not all(isinstance(point, _Mapping) and point for point in data):
+        raise fail(line, "exclude must be a list of {axis: value} mappings")
+    for point in data:
+        for axis, value in point.items():
+            if value not in matrix.get(axis, []):
+                raise fail(point.lines[axis], f"exclude {axis}: {value!r} is not a value of the matrix's "
+                                              f"{axis} axis ({', '.join(map(str, matrix.get(axis, [])))})")
+    return [dict(point) for point in data]
 
 
 def _parse_params(data: Any, line: int, scenario: Any, fail: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ _SIZE_UNITS = {
     "b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12,
     "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40,
 }
-_DURATION_UNITS = {"ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
+_DURATION_UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "min": 60.0, "h": 3600.0}
 _NUMBER_UNIT = re.compile(r"^\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*([A-Za-z%]*)\s*$")
 
 
@@ -45,10 +45,10 @@ def parse_fraction(text: str | float) -> float:
 
 
 def parse_duration(text: str | float) -> float:
-    """'90s', '5m', '250ms' -> seconds; a bare number is seconds."""
+    """'90s', '5m', '250ms', '200us' -> seconds; a bare number is seconds."""
     value, unit = _split(text, "duration such as '90s'")
     if unit and unit.lower() not in _DURATION_UNITS:
-        raise ValueError(f"unknown duration unit {unit!r} in {text!r} (use ms, s, m, h)")
+        raise ValueError(f"unknown duration unit {unit!r} in {text!r} (use us, ms, s, m, h)")
     return value * _DURATION_UNITS[unit.lower() or "s"]
 
 

@@ -175,7 +175,7 @@ SCENARIO = Scenario(
     axis_defaults={"variant": "720x720_5s", "attention": "auto"},
     params={"heads": 24, "head_dim": 128, "text_tokens": 512, "reps": 5, "warmup": 2, "matmul_n": 8192,
             "reference_n": 4096, "slowdown_factor": 1.5, "math_slowdown_factor": 1.5,  # read by time checks
-            "area": None},
+            "time_floor": "0 s", "area": None},
     run=run,
     metrics=(
         Metric("attention.requested", "text", "info"),

@@ -173,6 +173,25 @@ def test_time_rule_compares_like_with_like_across_machine_speeds() -> None:
     assert one(TIME, case({name: Samples(BASE_TIMES)}), slow_baseline) == "error"  # no speed measured now
 
 
+# audio_self (157 tokens) with sdpa_flash on the H200, two qualifications 2026-12-02 (12-02e): CUDA events
+# around a ~17 us kernel read the host's launch timing, not the kernel
+AUDIO_SELF_BASE = [160.1, 19.2, 16.7, 17.5, 18.0, 16.8, 17.0, 18.2, 17.9, 17.0]
+AUDIO_SELF_NOW = [281.9, 141.7, 96.9, 122.1, 93.2, 146.2, 115.6, 95.8, 99.2, 73.7]
+
+
+def test_time_floor_leaves_microsecond_launch_noise_out_and_still_sees_real_slowdowns() -> None:
+    name = "time.attention.audio_self_s"
+    raw = {"metric": name, "rule": "time", "min_factor": 1.5, "alpha": 0.05}
+    us = [1e-6 * t for t in AUDIO_SELF_NOW], [1e-6 * t for t in AUDIO_SELF_BASE]
+    now, base = case({name: Samples(us[0]), SPEED: 1.0}), baseline({name: Samples(us[1]), SPEED: 1.0})
+    assert one(raw, now, base) == "regression"  # 6x by the factor and the test alone
+    floored = {**raw, "floor": "200 us"}
+    assert parse_check(floored).floor == pytest.approx(200e-6)
+    assert one(floored, now, base) == "pass"
+    slower_by_a_millisecond = case({name: Samples([t + 1e-3 for t in us[1]]), SPEED: 1.0})
+    assert one(floored, slower_by_a_millisecond, base) == "regression"
+
+
 @pytest.mark.parametrize(("raw", "message"), [
     ({"metric": "x", "rule": "fuzzy"}, "rule 'fuzzy' is not one of"),
     ({"metric": "peak.total.alloc_bytes", "rule": "max", "limit": "100 GX"}, "unknown size unit"),

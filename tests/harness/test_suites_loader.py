@@ -69,6 +69,10 @@ def test_valid_suite_parses_units_and_expands_to_the_cartesian_product(tmp_path)
         ("scenario: pipeline", "scenario: teleport", "scenario", "unknown scenario 'teleport'"),
         ("schema_version: 1", "schema_version: 2", "schema_version", "schema_version 2"),
         ("  policy: [all_gpu", "   policy: [all_gpu", "policy", "invalid YAML"),
+        ("params: {steps: 3}", "exclude:\n  - {policy: al_gpu}\nparams: {steps: 3}", "al_gpu",
+         "exclude policy: 'al_gpu' is not a value of the matrix's policy axis"),
+        ("params: {steps: 3}", "exclude: {policy: all_gpu}\nparams: {steps: 3}", "exclude",
+         "exclude must be a list"),
     ],
 )
 def test_errors_name_file_and_line(tmp_path, old, new, needle, message):
@@ -82,6 +86,20 @@ def test_errors_name_file_and_line(tmp_path, old, new, needle, message):
     assert where.startswith(str(path) + ":")
     assert int(where.rsplit(":", 1)[1]) in text_lines
     assert message in rest
+
+
+def test_exclude_leaves_out_the_points_it_names_and_only_those(tmp_path):
+    text = VALID.replace("params: {steps: 3}",
+                         "exclude:\n  - {variant: 960x960_10s, policy: keep_resident}\nparams: {steps: 3}")
+    cases = load_suite(str(write(tmp_path, text))).expand()
+    assert {(c.axes["variant"], c.axes["policy"]) for c in cases} == {
+        ("720x720_5s", "all_gpu"), ("720x720_5s", "keep_resident"), ("960x960_10s", "all_gpu")}
+
+
+def test_attention_backends_leaves_out_the_math_kernel_where_its_scores_fill_an_h200():
+    cases = {(c.axes["variant"], c.axes["attention"]) for c in load_suite("attention_backends").expand()}
+    assert ("960x960_5s", "sdpa_math") not in cases
+    assert {("720x720_5s", "sdpa_math"), ("960x960_10s", "sdpa_math"), ("960x960_5s", "sdpa")} <= cases
 
 
 def test_unknown_suite_name_lists_the_known_ones():
