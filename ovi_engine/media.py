@@ -1,5 +1,6 @@
 """Reading a first frame and writing the result: MP4 (H.264 + AAC) through PyAV, the one dependency that
-ships both encoders in its wheels."""
+ships both encoders in its wheels. A binary PPM first frame is read without it (the harness's i2v frames
+are PPM gradients, so its variant and fidelity suites need no PyAV)."""
 
 from __future__ import annotations
 
@@ -67,11 +68,41 @@ def probe_mp4(path: Path) -> dict[str, float | int | str]:
 
 
 def read_image(path: str | Path) -> torch.Tensor:
-    """uint8 [H, W, 3] from any image file PyAV/FFmpeg can decode."""
+    """uint8 [H, W, 3] from a binary PPM, or from any image file PyAV/FFmpeg can decode."""
+    data = Path(path).read_bytes()
+    if data.startswith(b"P6"):
+        return _read_ppm(data, path)
     av = _av()
     with av.open(str(path)) as container:
         frame = next(container.decode(video=0))
     return torch.from_numpy(frame.to_ndarray(format="rgb24"))
+
+
+def _read_ppm(data: bytes, path: str | Path) -> torch.Tensor:
+    """Netpbm P6: 'P6', width, height and maxval (255 here) separated by whitespace or # comments, one
+    whitespace byte, then height x width x 3 bytes."""
+    fields: list[bytes] = []
+    at = 2
+    while len(fields) < 3:
+        while at < len(data) and (data[at:at + 1].isspace() or data[at:at + 1] == b"#"):
+            if data[at:at + 1] == b"#":
+                at = data.find(b"\n", at) + 1 or len(data)
+            else:
+                at += 1
+        end = at
+        while end < len(data) and data[end:end + 1].isdigit():
+            end += 1
+        if end == at:
+            raise ValueError(f"{path}: not a readable binary PPM header")
+        fields.append(data[at:end])
+        at = end
+    width, height, maxval = map(int, fields)
+    size = width * height * 3
+    pixels = data[at + 1:at + 1 + size]
+    if maxval != 255 or len(pixels) != size:
+        raise ValueError(f"{path}: PPM of {width}x{height}, maxval {maxval}: expected {size} bytes of 8-bit "
+                         f"pixels, found {len(pixels)}")
+    return torch.frombuffer(bytearray(pixels), dtype=torch.uint8).view(height, width, 3)
 
 
 def resize_to_area(image: torch.Tensor, spec: VariantSpec, area: int | None = None) -> torch.Tensor:

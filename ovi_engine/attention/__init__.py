@@ -202,7 +202,8 @@ def backend_status(name: str, device: str | torch.device | None = None,
         chosen = _auto(device, dtype)
     except AttentionUnavailable as error:
         return BackendStatus("auto", False, str(error), None)
-    return BackendStatus("auto", True, None, chosen.why, _probe(chosen.name, device, dtype).status.first_call_s)
+    first_call_s = _probe(chosen.name, device, dtype).status.first_call_s
+    return BackendStatus("auto", True, None, chosen.why, first_call_s)
 
 
 def resolve(name: str, device: str | torch.device | None, dtype: torch.dtype) -> str:

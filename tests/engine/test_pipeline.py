@@ -65,6 +65,36 @@ def test_i2v_keeps_the_first_frame_latent(tmp_path: Path) -> None:
     assert not torch.equal(t2v.video[:, :1], latents.video[:, :1])
 
 
+def test_a_binary_ppm_first_frame_reads_without_pyav(tmp_path: Path, monkeypatch) -> None:
+    """The harness's i2v frames are PPM: read natively, so a machine without PyAV runs variant_latents."""
+    from ovi_engine.media import read_image
+
+    pixels = (torch.arange(5 * 7 * 3) * 7 % 256).to(torch.uint8).view(5, 7, 3)
+    path = tmp_path / "frame.ppm"
+    path.write_bytes(b"P6\n# made by a test\n7 5\n255\n" + pixels.numpy().tobytes())
+    monkeypatch.setitem(__import__("sys").modules, "av", None)  # import av now fails
+    assert torch.equal(read_image(path), pixels)
+    path.write_bytes(b"P6 7 5 255\n" + pixels.numpy().tobytes()[:-1])
+    with pytest.raises(ValueError, match="expected 105 bytes of 8-bit pixels, found 104"):
+        read_image(path)
+    path.write_bytes(b"\x89PNG\r\n")  # anything else still goes to PyAV, which is missing here
+    with pytest.raises(RuntimeError, match="needs PyAV"):
+        read_image(path)
+
+
+def test_the_native_ppm_reader_agrees_with_pyav(tmp_path: Path) -> None:
+    av = pytest.importorskip("av")
+    from ovi_engine.media import read_image
+
+    gen = torch.Generator().manual_seed(3)
+    pixels = torch.randint(0, 256, (72, 128, 3), generator=gen, dtype=torch.uint8)
+    path = tmp_path / "first_frame.ppm"  # the header as the harness writes its i2v frames
+    path.write_bytes(b"P6 128 72 255\n" + pixels.numpy().tobytes())
+    with av.open(str(path)) as container:
+        decoded = next(container.decode(video=0)).to_ndarray(format="rgb24")
+    assert torch.equal(torch.from_numpy(decoded), pixels) and torch.equal(read_image(path), pixels)
+
+
 def _decode_witness(pipe: OviPipeline) -> dict[str, bool]:
     """Whether the fusion model and text encoder are still alive (weakly referenced) when decoding starts."""
     refs = {name: weakref.ref(next(pipe.placement.slots[name].module.parameters()))
