@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import uuid
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -112,7 +113,8 @@ class Run:
     def execute(self) -> list[CaseResult]:
         """Every case not already in the journal, appended to it as each ends."""
         jobs = self.jobs()
-        capabilities = probe_capabilities(self.options.engine, self.options.device, self.options.dtype)
+        capabilities = probe_capabilities(self.options.engine, self.options.device, self.options.dtype,
+                                          backends={job.config.attention for job in jobs})
         finished = {c.case_id: c for c in self.done}
         results = []
         for number, job in enumerate(jobs, start=1):
@@ -166,21 +168,23 @@ class Run:
         return report
 
 
-def probe_capabilities(engine: str, device: str, dtype: str) -> Capabilities:
-    """What the engine declares on this device, asked once per run. On an accelerator the engine is built in
-    a spawned process, so the parent never holds a device context while the cases measure memory."""
+def probe_capabilities(engine: str, device: str, dtype: str,
+                       backends: Collection[str] | None = None) -> Capabilities:
+    """What the engine declares on this device, asked once per run; `backends`: the attention backends the
+    run asks for (None: all; probing one can cost seconds, flex compiles). On an accelerator the engine is
+    built in a spawned process, so the parent never holds a device context while the cases measure memory."""
     if not device.startswith("cuda"):
         return _capabilities(engine, device, dtype)
     with multiprocessing.get_context("spawn").Pool(1) as pool:
-        return Capabilities.from_dict(pool.apply(_capabilities_dict, (engine, device, dtype)))
+        return Capabilities.from_dict(pool.apply(_capabilities_dict, (engine, device, dtype, backends)))
 
 
 def _capabilities(engine: str, device: str, dtype: str) -> Capabilities:
     return engine_factory(engine)().capabilities(device, dtype)
 
 
-def _capabilities_dict(engine: str, device: str, dtype: str) -> dict:
-    return _capabilities(engine, device, dtype).to_dict()
+def _capabilities_dict(engine: str, device: str, dtype: str, backends: Collection[str] | None) -> dict:
+    return _capabilities(engine, device, dtype).to_dict(attention=backends)
 
 
 def validate(options: RunOptions) -> tuple[list[Suite], HardwareProfile]:

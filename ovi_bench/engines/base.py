@@ -12,7 +12,7 @@ in trackers. An engine that also announces its inner stages (e.g. decode_video, 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -60,8 +60,11 @@ class Capabilities:
                     f"{kind[:-1] if kind != 'attention' else 'attention backend'} {name!r}")
         return table[name]
 
-    def to_dict(self) -> dict[str, Any]:  # not asdict: a table may be a mapping that probes when read
-        return {f.name: dict(getattr(self, f.name)) for f in fields(self)}
+    def to_dict(self, attention: Collection[str] | None = None) -> dict[str, Any]:
+        """Plain tables; `attention`: only these backends (a table may probe each one when it is read)."""
+        data = {f.name: dict(getattr(self, f.name)) for f in fields(self) if f.name != "attention"}
+        names = self.attention if attention is None else [n for n in attention if n in self.attention]
+        return {**data, "attention": {name: self.attention[name] for name in names}}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Capabilities:

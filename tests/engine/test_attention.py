@@ -321,34 +321,3 @@ def test_fa4_reasons_for_device_dtype_and_arch(monkeypatch):
     q, k, v = random_qkv(5, 2, 16, 1, 5, 7, dtype=torch.float32)
     torch.testing.assert_close(flash_attn_4.fa4(q, k, v, None), reference_attention(q, k, v, None))
 
-
-def test_one_backends_status_probes_only_it_and_the_adapter_reads_lazily(scratch_registry):
-    """A worker asks about its own backend only: probing every backend costs seconds on a GPU (flex
-    compiles). Every registered backend is swapped for one that records its probe calls."""
-    from dataclasses import replace
-
-    from ovi_bench.engines.base import ATTENTION_BACKENDS
-    from ovi_bench.engines.reference import make_engine
-
-    probed: list[str] = []
-
-    def recording(backend: Backend) -> Backend:
-        def fn(q, k, v, k_lens):
-            probed.append(backend.name)
-            return backend.fn(q, k, v, k_lens)
-        return replace(backend, fn=fn)
-
-    for name, backend in list(ovi_engine.attention.BACKENDS.items()):
-        ovi_engine.attention.BACKENDS[name] = recording(backend)
-    ovi_engine.attention._probe.cache_clear()
-    ovi_engine.attention._auto.cache_clear()
-
-    assert ovi_engine.attention.backend_status("sdpa_math", CPU).available
-    assert set(probed) == {"sdpa_math"}
-    capabilities = make_engine().capabilities("cpu", "auto")
-    assert capabilities.why_not("attention", "auto") is None  # auto on the CPU: its one candidate, sdpa
-    assert set(probed) == {"sdpa_math", "sdpa"}
-    table = capabilities.to_dict()["attention"]  # a report's full table probes the rest
-    assert set(table) == set(ATTENTION_BACKENDS) and "flex" in probed
-    assert table["flex"] == (None if available_backends(CPU)["flex"].available
-                             else available_backends(CPU)["flex"].reason)
