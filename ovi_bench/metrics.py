@@ -56,6 +56,7 @@ STAGE_METRICS = (
     Metric("unsupported.*", "text", "info"),  # the worker's reference kernel, for time checks
     Metric("at_end.*", "bytes", "info"),
     Metric("host.ru_maxrss_bytes", "bytes", "info"),
+    Metric("case.*_s", "s", "info"),  # time outside the stages (launchers.overhead_metrics)
     Metric("error.traceback", "text", "info"),
     # input (a missing file or rejected value before computing: worker.classify_failure) or harness_or_engine
     Metric("error.kind", "text", "info"),

@@ -43,6 +43,7 @@ def run_case(job: Job, *, progress: Progress, label: str = "") -> CaseResult:
     result: Result | None = None
     timed_out = False
     deadline = start + STARTUP_TIMEOUT_S
+    marks: dict[str, float] = {}  # when the worker was ready, began its first stage, sent its result
     try:
         while result is None:
             if time.monotonic() > deadline:
@@ -58,7 +59,9 @@ def run_case(job: Job, *, progress: Progress, label: str = "") -> CaseResult:
             elapsed = time.monotonic() - start
             if isinstance(message, Ready):
                 deadline = time.monotonic() + job.timeout_s
+                marks["ready"] = elapsed
             elif isinstance(message, StageStart):
+                marks.setdefault("first_stage", elapsed)
                 open_stages.append(message.name)
                 last_stage, snapshot = message.name, message.snapshot
                 progress(f"{label} {message.name} +{elapsed:.1f}s")
@@ -70,10 +73,13 @@ def run_case(job: Job, *, progress: Progress, label: str = "") -> CaseResult:
                 progress(f"{label} {last_stage} step {message.step + 1}/{message.total} +{elapsed:.1f}s")
             else:
                 result = message
+                marks["result"] = elapsed
     finally:
         failure = worker.stop(None if timed_out else result)
+    ended = time.monotonic() - start
 
     metrics = stage_metrics(stages)
+    metrics.update(overhead_metrics(marks, ended))
     stage = open_stages[-1] if open_stages else last_stage
     if result is not None:
         metrics.update({k: metric_from_json(v) for k, v in result.metrics.items()})
@@ -92,7 +98,21 @@ def run_case(job: Job, *, progress: Progress, label: str = "") -> CaseResult:
         metrics["at_end.host_rss_bytes"] = rss or snapshot.get("host_rss_bytes")
     return CaseResult(case_id=job.case_id, suite=job.suite, params=job.case_params, status=status,
                       stage=stage if status != "ok" else None, error=error, stages=stages, metrics=metrics,
-                      started_at=started_at, duration_s=time.monotonic() - start)
+                      started_at=started_at, duration_s=ended)
 
 
-__all__ = ["Failure", "Launcher", "Progress", "launch", "run_case"]
+def overhead_metrics(marks: dict[str, float], ended: float) -> dict[str, float]:
+    """Where a case's time goes outside its stages (seconds from its launch): `case.start_s` to the worker's
+    ready (spawn, imports, the engine's capability check), `case.setup_s` from there to the first stage
+    (the scenario's own preparation), `case.exit_s` from the result to the process's end."""
+    metrics = {}
+    if "ready" in marks:
+        metrics["case.start_s"] = marks["ready"]
+        if "first_stage" in marks:
+            metrics["case.setup_s"] = marks["first_stage"] - marks["ready"]
+    if "result" in marks:
+        metrics["case.exit_s"] = ended - marks["result"]
+    return metrics
+
+
+__all__ = ["Failure", "Launcher", "Progress", "launch", "overhead_metrics", "run_case"]

@@ -121,3 +121,11 @@ def test_host_budget_is_a_real_limit(tmp_path):
     assert result.exit_code == 1
     _, cases = cases_by_variant(tmp_path / "run")
     assert (cases["720x720_5s"].status, cases["720x720_5s"].stage) == ("oom", "release")
+
+
+def test_time_outside_the_stages_is_split_by_the_workers_messages():
+    from ovi_bench.launchers import overhead_metrics
+
+    marks = {"ready": 4.0, "first_stage": 6.5, "result": 14.0}
+    assert overhead_metrics(marks, 15.25) == {"case.start_s": 4.0, "case.setup_s": 2.5, "case.exit_s": 1.25}
+    assert overhead_metrics({}, 3.0) == {}  # the worker died before it was ready: nothing to split
