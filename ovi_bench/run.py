@@ -216,6 +216,9 @@ def validate(options: RunOptions) -> tuple[list[Suite], HardwareProfile]:
                          "add --allow-missing-baseline)")
     for suite in suites:  # a broken baseline file is found now, not after hours of cases
         load_baseline(baselines, profile.name, suite.name)
+        if not suite.expand(options, profile):
+            raise UsageError(f"{suite.name}: no case to run (the suite's exclude leaves out every point of "
+                             "the matrix these options choose): pick other --variant/--attention/--policy")
     return suites, profile
 
 
