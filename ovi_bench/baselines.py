@@ -9,9 +9,9 @@ factors), `judge` turns the cases of a run into verdicts. Rules:
 - relative       vs baseline: may grow by max(tolerance * baseline, floor), else regression
 - time           vs baseline samples: a regression only when median(now) / median(baseline) >= min_factor
                  AND a one-sided Mann-Whitney U test says "slower" at alpha (with one sample on either
-                 side, the factor alone) AND the medians differ by at least `floor` (default 0: a kernel of
-                 microseconds timed by CUDA events swings by ~100 us with the host's launch timing);
-                 the mirror image is `improved`
+                 side, the factor alone), with times below `floor` counted as `floor` (default 0: a
+                 kernel of microseconds timed by CUDA events swings by ~100 us with the host's launch
+                 timing); the mirror image is `improved`
 - same           vs baseline: another value (e.g. another attention kernel) is reported `changed`, which
                  is not a failure; the metrics it explains are judged by their own checks
 - expect_status  the case ended with the expected status (ok, oom, ...)
@@ -81,7 +81,7 @@ class Check:
     expected: Any = None  # exact, expect_status
     limit: float | str | None = None  # max, min: a number in the metric's unit, or a profile reference
     tolerance: float = 0.0  # relative: allowed growth as a fraction of the baseline
-    floor: float | str = 0.0  # relative: allowed growth at least this; time: smaller changes are noise
+    floor: float | str = 0.0  # relative: allowed growth at least this; time: smaller times count as this
     # time: slowdown factor on the medians that may count as a regression; or params.<key> (per preset)
     min_factor: float | str = 1.0
     alpha: float = 0.05  # time: significance level of the one-sided Mann-Whitney U test
@@ -162,7 +162,7 @@ def _parse_rule_fields(metric: str, rule: str, raw: Mapping[str, Any]) -> dict[s
                 "floor": parse_quantity(raw.get("floor", 0), metric)}
     alpha = float(raw.get("alpha", 0.05))
     raw_floor = raw.get("floor", 0)
-    floor = raw_floor if _is_params_reference(raw_floor) else parse_quantity(raw_floor, metric)
+    floor = raw_floor if _is_params_reference(raw_floor) else time_floor(raw_floor, metric)
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be between 0 and 1, got {alpha}")
     raw_factor = raw.get("min_factor", 1.10)
@@ -172,6 +172,14 @@ def _parse_rule_fields(metric: str, rule: str, raw: Mapping[str, Any]) -> dict[s
     if min_factor < 1.0:
         raise ValueError(f"min_factor must be >= 1.0, got {min_factor}")
     return {"min_factor": min_factor, "alpha": alpha, "floor": floor}
+
+
+def time_floor(value: Any, metric: str) -> float:
+    """A time check's floor: a duration with its unit ('200 us'); a bare number other than 0 is refused,
+    since read as seconds it would turn every time check into a pass."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and value != 0:
+        raise ValueError(f"floor {value!r} needs a unit, e.g. '200 us'")
+    return parse_quantity(value, metric)
 
 
 def _is_params_reference(value: Any) -> bool:
@@ -482,21 +490,23 @@ def _judge_time(case: CaseResult, check: Check, observed: Any, reference: Any, s
     if isinstance(speed, str):
         return _verdict(case, check, "error", observed, reference, speed)
     now = Samples([v * speed for v in now.values])
-    ratio = now.median / base.median
-    facts = (f"median {render_metric(check.metric, now.median)} (at the baseline machine's "
-             f"speed, x{speed:.2f}) vs baseline {render_metric(check.metric, base.median)} ({ratio:.3f}x)")
     min_factor, floor = check.min_factor, check.floor
     try:
         if isinstance(min_factor, str):
             min_factor = float(_resolve(min_factor, case, None))
         if isinstance(floor, str):
-            floor = parse_quantity(_resolve(floor, case, None), check.metric)
+            floor = time_floor(_resolve(floor, case, None), check.metric)
     except (LookupError, TypeError, ValueError) as exc:
         return _verdict(case, check, "error", now, base,
                         f"min_factor {check.min_factor}, floor {check.floor}: {exc}")
-    if abs(now.median - base.median) < floor:
-        return _verdict(case, check, "pass", now, base,
-                        f"{facts}, a change below the {render_metric(check.metric, floor)} floor")
+    floored = ""
+    if floor:  # times below the floor count as the floor: what is under it is the timer's noise
+        now, base = (Samples([max(v, floor) for v in s.values]) for s in (now, base))
+        floored = f", times below {render_metric(check.metric, floor)} counted as it"
+    ratio = now.median / base.median
+    facts = (f"median {render_metric(check.metric, now.median)} (at the baseline machine's "
+             f"speed, x{speed:.2f}) vs baseline {render_metric(check.metric, base.median)} ({ratio:.3f}x"
+             f"{floored})")
     for status, factor, alternative in (("regression", ratio, "greater"), ("improved", 1 / ratio, "less")):
         if factor < min_factor:
             continue

@@ -114,7 +114,8 @@ class Run:
         """Every case not already in the journal, appended to it as each ends."""
         jobs = self.jobs()
         capabilities = probe_capabilities(self.options.engine, self.options.device, self.options.dtype,
-                                          backends={job.config.attention for job in jobs})
+                                          backends={job.config.attention for job in jobs
+                                                    if "attention" in get_scenario(job.scenario).axes})
         finished = {c.case_id: c for c in self.done}
         results = []
         for number, job in enumerate(jobs, start=1):

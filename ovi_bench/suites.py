@@ -31,12 +31,11 @@ from ovi_bench.variant_facts import VARIANTS
 SUITES_DIR = Path(__file__).resolve().parent.parent / "suites"
 SUITE_SCHEMA_VERSION = 1
 PLAIN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")  # a suite's name is a file name under baselines/
-TOP_KEYS = ("schema_version", "name", "description", "scenario", "matrix", "exclude", "params", "presets",
-            "budget",
+TOP_KEYS = ("schema_version", "name", "description", "scenario", "matrix", "params", "presets", "budget",
             "timeout", "checks")
 INCLUDE_TOP_KEYS = ("schema_version", "name", "description", "include", "timeout")
 INCLUDE_KEYS = ("suite", "matrix", "params", "budget", "timeout")
-PRESET_KEYS = ("params", "budget", "matrix")
+PRESET_KEYS = ("params", "budget", "matrix", "exclude")
 
 
 class SuiteError(ValueError):
@@ -54,8 +53,8 @@ class Suite:
     budget: int | str | None = None  # bytes, or "profile" (the hardware profile's usable memory)
     timeout_s: float | None = None
     path: Path | None = None
-    presets: dict[str, dict[str, Any]] = field(default_factory=dict)  # preset -> {params, budget}
-    exclude: list[dict[str, Any]] = field(default_factory=list)  # points of the matrix not run: {axis: value}
+    # preset -> {params, budget, matrix, exclude (points of the matrix not run there: [{axis: value}])}
+    presets: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def checks_at(self, scale: str) -> list[Check]:
         """The checks that hold at this scale (a check may say it holds only at full scale)."""
@@ -84,7 +83,8 @@ class Suite:
         jobs = []
         for values in itertools.product(*matrix.values()):
             axes = dict(zip(matrix, values))
-            if any(all(axes.get(axis) == value for axis, value in point.items()) for point in self.exclude):
+            if any(all(axes.get(axis) == value for axis, value in point.items())
+                   for point in preset.get("exclude", [])):
                 continue
             config = EngineConfig(
                 variant=axes["variant"], preset=options.preset, checkpoint_dir=_path(options.checkpoint_dir),
@@ -243,7 +243,7 @@ def _parse_include(path: Path, data: _Mapping) -> list[Suite]:
         timeout_s = _parse_timeout(entry.get("timeout", data.get("timeout")),
                                    entry.lines.get("timeout", data.lines.get("timeout", line)), fail)
         # The include's params, budget and matrix axes win over the included suite's, at every preset.
-        presets = {p: {"params": {**v["params"], **params},
+        presets = {p: {"params": {**v["params"], **params}, "exclude": v.get("exclude", []),
                        "matrix": {axis: vs for axis, vs in v.get("matrix", {}).items() if axis not in matrix},
                        **({"budget": v["budget"]} if "budget" in v and budget is None else {})}
                    for p, v in included.presets.items()}
@@ -282,10 +282,9 @@ def _parse_suite(path: Path, data: Any) -> Suite:
     scenario = get_scenario(data["scenario"])
 
     matrix = _parse_matrix(data.get("matrix"), lines.get("matrix", data.line), scenario, fail)
-    exclude = _parse_exclude(data.get("exclude"), lines.get("exclude", data.line), matrix, fail)
     params = _parse_params(data.get("params"), lines.get("params", data.line), scenario, fail)
     budget = _parse_budget(data.get("budget"), lambda msg: fail(lines["budget"], msg))
-    presets = _parse_presets(data.get("presets"), lines.get("presets", data.line), scenario, fail)
+    presets = _parse_presets(data.get("presets"), lines.get("presets", data.line), scenario, matrix, fail)
     timeout_s = _parse_timeout(data.get("timeout"), lines.get("timeout", data.line), fail)
 
     checks_data = data.get("checks") or []
@@ -298,7 +297,7 @@ def _parse_suite(path: Path, data: Any) -> Suite:
     checks += implicit_checks(scenario, checks)
     return Suite(name=data["name"], description=str(data["description"]).strip(), scenario=scenario.name,
                  matrix=matrix, params=params, checks=checks, budget=budget, timeout_s=timeout_s,
-                 path=path, presets=presets, exclude=exclude)
+                 path=path, presets=presets)
 
 
 def _parse_matrix(data: Any, line: int, scenario: Any,
@@ -325,8 +324,8 @@ def _parse_matrix(data: Any, line: int, scenario: Any,
 
 
 def _parse_exclude(data: Any, line: int, matrix: dict[str, list[Any]], fail: Any) -> list[dict[str, Any]]:
-    """`exclude: [{axis: value, ...}]`: points of the matrix that do not run. Each names values the matrix
-    has, so that a typo cannot leave a case running that was meant to be left out."""
+    """A preset's `exclude: [{axis: value, ...}]`: points of the matrix that do not run at that preset. Each
+    names values the matrix has, so that a typo cannot leave a case running that was meant to be left out."""
     if data is None:
         return []
     if not isinstance(data, list) or not all(isinstance(point, _Mapping) and point for point in data):
@@ -387,13 +386,14 @@ def _parse_budget(value: Any, fail: Any) -> int | str | None:
         raise fail(f"budget: {exc} (or 'profile')") from None
 
 
-def _parse_presets(data: Any, line: int, scenario: Any,
+def _parse_presets(data: Any, line: int, scenario: Any, matrix: dict[str, list[Any]],
                    fail: Any) -> dict[str, dict[str, Any]]:
-    """`presets: {tiny: {params: {...}, budget: ..., matrix: {...}}}`: what changes with the weight preset."""
+    """`presets: {tiny: {params: {...}, budget: ..., matrix: {...}, exclude: [...]}}`: what changes with
+    the weight preset."""
     if data is None:
         return {}
     if not isinstance(data, _Mapping):
-        raise fail(line, "presets must map a preset name (tiny, full) to {params, budget, matrix}")
+        raise fail(line, "presets must map a preset name (tiny, full) to {params, budget, matrix, exclude}")
     presets: dict[str, dict[str, Any]] = {}
     for preset, entry in data.items():
         where = data.lines[preset]
@@ -401,9 +401,10 @@ def _parse_presets(data: Any, line: int, scenario: Any,
             raise fail(where, f"unknown preset {preset!r} (known: {', '.join(PRESETS)})")
         if not isinstance(entry, _Mapping) or any(k not in PRESET_KEYS for k in entry):
             raise fail(where, f"preset {preset!r} must be a mapping with {', '.join(PRESET_KEYS)}")
-        presets[preset] = {"params": _parse_params(entry.get("params"), where, scenario, fail),
-                           "matrix": _parse_matrix(entry.get("matrix"), entry.lines.get("matrix", where),
-                                                   scenario, fail)}
+        own = _parse_matrix(entry.get("matrix"), entry.lines.get("matrix", where), scenario, fail)
+        presets[preset] = {"params": _parse_params(entry.get("params"), where, scenario, fail), "matrix": own,
+                           "exclude": _parse_exclude(entry.get("exclude"), entry.lines.get("exclude", where),
+                                                     {**matrix, **own}, fail)}
         if "budget" in entry:
             presets[preset]["budget"] = _parse_budget(
                 entry["budget"], lambda msg, entry=entry: fail(entry.lines["budget"], msg))

@@ -68,19 +68,23 @@ def probe_mp4(path: Path) -> dict[str, float | int | str]:
 
 
 def read_image(path: str | Path) -> torch.Tensor:
-    """uint8 [H, W, 3] from a binary PPM, or from any image file PyAV/FFmpeg can decode."""
-    data = Path(path).read_bytes()
-    if data.startswith(b"P6"):
-        return _read_ppm(data, path)
+    """uint8 [H, W, 3] from an 8-bit binary PPM, or from any image file PyAV/FFmpeg can decode."""
+    with open(path, "rb") as file:
+        magic = file.read(3)
+    if magic[:2] == b"P6" and magic[2:].isspace():
+        image = _read_ppm(Path(path).read_bytes(), path)
+        if image is not None:
+            return image
     av = _av()
     with av.open(str(path)) as container:
         frame = next(container.decode(video=0))
     return torch.from_numpy(frame.to_ndarray(format="rgb24"))
 
 
-def _read_ppm(data: bytes, path: str | Path) -> torch.Tensor:
-    """Netpbm P6: 'P6', width, height and maxval (255 here) separated by whitespace or # comments, one
-    whitespace byte, then height x width x 3 bytes."""
+def _read_ppm(data: bytes, path: str | Path) -> torch.Tensor | None:
+    """Netpbm P6: 'P6', width, height and maxval separated by whitespace or # comments, one whitespace
+    byte, then height x width x 3 bytes. None for what this does not read (maxval other than 255, an empty
+    image), which goes to PyAV."""
     fields: list[bytes] = []
     at = 2
     while len(fields) < 3:
@@ -97,11 +101,12 @@ def _read_ppm(data: bytes, path: str | Path) -> torch.Tensor:
         fields.append(data[at:end])
         at = end
     width, height, maxval = map(int, fields)
+    if maxval != 255 or width * height == 0 or not data[at:at + 1].isspace():
+        return None
     size = width * height * 3
     pixels = data[at + 1:at + 1 + size]
-    if maxval != 255 or len(pixels) != size:
-        raise ValueError(f"{path}: PPM of {width}x{height}, maxval {maxval}: expected {size} bytes of 8-bit "
-                         f"pixels, found {len(pixels)}")
+    if len(pixels) != size:
+        raise ValueError(f"{path}: a {width}x{height} PPM holds {size} bytes of pixels, found {len(pixels)}")
     return torch.frombuffer(bytearray(pixels), dtype=torch.uint8).view(height, width, 3)
 
 

@@ -141,6 +141,9 @@ class _ProbedAttention(Mapping[str, str | None]):
                 self.read[backend] = None if status.available else status.reason
         return self.read[backend]
 
+    def __contains__(self, backend: object) -> bool:  # never probes: a probe's own KeyError must surface
+        return backend in ATTENTION_BACKENDS
+
     def __iter__(self) -> Iterator[str]:
         return iter(ATTENTION_BACKENDS)
 

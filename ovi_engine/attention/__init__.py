@@ -196,6 +196,8 @@ def backend_status(name: str, device: str | torch.device | None = None,
     """Status of one backend (or `auto`), probing only it (for `auto`, only its candidates): a process
     that runs one backend need not pay for the others' probes (flex compiles, on a GPU for seconds)."""
     device = as_device(device)
+    if name != "auto" and name not in BACKENDS:
+        raise AttentionUnavailable(f"unknown attention backend {name!r}; known: auto, {', '.join(BACKENDS)}")
     if name != "auto":
         return _probe(name, device, dtype).status
     try:

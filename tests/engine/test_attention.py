@@ -320,4 +320,3 @@ def test_fa4_reasons_for_device_dtype_and_arch(monkeypatch):
     monkeypatch.setitem(sys.modules, "flash_attn.cute", fake)
     q, k, v = random_qkv(5, 2, 16, 1, 5, 7, dtype=torch.float32)
     torch.testing.assert_close(flash_attn_4.fa4(q, k, v, None), reference_attention(q, k, v, None))
-

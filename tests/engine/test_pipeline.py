@@ -75,11 +75,13 @@ def test_a_binary_ppm_first_frame_reads_without_pyav(tmp_path: Path, monkeypatch
     monkeypatch.setitem(__import__("sys").modules, "av", None)  # import av now fails
     assert torch.equal(read_image(path), pixels)
     path.write_bytes(b"P6 7 5 255\n" + pixels.numpy().tobytes()[:-1])
-    with pytest.raises(ValueError, match="expected 105 bytes of 8-bit pixels, found 104"):
+    with pytest.raises(ValueError, match="holds 105 bytes of pixels, found 104"):
         read_image(path)
-    path.write_bytes(b"\x89PNG\r\n")  # anything else still goes to PyAV, which is missing here
-    with pytest.raises(RuntimeError, match="needs PyAV"):
-        read_image(path)
+    # anything else still goes to PyAV, which is missing here: another format, a 16-bit PPM
+    for other in (b"\x89PNG\r\n", b"P6 7 5 65535\n" + bytes(210)):
+        path.write_bytes(other)
+        with pytest.raises(RuntimeError, match="needs PyAV"):
+            read_image(path)
 
 
 def test_the_native_ppm_reader_agrees_with_pyav(tmp_path: Path) -> None:

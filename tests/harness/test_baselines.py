@@ -182,14 +182,24 @@ AUDIO_SELF_NOW = [281.9, 141.7, 96.9, 122.1, 93.2, 146.2, 115.6, 95.8, 99.2, 73.
 def test_time_floor_leaves_microsecond_launch_noise_out_and_still_sees_real_slowdowns() -> None:
     name = "time.attention.audio_self_s"
     raw = {"metric": name, "rule": "time", "min_factor": 1.5, "alpha": 0.05}
-    us = [1e-6 * t for t in AUDIO_SELF_NOW], [1e-6 * t for t in AUDIO_SELF_BASE]
-    now, base = case({name: Samples(us[0]), SPEED: 1.0}), baseline({name: Samples(us[1]), SPEED: 1.0})
-    assert one(raw, now, base) == "regression"  # 6x by the factor and the test alone
+    base_s = [1e-6 * t for t in AUDIO_SELF_BASE]
+    base = baseline({name: Samples(base_s), SPEED: 1.0})
+
+    def now(values_s: list[float]) -> CaseResult:
+        return case({name: Samples(values_s), SPEED: 1.0})
+
+    noisy = now([1e-6 * t for t in AUDIO_SELF_NOW])
+    assert one(raw, noisy, base) == "regression"  # 6x by the factor and the test alone
     floored = {**raw, "floor": "200 us"}
     assert parse_check(floored).floor == pytest.approx(200e-6)
-    assert one(floored, now, base) == "pass"
-    slower_by_a_millisecond = case({name: Samples([t + 1e-3 for t in us[1]]), SPEED: 1.0})
-    assert one(floored, slower_by_a_millisecond, base) == "regression"
+    assert one(floored, noisy, base) == "pass"  # both medians under the floor: 1.0x
+    assert one(floored, now([t + 300e-6 for t in base_s]), base) == "regression"  # ~318 us: 1.6x the floor
+    assert one(floored, now([t + 1e-3 for t in base_s]), base) == "regression"
+    # a kernel above the floor keeps its own ratio: 400 us -> 800 us is 2x
+    above = baseline({name: Samples([4e-4 + 1e-6 * i for i in range(6)]), SPEED: 1.0})
+    assert one(floored, now([8e-4 + 1e-6 * i for i in range(6)]), above) == "regression"
+    with pytest.raises(CheckError, match="needs a unit"):
+        parse_check({**raw, "floor": 200})
 
 
 @pytest.mark.parametrize(("raw", "message"), [

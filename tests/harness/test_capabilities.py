@@ -53,3 +53,17 @@ def test_a_runs_parent_probes_only_the_backends_its_cases_use(probed):
     table = _capabilities_dict("reference", "cpu", "auto", {"sdpa_math", "auto"})["attention"]
     assert table == {"sdpa_math": None, "auto": None}
     assert set(probed) == {"sdpa_math", "sdpa"}
+
+
+def test_a_probe_that_raises_keyerror_is_an_error_not_an_undeclared_backend(probed, monkeypatch):
+    """`in` never probes, so a KeyError inside a backend's own check surfaces instead of reading as 'the
+    engine does not declare it' (which would make the case a skip)."""
+    def broken_check(device, dtype):  # type: ignore[no-untyped-def]
+        return {}["sm_90"]
+
+    backends = ovi_engine.attention.BACKENDS
+    backends["xformers"] = replace(backends["xformers"], check=broken_check)
+    capabilities = make_engine().capabilities("cpu", "auto")
+    assert "xformers" in capabilities.attention and probed == []
+    with pytest.raises(KeyError, match="sm_90"):
+        capabilities.why_not("attention", "xformers")

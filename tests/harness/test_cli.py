@@ -92,8 +92,8 @@ def test_baseline_of_another_schema_version(tmp_path):
         (["run", "smoke", "--hardware", "tpu-v9"], "unknown hardware profile 'tpu-v9'"),
         (["run", "smoke", "--budget", "lots"], "--budget"),
         (["run"], "give at least one SUITE"),
-        (["run", "attention_backends", "--hardware", "cpu-tiny", "--variant", "960x960_5s", "--attention",
-          "sdpa_math"], "attention_backends: no case to run"),
+        (["run", "attention_backends", "--hardware", "cpu-tiny", "--preset", "full",
+          "--variant", "960x960_5s", "--attention", "sdpa_math"], "attention_backends: no case to run"),
         (["compare", "nowhere_a", "nowhere_b"], "nowhere_a"),
     ],
 )

@@ -69,10 +69,11 @@ def test_valid_suite_parses_units_and_expands_to_the_cartesian_product(tmp_path)
         ("scenario: pipeline", "scenario: teleport", "scenario", "unknown scenario 'teleport'"),
         ("schema_version: 1", "schema_version: 2", "schema_version", "schema_version 2"),
         ("  policy: [all_gpu", "   policy: [all_gpu", "policy", "invalid YAML"),
-        ("params: {steps: 3}", "exclude:\n  - {policy: al_gpu}\nparams: {steps: 3}", "al_gpu",
+        ("params: {steps: 3}",
+         "params: {steps: 3}\npresets:\n  full:\n    exclude:\n      - {policy: al_gpu}", "al_gpu",
          "exclude policy: 'al_gpu' is not a value of the matrix's policy axis"),
-        ("params: {steps: 3}", "exclude: {policy: all_gpu}\nparams: {steps: 3}", "exclude",
-         "exclude must be a list"),
+        ("params: {steps: 3}", "params: {steps: 3}\npresets:\n  full:\n    exclude: {policy: all_gpu}",
+         "exclude", "exclude must be a list"),
     ],
 )
 def test_errors_name_file_and_line(tmp_path, old, new, needle, message):
@@ -88,16 +89,19 @@ def test_errors_name_file_and_line(tmp_path, old, new, needle, message):
     assert message in rest
 
 
-def test_exclude_leaves_out_the_points_it_names_and_only_those(tmp_path):
-    text = VALID.replace("params: {steps: 3}",
-                         "exclude:\n  - {variant: 960x960_10s, policy: keep_resident}\nparams: {steps: 3}")
-    cases = load_suite(str(write(tmp_path, text))).expand()
+def test_a_presets_exclude_leaves_out_the_points_it_names_there_only(tmp_path):
+    text = VALID.replace("params: {steps: 3}", "params: {steps: 3}\npresets:\n  full:\n    exclude:\n"
+                         "      - {variant: 960x960_10s, policy: keep_resident}")
+    suite = load_suite(str(write(tmp_path, text)))
+    cases = suite.expand(RunOptions(preset="full"))
     assert {(c.axes["variant"], c.axes["policy"]) for c in cases} == {
         ("720x720_5s", "all_gpu"), ("720x720_5s", "keep_resident"), ("960x960_10s", "all_gpu")}
+    assert len(suite.expand(RunOptions(preset="tiny"))) == 4
 
 
 def test_attention_backends_leaves_out_the_math_kernel_where_its_scores_fill_an_h200():
-    cases = {(c.axes["variant"], c.axes["attention"]) for c in load_suite("attention_backends").expand()}
+    full = load_suite("attention_backends").expand(RunOptions(preset="full"))
+    cases = {(c.axes["variant"], c.axes["attention"]) for c in full}
     assert ("960x960_5s", "sdpa_math") not in cases
     assert {("720x720_5s", "sdpa_math"), ("960x960_10s", "sdpa_math"), ("960x960_5s", "sdpa")} <= cases
 
