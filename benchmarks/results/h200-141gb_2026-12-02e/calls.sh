@@ -1,48 +1,5 @@
 #!/usr/bin/env bash
-# The device calls that produced this folder, as run: `bash calls.sh N`, repeated until check_bundle.txt
-# appears. A first-time qualification of h200-141gb in two bundles, its state kept in $STATE (/tmp/q on the
-# warm machine, carried back in as .qstate/q when the machine was lost):
-#   1. `first`: the suites whose checks need a baseline or a stored reference (attention_backends,
-#      peak_memory_10s, output_fidelity), --allow-missing-baseline; then `baseline update` of its runs into
-#      $STATE/baselines (a copy of baselines/);
-#   2. `second`: the whole qualification against those baselines; then `check-bundle`.
-# Each qualify stops with SIGINT before the call's limit and is resumed by the next call (--resume).
-# HARDWARE, DEVICE and PRESET default to the H200 (cpu-tiny, cpu, tiny tries the flow on a laptop).
-set -uo pipefail
-cd "$(dirname "$0")/../../.."
-n=$1 O=$OUT/r STATE=${STATE:-/tmp/q}
-HARDWARE=${HARDWARE:-h200-141gb} DEVICE=${DEVICE:-cuda} PRESET=${PRESET:-full}
-deadline=$(( $(date +%s) + ${CALL_BUDGET_S:-550} ))
-mkdir -p "$O"
-export PYTHONUNBUFFERED=1
-[ -d "$STATE" ] || { [ -d .qstate/q ] && mkdir -p "$(dirname "$STATE")" && cp -a .qstate/q "$STATE"; }
-mkdir -p "$STATE"
-gpu() { nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu,power.draw,power.limit --format=csv \
-          2>/dev/null; date -u; }
-gpu > "$O/gpu_call$n.txt"
-[ "$n" = 1 ] && python3 -m ovi_bench doctor --device "$DEVICE" > "$O/doctor.txt" 2>&1
-qualify() {  # qualify BUNDLE [options]: resumed when its staging directory exists
-  local bundle=$1 left=$(( deadline - $(date +%s) )); shift
-  [ "$left" -gt 60 ] || { echo "!! $left s left: $bundle waits for the next call"; return 1; }
-  [ -d "$bundle.runs" ] && set -- "$@" --resume
-  timeout -s INT -k 30 "$left" python3 -m ovi_bench qualify "$HARDWARE" --device "$DEVICE" --preset "$PRESET" \
-    --bundle-dir "$bundle" "$@" || echo "exit $? from qualify $bundle"
-}
-if [ ! -f "$STATE/first/manifest.json" ]; then
-  qualify "$STATE/first" --suites attention_backends,peak_memory_10s,output_fidelity --allow-missing-baseline \
-    >> "$O/log_first.txt" 2>&1
-fi
-if [ -f "$STATE/first/manifest.json" ] && [ ! -d "$STATE/baselines" ]; then
-  rm -rf "$STATE/baselines.new" && cp -a baselines "$STATE/baselines.new"
-  for run in "$STATE"/first/runs/*/; do
-    python3 -m ovi_bench baseline update "$run" --hardware "$HARDWARE" --baselines "$STATE/baselines.new" || exit 1
-  done > "$O/log_baseline_update.txt" 2>&1 && mv "$STATE/baselines.new" "$STATE/baselines"
-fi
-if [ -d "$STATE/baselines" ] && [ ! -f "$STATE/second/manifest.json" ]; then
-  qualify "$STATE/second" --baselines "$STATE/baselines" >> "$O/log_second.txt" 2>&1
-fi
-if [ -f "$STATE/second/manifest.json" ]; then
-  python3 -m ovi_bench check-bundle "$STATE/second" > "$O/check_bundle.txt" 2>&1; echo "exit $?" >> "$O/check_bundle.txt"
-fi
-gpu >> "$O/gpu_call$n.txt"
-tar czf "$OUT/call$n.tgz" -C "$O" . && tar czf "$OUT/state$n.tgz" -C "$(dirname "$STATE")" "$(basename "$STATE")"
+# The device calls that produced this folder: `bash calls.sh N` for N = 1, 2, 3, on tree df22166, where these
+# steps were this file itself; they now live in benchmarks/qualify_on_device.sh, run here as a first
+# qualification (FIRST_TIME=1).
+cd "$(dirname "$0")/../../.." && FIRST_TIME=1 exec bash benchmarks/qualify_on_device.sh "$@"
