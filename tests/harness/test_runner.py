@@ -68,6 +68,12 @@ def test_each_fault_becomes_a_result_and_the_run_goes_on(fault_run):
     # the parent kept what the dead workers had reported before they died
     assert [s.name for s in cases["960x960_5s"].stages] == ["load", "encode_text"]
     assert cases["960x960_5s"].metrics["at_end.host_rss_bytes"] > 0
+    # the time outside the stages, where the worker's messages split it; a killed worker has no exit time
+    healthy = cases["720x720_5s"]
+    outside = sum(healthy.metrics[f"case.{part}_s"] for part in ("start", "setup", "exit"))
+    inside = sum(s.wall_s for s in healthy.stages if s.name != "decode")  # decode holds decode_video/audio
+    assert 0 < outside and outside + inside <= healthy.duration_s
+    assert "case.start_s" in cases["960x960_5s"].metrics and "case.exit_s" not in cases["960x960_5s"].metrics
     assert report.outcomes == {c.case_id: o for c, o in zip(
         report.cases, ["pass", "pass", "error", "error"])}  # the OOM was expected by the suite
     assert "ERROR faults[variant=960x960_5s" in result.output and ": crash in denoise:" in result.output
