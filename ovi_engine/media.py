@@ -4,6 +4,7 @@ are PPM gradients, so its variant and fidelity suites need no PyAV)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,42 +70,29 @@ def probe_mp4(path: Path) -> dict[str, float | int | str]:
 
 def read_image(path: str | Path) -> torch.Tensor:
     """uint8 [H, W, 3] from an 8-bit binary PPM, or from any image file PyAV/FFmpeg can decode."""
-    with open(path, "rb") as file:
-        magic = file.read(3)
-    if magic[:2] == b"P6" and magic[2:].isspace():
-        image = _read_ppm(Path(path).read_bytes(), path)
-        if image is not None:
-            return image
+    image = _read_ppm(Path(path))
+    if image is not None:
+        return image
     av = _av()
     with av.open(str(path)) as container:
         frame = next(container.decode(video=0))
     return torch.from_numpy(frame.to_ndarray(format="rgb24"))
 
 
-def _read_ppm(data: bytes, path: str | Path) -> torch.Tensor | None:
-    """Netpbm P6: 'P6', width, height and maxval separated by whitespace or # comments, one whitespace
-    byte, then height x width x 3 bytes. None for what this does not read (maxval other than 255, an empty
-    image), which goes to PyAV."""
-    fields: list[bytes] = []
-    at = 2
-    while len(fields) < 3:
-        while at < len(data) and (data[at:at + 1].isspace() or data[at:at + 1] == b"#"):
-            if data[at:at + 1] == b"#":
-                at = data.find(b"\n", at) + 1 or len(data)
-            else:
-                at += 1
-        end = at
-        while end < len(data) and data[end:end + 1].isdigit():
-            end += 1
-        if end == at:
-            raise ValueError(f"{path}: not a readable binary PPM header")
-        fields.append(data[at:end])
-        at = end
-    width, height, maxval = map(int, fields)
-    if maxval != 255 or width * height == 0 or not data[at:at + 1].isspace():
+# Netpbm P6: width, height and maxval separated by whitespace or # comments, then one whitespace byte.
+_GAP = rb"(?:\s|#[^\n]*\n)+"
+_PPM_HEADER = re.compile(rb"P6" + _GAP + rb"(\d+)" + _GAP + rb"(\d+)" + _GAP + rb"255\s")
+
+
+def _read_ppm(path: Path) -> torch.Tensor | None:
+    """An 8-bit (maxval 255) binary PPM's pixels; None for any other file, which goes to PyAV."""
+    data = path.read_bytes()
+    header = _PPM_HEADER.match(data)
+    if header is None:
         return None
+    width, height = int(header[1]), int(header[2])
     size = width * height * 3
-    pixels = data[at + 1:at + 1 + size]
+    pixels = data[header.end():header.end() + size]
     if len(pixels) != size:
         raise ValueError(f"{path}: a {width}x{height} PPM holds {size} bytes of pixels, found {len(pixels)}")
     return torch.frombuffer(bytearray(pixels), dtype=torch.uint8).view(height, width, 3)

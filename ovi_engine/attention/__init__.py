@@ -196,16 +196,16 @@ def backend_status(name: str, device: str | torch.device | None = None,
     """Status of one backend (or `auto`), probing only it (for `auto`, only its candidates): a process
     that runs one backend need not pay for the others' probes (flex compiles, on a GPU for seconds)."""
     device = as_device(device)
-    if name != "auto" and name not in BACKENDS:
+    if name == "auto":
+        try:
+            chosen = _auto(device, dtype)
+        except AttentionUnavailable as error:
+            return BackendStatus("auto", False, str(error), None)
+        first_call_s = _probe(chosen.name, device, dtype).status.first_call_s
+        return BackendStatus("auto", True, None, chosen.why, first_call_s)
+    if name not in BACKENDS:
         raise AttentionUnavailable(f"unknown attention backend {name!r}; known: auto, {', '.join(BACKENDS)}")
-    if name != "auto":
-        return _probe(name, device, dtype).status
-    try:
-        chosen = _auto(device, dtype)
-    except AttentionUnavailable as error:
-        return BackendStatus("auto", False, str(error), None)
-    first_call_s = _probe(chosen.name, device, dtype).status.first_call_s
-    return BackendStatus("auto", True, None, chosen.why, first_call_s)
+    return _probe(name, device, dtype).status
 
 
 def resolve(name: str, device: str | torch.device | None, dtype: torch.dtype) -> str:
