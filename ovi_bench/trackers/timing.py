@@ -68,10 +68,16 @@ class TimingTracker:
             fields["device_s"] = events[0].elapsed_time(events[1]) / 1000 if events is not None else None
 
 
+# GPU clock cycles the device sleeps ahead of each timed rep: ~1 ms at 2 GHz, up to ~70 ms for a slow host.
+LEAD_CYCLES = 2**21
+MAX_LEAD_CYCLES = 2**27
+
+
 def time_calls(fn: Callable[[], object], device: torch.device, reps: int, warmup: int,
                beside: Callable[[], object] | None = None) -> tuple[list[float], list[float]]:
     """Seconds per call of `fn` after `warmup` untimed calls, and of `beside` (a reference kernel) timed
-    between them, so that both see the same machine: CUDA events on a GPU, a wall clock elsewhere."""
+    between them, so that both see the same machine: CUDA events on a GPU (kernel time, the host's dispatch
+    hidden behind a queued sleep), a wall clock elsewhere."""
     for _ in range(warmup):
         fn()
         if beside is not None:
@@ -85,14 +91,26 @@ def time_calls(fn: Callable[[], object], device: torch.device, reps: int, warmup
                 call()
                 out.append(time.perf_counter() - began)
         return times[0], times[1] if beside is not None else []
-    events = [[(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)) for _ in calls]
-              for _ in range(reps)]
-    for pairs in events:
-        for call, (start, end) in zip(calls, pairs):
-            start.record()
-            call()
-            end.record()
-    torch.cuda.synchronize(device)
+    # Each rep waits behind a GPU sleep long enough for the host to queue all of the rep's calls, so events
+    # time the kernels, not the host's dispatch: a compiled flex call takes ~300 us to launch a kernel of ~50
+    # (2.2x between two H200 runs, 2026-12-02). Where the GPU reached a rep before the host had queued it,
+    # the lead was too short: the reps run again behind a longer one.
+    lead_cycles = LEAD_CYCLES
+    while True:
+        events = [[(torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True))
+                   for _ in calls] for _ in range(reps)]
+        overtaken = False
+        for pairs in events:
+            torch.cuda._sleep(lead_cycles)
+            for call, (start, end) in zip(calls, pairs):
+                start.record()
+                call()
+                end.record()
+            overtaken |= pairs[0][0].query()
+        torch.cuda.synchronize(device)
+        if not overtaken or lead_cycles >= MAX_LEAD_CYCLES:
+            break
+        lead_cycles *= 4
     per_call = [[pairs[i][0].elapsed_time(pairs[i][1]) / 1e3 for pairs in events] for i in range(len(calls))]
     return per_call[0], per_call[1] if beside is not None else []
 
