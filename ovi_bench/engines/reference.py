@@ -23,6 +23,7 @@ from ovi_bench.engines.base import (
     Capabilities,
     EngineConfig,
     StageListener,
+    attention_dtype,
 )
 from ovi_bench.variant_facts import VARIANTS
 
@@ -39,7 +40,7 @@ class ReferenceEngine:
         return Capabilities(
             variants={v: None if v in ENGINE_VARIANTS else "not in ovi_engine.variants" for v in VARIANTS},
             policies={p: None if p in ENGINE_POLICIES else "not in ovi_engine.placement" for p in POLICIES},
-            attention=_ProbedAttention(device, _attention_dtype(dtype)),
+            attention=_ProbedAttention(device, _attention_dtype(dtype, device)),
             features=dict.fromkeys(FEATURES),
         )
 
@@ -66,8 +67,8 @@ class ReferenceEngine:
         from ovi_engine.attention import attend, backend_status, resolve
 
         # raises AttentionUnavailable with the reason
-        resolved = resolve(backend, device, _attention_dtype(dtype))
-        first_call_s = backend_status(resolved, device, _attention_dtype(dtype)).first_call_s
+        resolved = resolve(backend, device, _attention_dtype(dtype, device))
+        first_call_s = backend_status(resolved, device, _attention_dtype(dtype, device)).first_call_s
         return AttentionKernel(backend, resolved, lambda q, k, v: attend(q, k, v, backend=resolved),
                                first_call_s)
 
@@ -151,9 +152,8 @@ class _ProbedAttention(Mapping[str, str | None]):
         return len(ATTENTION_BACKENDS)
 
 
-def _attention_dtype(dtype: str) -> torch.dtype:
-    """Ovi attends in bf16; "auto" (the engine's choice of weight dtype) means that for attention."""
-    return torch.bfloat16 if dtype == "auto" else getattr(torch, dtype)
+def _attention_dtype(dtype: str, device: str) -> torch.dtype:
+    return getattr(torch, attention_dtype(dtype, device))
 
 
 def make_engine() -> ReferenceEngine:

@@ -3,7 +3,8 @@
 The kernel is the engine's own (`Engine.attention_kernel`: the reference engine's registry, a checkout's
 attention entry point), timed by the harness. Shapes per variant (`ovi_bench.variant_facts`, at `area`,
 default the variant's own): video self (15,004 / 27,900 / 54,900 tokens), video->audio, audio->video,
-video->text (`text_tokens`), audio self; `heads` x `head_dim`, in the run's dtype. Per shape: the median
+video->text (`text_tokens`), audio self; `heads` x `head_dim`, in the run's dtype (`attention.dtype`; "auto"
+is bf16 on a GPU, float32 on the CPU: `attention_dtype`). Per shape: the median
 time (`time.attention.<shape>_s`), TFLOP/s, its share of this device's measured matmul rate, and the
 relative error against fp32 math on fresh random inputs. The times are steady ones (after `warmup` calls);
 the backend's first call in the process (a JIT compile), where the engine measured it, is
@@ -28,7 +29,7 @@ from typing import Any
 
 import torch
 
-from ovi_bench.engines.base import attention_kernel_hook
+from ovi_bench.engines.base import attention_dtype, attention_kernel_hook
 from ovi_bench.finite import require_finite
 from ovi_bench.hardware import device_architecture
 from ovi_bench.kernels import classify_sdpa, math_fallback_cause, ran_ops
@@ -113,8 +114,7 @@ def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> to
 def run(ctx: ScenarioContext) -> dict[str, Any]:
     params, config = ctx.params, ctx.config
     device = torch.device(config.device)
-    # Ovi attends in bf16; "auto" (the engine's choice of weight dtype) means that here.
-    dtype_name = "bfloat16" if config.dtype == "auto" else config.dtype
+    dtype_name = attention_dtype(config.dtype, config.device)
     dtype = getattr(torch, dtype_name)
     requested = config.attention
     make_kernel = attention_kernel_hook(ctx.engine)
@@ -129,7 +129,8 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
         # call takes 100x longer at random; on one thread times stay within ~2x, which the speed normalises.
         torch.set_num_threads(1)
     ceiling = matmul_tflops(params["matmul_n"], dtype, device, reps=params["reps"])
-    metrics: dict[str, Any] = {"attention.requested": requested, "attention.matmul_tflops": ceiling}
+    metrics: dict[str, Any] = {"attention.requested": requested, "attention.dtype": dtype_name,
+                               "attention.matmul_tflops": ceiling}
     heads, head_dim = params["heads"], params["head_dim"]
     generator = torch.Generator(device).manual_seed(config.seed)
     # The machine's speed, timed between the attention calls so that both see the same load (time checks
@@ -179,6 +180,7 @@ SCENARIO = Scenario(
     run=run,
     metrics=(
         Metric("attention.requested", "text", "info"),
+        Metric("attention.dtype", "text", "info"),
         Metric("attention.matmul_tflops", "tflops", "info"),
         Metric("time.attention.*_s", "s"),
         Metric("attention.*.tflops", "tflops"),

@@ -22,7 +22,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ovi_bench.engines.base import attention_kernel_hook, stage_listener_hook
+from ovi_bench.engines.base import attention_dtype, attention_kernel_hook, stage_listener_hook
 from ovi_bench.estimate import STAGES, error_metrics, request_for
 from ovi_bench.finite import check_latents, check_media
 from ovi_bench.metrics import Metric, stage_metrics
@@ -57,7 +57,7 @@ def _kernel_at_video_self(ctx: ScenarioContext, probe: dict[str, int], tokens: i
     make_kernel = attention_kernel_hook(ctx.engine)
     if make_kernel is None:
         return kernel_metrics(None, config.attention, device, shape)
-    dtype_name = "bfloat16" if config.dtype == "auto" else config.dtype  # Ovi attends in bf16
+    dtype_name = attention_dtype(config.dtype, config.device)
     kernel = make_kernel(config.attention, config.device, dtype_name)
     q, k, v = (torch.randn(1, tokens, probe["heads"], probe["head_dim"], device=device,
                            dtype=getattr(torch, dtype_name)) for _ in range(3))

@@ -12,9 +12,12 @@ from __future__ import annotations
 from dataclasses import replace
 
 import pytest
+import torch
 
 from ovi_bench.baselines import Baseline, judge, parse_check
+from ovi_bench.engines.base import attention_dtype
 from ovi_bench.engines.fake import make_engine as make_fake
+from ovi_bench.engines.reference import ReferenceEngine
 from ovi_bench.engines.reference import make_engine as make_reference
 from ovi_bench.job import Job, RunOptions
 from ovi_bench.kernels import AOTRITON_FLAG, ROCM_FALLBACK_MESSAGE
@@ -59,6 +62,20 @@ def test_on_the_cpu_the_kernel_is_recorded_not_judged():
     assert metrics["attention.kernel_expected"] == "any" and metrics["attention.kernel_problems"] == []
     assert metrics["attention.first_call_s"] > 0  # the reference engine's probe timed the first call
     assert judged(job, metrics)[("attention.kernel_problems", "exact")].status == "pass"
+
+
+def test_auto_attends_in_float32_on_the_cpu_and_in_bf16_on_a_gpu():
+    # Many CPUs have no native bf16 matmul: bf16 times there would compare CPU models, not kernels.
+    seen: list[torch.dtype] = []
+
+    class Recording(ReferenceEngine):
+        def attention_kernel(self, backend, device, dtype):  # type: ignore[no-untyped-def]
+            kernel = super().attention_kernel(backend, device, dtype)
+            return replace(kernel, fn=lambda q, k, v: (seen.append(q.dtype), kernel.fn(q, k, v))[1])
+
+    metrics = run_in_process(suite_job("attention_backends", "auto", **ATTENTION), Recording)[0]
+    assert set(seen) == {torch.float32} and metrics["attention.dtype"] == "float32"
+    assert attention_dtype("auto", "cuda:0") == "bfloat16" and attention_dtype("float16", "cpu") == "float16"
 
 
 def test_a_planted_math_fallback_fails_with_the_aotriton_message_on_rocm(on):
