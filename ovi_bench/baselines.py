@@ -88,6 +88,9 @@ class Check:
     when: dict[str, Any] = field(default_factory=dict)  # applies only to cases whose params match
     unless: dict[str, Any] = field(default_factory=dict)  # ... and to none whose params match this
     note: str = ""  # what a failure means, appended to a failing verdict's message
+    # relative, time, same: metrics that must be as in the baseline for the comparison to mean anything (the
+    # dtype a kernel computed in): where one is not, the verdict is `changed`, naming it, and nothing compared
+    like: tuple[str, ...] = ()
     scale: str | None = None  # the check only holds at this scale ("full"): not judged at another
     # Added by the loader from the scenario's declared expectations; judged only where the case recorded the
     # expectation (a scenario derives some only for some cases, e.g. decoded counts when it decodes).
@@ -115,7 +118,8 @@ def parse_check(raw: Mapping[str, Any]) -> Check:
         raise CheckError(f"check on {metric!r}: rule {rule!r} is not one of {', '.join(RULES)}")
     allowed = {"metric", "rule", "when", "unless", "note", "scale", *{
         "exact": ("expected",), "expect_status": ("expected",), "max": ("limit",), "min": ("limit",),
-        "relative": ("tolerance", "floor"), "time": ("min_factor", "alpha", "floor"), "same": (),
+        "relative": ("tolerance", "floor", "like"), "time": ("min_factor", "alpha", "floor", "like"),
+        "same": ("like",),
     }[rule]}
     unknown = sorted(set(raw) - allowed)
     if unknown:
@@ -135,8 +139,12 @@ def parse_check(raw: Mapping[str, Any]) -> Check:
     scale = raw.get("scale")
     if scale not in (None, "tiny", "full"):
         raise CheckError(f"check {metric} {rule}: 'scale' must be tiny or full, got {scale!r}")
+    like = raw.get("like", [])
+    like = [like] if isinstance(like, str) else like
+    if not isinstance(like, list) or not all(isinstance(m, str) and m for m in like):
+        raise CheckError(f"check {metric} {rule}: 'like' must be a metric name or a list of them")
     return Check(metric=metric, rule=rule, when=dict(when), unless=dict(unless), note=note.strip(),
-                 scale=scale, **fields)
+                 scale=scale, like=tuple(like), **fields)
 
 
 def _parse_rule_fields(metric: str, rule: str, raw: Mapping[str, Any]) -> dict[str, Any]:
@@ -235,7 +243,7 @@ def baseline_metrics(checks: Sequence[Check]) -> list[str]:
     """The metrics a suite's baseline checks read (a time check also the machine's speed): all its baseline
     file needs to keep."""
     speed = [MACHINE_SPEED] if any(c.rule == "time" for c in checks) else []
-    return sorted({c.metric for c in checks if c.rule in BASELINE_RULES} | set(speed))
+    return sorted({m for c in checks if c.rule in BASELINE_RULES for m in (c.metric, *c.like)} | set(speed))
 
 
 def _upgrade_1_to_2(data: dict[str, Any], checks: Sequence[Check]) -> dict[str, Any]:
@@ -432,6 +440,19 @@ def _judge_one(case: CaseResult, check: Check, baseline: Mapping[str, Any] | Non
     if baseline is None or name not in baseline:
         return _verdict(case, check, "no_baseline", observed, None, "no baseline value")
     reference = baseline[name]
+    for metric in check.like:
+        if metric not in case.metrics:
+            return _verdict(case, check, "error", observed, reference,
+                            f"the case recorded no {metric} to compare like with like")
+        if metric not in baseline:
+            return _verdict(case, check, "no_baseline", observed, reference,
+                            f"the baseline has no {metric} to compare like with like: re-record it")
+        now, then = case.metrics[metric], baseline[metric]
+        if _plain(now) != _plain(then):
+            return _verdict(case, check, "changed", observed, reference,
+                            f"{render_metric(name, observed)} with {metric} {render_metric(metric, now)}, "
+                            f"the baseline's {render_metric(name, reference)} with "
+                            f"{render_metric(metric, then)}: not compared")
     if check.rule == "same":
         base, now = render_metric(name, reference), render_metric(name, observed)
         if _plain(observed) == _plain(reference):

@@ -384,6 +384,10 @@ class RunReport:
         return counts
 
     @cached_property
+    def case_suites(self) -> dict[str, str]:
+        return {c.case_id: c.suite for c in self.cases}
+
+    @cached_property
     def missing_baselines(self) -> list[str]:
         """Suites whose checks compare with a baseline and found none for this hardware."""
         return [suite for suite in self.suites if self.baseline_metrics.get(suite)
@@ -397,6 +401,14 @@ class RunReport:
             problems.append(f"no baseline for {self.hardware} of {', '.join(self.missing_baselines)} "
                             "(first run on this hardware: --allow-missing-baseline, then `ovi-bench "
                             "baseline update`)")
+        # A baseline file that lacks a case or a metric a check reads is as missing, for that check.
+        lacking = [v for v in self.verdicts if v.status == "no_baseline"
+                   and self.case_suites.get(v.case_id) not in self.missing_baselines]
+        if lacking and not self.allow_missing_baseline:
+            suites = ", ".join(dict.fromkeys(self.case_suites.get(v.case_id, "?") for v in lacking))
+            problems.append(f"{len(lacking)} check(s) found no baseline value in the {self.hardware} "
+                            f"baseline of {suites} (a case or metric it lacks): re-record it with "
+                            "`ovi-bench baseline update`, or run with --allow-missing-baseline")
         if self.cases and all(o in NOT_RUN_STATUSES for o in self.outcomes.values()):
             problems.append("no case ran (every case was skipped or unsupported)")
         if not self.cases:

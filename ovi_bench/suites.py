@@ -440,7 +440,7 @@ def _parse_check(item: Any, fail: Any, scenario: Scenario) -> Check:
         check = parse_check(item)
     except CheckError as exc:
         raise fail(line, str(exc)) from None
-    named = [] if check.rule == "expect_status" else [check.metric]
+    named = [] if check.rule == "expect_status" else [check.metric, *check.like]
     named += [ref for ref in (check.expected, check.limit) if isinstance(ref, str) and ref.startswith("spec.")
               and REFERENCE.match(ref)]
     for metric in named:

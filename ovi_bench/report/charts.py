@@ -163,8 +163,10 @@ def baseline_chart(name: str, report: RunReport, case_ids: set[str]) -> Chart | 
     bars, colors = [], []
     for v in report.verdicts:
         now, base = numeric(v.observed), numeric(v.reference)
-        if v.case_id not in case_ids or v.rule not in ("relative", "time") or not now or not base \
-                or now / base <= 0:  # a log axis shows positive ratios only
+        # `changed`: not compared (a `like` metric differs from the baseline's); a log axis shows positive
+        # ratios only
+        if v.case_id not in case_ids or v.rule not in ("relative", "time") or v.status == "changed" \
+                or not now or not base or now / base <= 0:
             continue
         case = next(c for c in report.cases if c.case_id == v.case_id)
         bars.append(Bar(f"{case_label(v.case_id, case.suite)} {v.metric}", "", now / base))

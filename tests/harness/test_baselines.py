@@ -303,6 +303,36 @@ def test_judge_run_reads_baselines_and_records_provenance(tmp_path: Path) -> Non
     assert first_run.exit_status == 0 and first_run.missing_baselines == ["s"]
 
 
+def test_a_baseline_file_lacking_a_case_or_a_metric_a_check_reads_is_not_a_pass(tmp_path: Path) -> None:
+    update_baseline(run_report({"a": 10 * GiB}), tmp_path)  # stores case a only
+    checks = {"s": [parse_check(RELATIVE | {"metric": "peak.total.alloc_bytes"})]}
+    judged = judge_run(run_report({"a": 10 * GiB, "b": 10 * GiB}), checks, tmp_path)
+    assert [v.status for v in judged.verdicts] == ["pass", "no_baseline"] and judged.missing_baselines == []
+    assert judged.exit_status == 1
+    (problem,) = judged.problems
+    assert problem == ("1 check(s) found no baseline value in the h100-80gb baseline of s (a case or metric "
+                       "it lacks): re-record it with `ovi-bench baseline update`, or run with "
+                       "--allow-missing-baseline")
+    allowed = judge_run(replace(run_report({"a": 10 * GiB, "b": 10 * GiB}), allow_missing_baseline=True),
+                        checks, tmp_path)
+    assert allowed.exit_status == 0 and allowed.problems == []
+
+
+def test_like_compares_only_where_its_metrics_are_as_in_the_baseline() -> None:
+    rule = RELATIVE | {"metric": "err", "tolerance": "50%", "floor": 0, "like": "dtype"}
+    base = baseline({"err": 1e-6, "dtype": "float32"})
+    assert one(rule, case({"err": 3e-3, "dtype": "float32"}), base) == "regression"
+    assert one(rule, case({"err": 3e-3, "dtype": "bfloat16"}), base) == "changed"
+    assert one(rule, case({"err": 3e-3, "dtype": "float32"}), baseline({"err": 1e-6})) == "no_baseline"
+    assert one(rule, case({"err": 3e-3}), base) == "error"  # the case did not record what makes it alike
+    assert parse_check(rule).like == ("dtype",)
+    assert parse_check(rule | {"like": ["a", "b"]}).like == ("a", "b")
+    with pytest.raises(CheckError, match="unknown key"):
+        parse_check({"metric": "err", "rule": "max", "limit": 1, "like": "dtype"})
+    with pytest.raises(CheckError, match="'like' must be"):
+        parse_check(rule | {"like": 3})
+
+
 # ---- compare(a, b) ---------------------------------------------------------------------------------------
 
 def test_compare_side_by_side() -> None:

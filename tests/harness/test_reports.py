@@ -185,6 +185,15 @@ def test_html_escapes_everything_and_draws_charts_per_suite() -> None:
     assert "<details><summary>All 6 metrics</summary>" in html and 'id="table-metrics"' in html
 
 
+def test_html_baseline_chart_leaves_out_what_was_not_compared() -> None:
+    # `changed`: the case attended in another dtype than the baseline's (a check's `like`), nothing compared
+    report = make_report()
+    report.verdicts.append(Verdict(report.cases[1].case_id, "time.denoise.step_s", "time", "changed",
+                                   Samples([90.0]), Samples([7.7]), "time.denoise.step_s time: not compared"))
+    baseline = chart(render_html(report), "chart-variant_latents-baseline")
+    assert ">1.2x<" in baseline and ">11.7x<" not in baseline  # 90 / 7.7 would be 11.7x
+
+
 def test_html_memory_axis_makes_small_differences_visible() -> None:
     """Host RSS peaks of 250-360 MiB (the smoke run's) on an axis from 0 would look alike."""
     report = make_report()
