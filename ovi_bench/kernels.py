@@ -5,10 +5,11 @@ such as flash_attn_3's) and the device kernels in the order they started. `class
 whether scaled-dot-product attention ran a fused kernel (flash, memory-efficient, cuDNN, AOTriton,
 composable kernel, FlashAttention-2/3, the CPU's flash kernel) or the math fallback
 (aten::_scaled_dot_product_attention_math, or bmm + softmax with no fused op), naming the op or kernel
-that decided it. Kernel names are checked before op names: on ROCm the flash op runs AOTriton's kernel,
-and the kernel is the more exact answer. `math_fallback_cause` gives the ROCm reason where it is the
-known one: a gfx11/gfx12 device (gfx1151 included), whose AOTriton kernels torch only enables with
-TORCH_ROCM_AOTRITON_ENABLE_EXPERIMENTAL=1.
+that decided it and the dtype the attention op was handed (what it computed in: a kernel that casts
+float32 to bf16 first computes in bf16). Kernel names are checked before op names: on ROCm the flash op
+runs AOTriton's kernel, and the kernel is the more exact answer. `math_fallback_cause` gives the ROCm
+reason where it is the known one: a gfx11/gfx12 device (gfx1151 included), whose AOTriton kernels torch
+only enables with TORCH_ROCM_AOTRITON_ENABLE_EXPERIMENTAL=1.
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ FUSED_OPS: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p), f) fo
 MATH_OPS = re.compile(r"^aten::_scaled_dot_product_attention_math")
 MATMUL_OPS = ("aten::bmm", "aten::baddbmm", "aten::matmul")
 SOFTMAX_OPS = ("aten::softmax", "aten::_softmax", "aten::_safe_softmax")
+SDPA_OP = "aten::scaled_dot_product_attention"
+# The profiler's names of the C++ scalar types, as torch names them (c10::Float8_e4m3fn and the like
+# are lowercased).
+PROFILER_DTYPES = {"float": "float32", "double": "float64", "c10::Half": "float16",
+                   "c10::BFloat16": "bfloat16", "signed char": "int8", "unsigned char": "uint8"}
 
 
 @dataclass
@@ -53,10 +59,17 @@ class RanOps:
 
     ops: list[str] = field(default_factory=list)  # dispatcher ops on the host (aten::..., flash_attn_3::...)
     kernels: list[str] = field(default_factory=list)  # device kernels (empty on the CPU)
+    dtypes: dict[str, str] = field(default_factory=dict)  # op -> dtype of its first tensor input, first call
+
+
+def torch_dtype_name(profiler_name: str) -> str:
+    """'c10::BFloat16' -> 'bfloat16', 'float' -> 'float32'."""
+    return PROFILER_DTYPES.get(profiler_name, profiler_name.removeprefix("c10::").lower())
 
 
 def ran_ops(fn: Callable[[], Any], device: str = "cpu") -> RanOps:
-    """Run `fn` once under torch.profiler (with the device's kernels on CUDA and ROCm) and list what ran."""
+    """Run `fn` once under torch.profiler (with the device's kernels on CUDA and ROCm) and list what ran, with
+    each op's input dtypes (record_shapes)."""
     import torch
     from torch.profiler import ProfilerActivity, profile
 
@@ -64,7 +77,7 @@ def ran_ops(fn: Callable[[], Any], device: str = "cpu") -> RanOps:
     on_gpu = torch.device(device).type == "cuda"
     if on_gpu:
         activities.append(ProfilerActivity.CUDA)  # ROCm's kernels come through the same activity
-    with profile(activities=activities) as prof:
+    with profile(activities=activities, record_shapes=True) as prof:
         fn()
         if on_gpu:
             torch.cuda.synchronize(device)
@@ -74,6 +87,9 @@ def ran_ops(fn: Callable[[], Any], device: str = "cpu") -> RanOps:
         names = ran.kernels if event.device_type != torch.autograd.DeviceType.CPU else ran.ops
         if event.name not in names:
             names.append(event.name)
+            tensors = [d for d in event.input_dtypes or () if d and d != "Scalar"]
+            if names is ran.ops and tensors:
+                ran.dtypes[event.name] = torch_dtype_name(tensors[0])
     return ran
 
 
@@ -82,6 +98,7 @@ class SdpaKernel:
     kind: str  # fused | math | none (no attention op or kernel ran)
     family: str  # aotriton, flash, memory_efficient, cudnn, ..., math, bmm+softmax, none
     evidence: str  # the op or kernel name that decided it
+    dtype: str | None = None  # what the attention op was handed (torch's name); None: no host op says
 
     @property
     def fused(self) -> bool:
@@ -102,15 +119,25 @@ def classify_sdpa(ran: RanOps) -> SdpaKernel:
     need the full attention-score matrix (about 145 GB at 960x960_10s)."""
     math = next((op for op in ran.ops if MATH_OPS.search(op)), None)
     if math is not None:
-        return SdpaKernel("math", "math", math)
+        return SdpaKernel("math", "math", math, attention_input_dtype(ran))
     found = _first_match(ran.kernels, FUSED_KERNELS) or _first_match(ran.ops, FUSED_OPS)
     if found is not None:
-        return SdpaKernel("fused", *found)
+        return SdpaKernel("fused", *found, attention_input_dtype(ran))
     matmul = next((op for op in ran.ops if op in MATMUL_OPS), None)
     softmax = next((op for op in ran.ops if op in SOFTMAX_OPS), None)
     if matmul and softmax:
-        return SdpaKernel("math", "bmm+softmax", f"{matmul} + {softmax}")
+        return SdpaKernel("math", "bmm+softmax", f"{matmul} + {softmax}", ran.dtypes.get(matmul))
     return SdpaKernel("none", "none", "")
+
+
+def attention_input_dtype(ran: RanOps) -> str | None:
+    """The input dtype of the first attention op on the host (SDPA, a fused or math op); None when none ran
+    or none recorded one (a compiled or Triton kernel launched without a dispatcher op)."""
+    for op in ran.ops:
+        attention = op == SDPA_OP or MATH_OPS.search(op) or _first_match([op], FUSED_OPS)
+        if attention and op in ran.dtypes:
+            return ran.dtypes[op]
+    return None
 
 
 def aotriton_flag_needed(*, hip: str | None, arch: str | None,

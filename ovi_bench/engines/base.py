@@ -137,12 +137,15 @@ class AttentionKernel:
 
     `fn(q, k, v)` takes [B, L, H, D] tensors and returns [B, Lq, H, D]; `resolved` names the backend that
     runs (what `auto` stands for on this device); `first_call_s`, where the engine measured it, is the
-    seconds of the backend's first call in this process (a JIT backend's compile), apart from steady speed."""
+    seconds of the backend's first call in this process (a JIT backend's compile), apart from steady speed.
+    `computes_in` is the dtype it attends in where that is not its inputs' (flash-attn casts float32 to
+    bf16): the attention suites prove the dtype with the profiler and fail a cast nobody declared."""
 
     requested: str
     resolved: str
     fn: Callable[[Any, Any, Any], Any]
     first_call_s: float | None = None
+    computes_in: str | None = None
 
 
 @runtime_checkable

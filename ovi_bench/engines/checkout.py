@@ -611,7 +611,10 @@ class CheckoutEngine:
         if reason is not None:
             raise CheckoutError(reason)
         kernel = self.attention
-        return AttentionKernel(backend, self._resolved_attention(), lambda q, k, v: kernel(q, k, v))
+        # flash_attention (and its stand-in) casts inputs that are not half to its `dtype`, bf16 by default
+        computes_in = None if dtype in ("float16", "bfloat16") else "bfloat16"
+        return AttentionKernel(backend, self._resolved_attention(), lambda q, k, v: kernel(q, k, v),
+                               computes_in=computes_in)
 
     # -- stages ------------------------------------------------------------------------------------------
     def load(self, config: EngineConfig) -> None:

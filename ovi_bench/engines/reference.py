@@ -70,7 +70,7 @@ class ReferenceEngine:
         resolved = resolve(backend, device, _attention_dtype(dtype, device))
         first_call_s = backend_status(resolved, device, _attention_dtype(dtype, device)).first_call_s
         return AttentionKernel(backend, resolved, lambda q, k, v: attend(q, k, v, backend=resolved),
-                               first_call_s)
+                               first_call_s, computes_in="float32" if resolved == "reference" else None)
 
     def add_stage_listener(self, listener: StageListener) -> None:
         self.listeners.append(listener)

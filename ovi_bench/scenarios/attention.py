@@ -17,8 +17,12 @@ Which kernel really ran is proven, not assumed: one call at the video_self shape
 `attention.kernel_kind` fused | math | none. On a GPU (CUDA or ROCm) a fused kernel is expected for every
 backend but sdpa_math and reference; on the CPU nothing is expected (SDPA's math kernel is what runs there),
 so the kernel is recorded only. A math kernel where a fused one was expected is a problem in
-`attention.kernel_problems` (which the suites expect empty), with ROCm's known cause where it applies. The
-pipeline scenario records the same at the variant's video_self shape (`kernel_metrics`).
+`attention.kernel_problems` (which the suites expect empty), with ROCm's known cause where it applies.
+`attention.kernel_dtype` is the dtype the attention op was handed (a kernel that casts float32 to bf16
+first computes in bf16); one other than the run's dtype, or than the engine declares
+(`AttentionKernel.computes_in`), is a problem on every device: a silent cast. Errors are compared with the
+baseline's only where it computed in the same dtype (the checks' `like`). The pipeline scenario records the
+same at the variant's video_self shape (`kernel_metrics`).
 """
 
 from __future__ import annotations
@@ -53,6 +57,7 @@ def shapes(variant: str, area: int | None, text_tokens: int) -> dict[str, tuple[
 MATH_BACKENDS = ("sdpa_math", "reference")
 KERNEL_METRICS = (
     Metric("attention.kernel", "text"), Metric("attention.kernel_kind", "text"),
+    Metric("attention.kernel_dtype", "text"),
     Metric("attention.kernel_evidence", "text", "info"), Metric("attention.kernel_expected", "text", "info"),
     Metric("attention.kernel_problems", "list"),
 )
@@ -76,19 +81,20 @@ def device_context(device: torch.device) -> DeviceContext:
 
 
 def kernel_metrics(call: Callable[[], Any] | None, requested: str, device: torch.device,
-                   shape: str) -> dict[str, Any]:
-    """The attention.kernel* metrics of one profiled `call` of the engine's kernel at `shape` (None: the
-    engine offers no attention_kernel, so nothing is proven)."""
+                   shape: str, computes_in: str) -> dict[str, Any]:
+    """The attention.kernel* metrics of one profiled `call` of the engine's kernel at `shape`, which should
+    attend in `computes_in` (None: the engine offers no attention_kernel, so nothing is proven)."""
     context = device_context(device)
     expected = "fused" if context.gpu and requested not in MATH_BACKENDS else "any"
-    problems = []
+    problems, dtype_problems = [], []
+    dtype: str | None = None
     if call is None:
         family, kind, evidence = "unknown", "none", "the engine offers no attention_kernel"
         problems.append(f"{requested} at {shape}: not proven fused ({evidence})")
     else:
         try:
             kernel = classify_sdpa(ran_ops(call, str(device)))
-            family, kind, evidence = kernel.family, kernel.kind, kernel.evidence
+            family, kind, evidence, dtype = kernel.family, kernel.kind, kernel.evidence, kernel.dtype
         except torch.OutOfMemoryError as exc:
             family, kind, evidence = "unknown", "none", str(exc).splitlines()[0]
             problems.append(f"{requested} at {shape}: one attention call ran out of memory (a math kernel "
@@ -97,9 +103,12 @@ def kernel_metrics(call: Callable[[], Any] | None, requested: str, device: torch
             cause = math_fallback_cause(kernel, hip=context.hip, arch=context.arch)
             problems.append(f"{requested} at {shape} ran the math kernel ({evidence}) where a fused one was "
                             "expected" + (f": {cause}" if cause else ""))
+        if dtype is not None and dtype != computes_in:
+            dtype_problems.append(f"{requested} at {shape} attended in {dtype} where it was to attend in "
+                                  f"{computes_in} ({evidence}): a cast the engine does not declare")
     return {"attention.kernel": family, "attention.kernel_kind": kind, "attention.kernel_evidence": evidence,
-            "attention.kernel_expected": expected,
-            "attention.kernel_problems": problems if expected == "fused" else []}
+            "attention.kernel_dtype": dtype or "unknown", "attention.kernel_expected": expected,
+            "attention.kernel_problems": (problems if expected == "fused" else []) + dtype_problems}
 
 
 def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -151,7 +160,7 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
         reference_times += beside
         if kind == "video_self":
             metrics.update(kernel_metrics(lambda q=q, k=k, v=v: kernel.fn(q, k, v), requested, device,
-                                          f"video_self {lq}x{lk}"))
+                                          f"video_self {lq}x{lk}", kernel.computes_in or dtype_name))
         tflops = 4 * heads * lq * lk * head_dim / Samples(times).median / 1e12
         metrics.update({
             f"time.attention.{kind}_s": Samples(times),

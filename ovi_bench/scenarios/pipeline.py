@@ -55,13 +55,14 @@ def _kernel_at_video_self(ctx: ScenarioContext, probe: dict[str, int], tokens: i
     device = torch.device(config.device)
     shape = f"video_self {tokens}x{tokens}"
     make_kernel = attention_kernel_hook(ctx.engine)
-    if make_kernel is None:
-        return kernel_metrics(None, config.attention, device, shape)
     dtype_name = attention_dtype(config.dtype, config.device)
+    if make_kernel is None:
+        return kernel_metrics(None, config.attention, device, shape, dtype_name)
     kernel = make_kernel(config.attention, config.device, dtype_name)
     q, k, v = (torch.randn(1, tokens, probe["heads"], probe["head_dim"], device=device,
                            dtype=getattr(torch, dtype_name)) for _ in range(3))
-    return kernel_metrics(lambda: kernel.fn(q, k, v), config.attention, device, shape)
+    return kernel_metrics(lambda: kernel.fn(q, k, v), config.attention, device, shape,
+                          kernel.computes_in or dtype_name)
 
 
 def run(ctx: ScenarioContext) -> dict[str, Any]:

@@ -119,6 +119,28 @@ class MathClaimingFlash(ReferenceEngine):
 
 def math_claiming_flash() -> MathClaimingFlash:
     return MathClaimingFlash()
+
+
+class SilentHalfCast(ReferenceEngine):
+    """Its attention casts q/k/v to bf16 before SDPA and casts the output back: the dtype that comes back is
+    the one asked for, the precision is bf16's. `declares` says so in AttentionKernel.computes_in."""
+
+    declares = False
+
+    def attention_kernel(self, backend: str, device: str, dtype: str) -> AttentionKernel:
+        def half(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+            q, k, v = (t.to(torch.bfloat16).transpose(1, 2) for t in (q, k, v))
+            return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).to(torch.float32)
+
+        return AttentionKernel(backend, "sdpa", half, computes_in="bfloat16" if self.declares else None)
+
+
+def silent_half_cast() -> SilentHalfCast:
+    return SilentHalfCast()
+
+
+class DeclaredHalfCast(SilentHalfCast):
+    declares = True
 # ---- output_fidelity: each changes the result, not the shapes or the memory ------------------------------
 # Patches apply only inside this engine's own calls, so the reference engine the scenario runs in the same
 # worker afterwards is the unmodified one.

@@ -9,10 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from ovi_bench.baselines import judge, load_baseline
 from ovi_bench.engines import EngineSpecError, engine_factory
 from ovi_bench.engines.base import EngineConfig
 from ovi_bench.engines.checkout import CheckoutEngine, CheckoutError
+from ovi_bench.job import RunOptions
+from ovi_bench.records import CaseResult
+from ovi_bench.run import PROJECT_BASELINES
+from ovi_bench.suites import load_suites
 from ovi_bench.variant_facts import variant_facts
+from tests.harness.in_process import run_in_process
 
 UPSTREAM = Path("/work/shared/upstream")
 AREA = 1024  # 32x32 frames: latent lengths do not depend on it
@@ -82,6 +88,24 @@ def test_capabilities_name_what_the_checkout_cannot_do(ovi11_5s: CheckoutEngine)
     assert (caps.why_not("attention", "auto") is None
             and "cannot be switched" in caps.why_not("attention", "sdpa_math"))
     assert ovi11_5s.attention_kernel("auto", "cpu", "auto").fn is not None
+
+
+def test_the_checkouts_bf16_attention_is_not_judged_against_the_cpus_float32_baseline() -> None:
+    # flash_attention casts the CPU's float32 to bf16 (declared by the adapter): its error and its time are
+    # shown as changed beside the reference engine's float32 baseline, not as regressions (CI, 2026-12-03)
+    (suite,) = [s for s in load_suites("smoke") if s.name == "smoke.attention_backends"]
+    (job,) = [j for j in suite.expand(RunOptions(preset="tiny")) if j.case_params["attention"] == "auto"]
+    metrics = run_in_process(job, lambda: CheckoutEngine(UPSTREAM / "ovi-1.1"))[0]
+    assert metrics["attention.dtype"] == "float32" and metrics["attention.kernel_dtype"] == "bfloat16"
+    assert metrics["attention.kernel_problems"] == []
+    assert metrics["attention.video_self.rel_err"] > 1e-3  # bf16's error, beyond the baseline's floor
+    stored = load_baseline(PROJECT_BASELINES, "cpu-tiny", suite.name)
+    assert stored is not None and stored.cases[job.case_id]["attention.kernel_dtype"] == "float32"
+    case = CaseResult(job.case_id, suite.name, job.case_params, "ok", metrics=metrics)
+    verdicts = {(v.metric, v.rule): v for v in judge([case], suite.checks_at("tiny"), stored)}
+    assert verdicts[("attention.video_self.rel_err", "relative")].status == "changed"
+    assert verdicts[("time.attention.video_self_s", "time")].status == "changed"
+    assert not [v.message for v in verdicts.values() if v.failed]
 
 
 def copy_checkout(source: Path, tmp_path: Path) -> Path:

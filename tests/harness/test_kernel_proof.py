@@ -1,6 +1,8 @@
 """Fused attention proven: the attention scenario profiles one call of the engine's kernel at video_self and
 records the kernel that ran; on a GPU a math kernel fails the suite (on ROCm gfx11/12 naming the AOTriton
 flag), on the CPU it is only recorded; another fused kernel than the baseline's is `changed`, not a failure.
+The dtype it attended in is proven too: a cast the engine does not declare fails on every device, and errors
+and times are compared with the baseline's only at the same dtype.
 
 The scenarios run in this process at tiny shapes. The planted engine (planted_engines.math_claiming_flash)
 really runs SDPA's math kernel on the CPU; the GPU is faked only in the device context the scenario asks
@@ -25,7 +27,7 @@ from ovi_bench.records import CaseResult, Samples
 from ovi_bench.scenarios import attention
 from ovi_bench.suites import load_suite
 from tests.harness.in_process import run_in_process
-from tests.harness.planted_engines import math_claiming_flash
+from tests.harness.planted_engines import DeclaredHalfCast, math_claiming_flash, silent_half_cast
 
 ROCM_GFX1151 = attention.DeviceContext(gpu=True, hip="6.4.1", arch="gfx1151")
 CUDA_H200 = attention.DeviceContext(gpu=True, hip=None, arch="sm_90")
@@ -109,7 +111,7 @@ def test_sdpa_math_asked_for_on_a_gpu_is_not_a_failure(on):
 def test_another_fused_kernel_than_the_baselines_is_changed_and_times_are_judged():
     job = suite_job("attention_backends", "sdpa")
     times = {f"time.attention.{kind}_s": Samples([1.0, 1.0, 1.0]) for kind in attention.shapes(
-        "720x720_5s", 1024, 32)} | {"machine.matmul_tflops": 1.0}
+        "720x720_5s", 1024, 32)} | {"machine.matmul_tflops": 1.0, "attention.kernel_dtype": "bfloat16"}
     now = {**times, "attention.kernel": "cudnn", "attention.kernel_problems": []}
     verdicts = judged(job, now, baseline={**times, "attention.kernel": "flash"})
     changed = verdicts[("attention.kernel", "same")]
@@ -134,3 +136,36 @@ def test_the_pipeline_proves_the_kernel_of_its_generation(on):
     (problem,) = metrics["attention.kernel_problems"]
     assert "not proven fused" in problem
     assert judged(job, metrics)[("attention.kernel_problems", "exact")].status == "fail"
+
+
+def test_a_cast_to_bf16_nobody_declared_fails_on_the_cpu():
+    job = suite_job("attention_backends", "sdpa", **ATTENTION)
+    metrics = run_in_process(job, silent_half_cast)[0]
+    assert metrics["attention.dtype"] == "float32" and metrics["attention.kernel_dtype"] == "bfloat16"
+    verdict = judged(job, metrics)[("attention.kernel_problems", "exact")]
+    assert verdict.status == "fail"
+    assert "attended in bfloat16 where it was to attend in float32" in verdict.message
+    declared = run_in_process(job, DeclaredHalfCast)[0]
+    assert declared["attention.kernel_dtype"] == "bfloat16" and declared["attention.kernel_problems"] == []
+
+
+def test_errors_and_times_of_another_dtype_are_changed_not_compared():
+    job = suite_job("attention_backends", "sdpa")
+    kinds = attention.shapes("720x720_5s", 1024, 32)
+    base = {f"time.attention.{kind}_s": Samples([1.0, 1.0, 1.0]) for kind in kinds} | {
+        "machine.matmul_tflops": 1.0, "attention.kernel": "cpu_flash", "attention.kernel_dtype": "float32",
+        "attention.video_self.rel_err": 2e-7, "attention.video_to_text.rel_err": 2e-7}
+    # bf16's error (3e-3 grows beyond the 0.002 floor over float32's) and 3x the time
+    now = {**base, **{f"time.attention.{kind}_s": Samples([3.0, 3.1, 3.2]) for kind in kinds},
+           "attention.video_self.rel_err": 3.3e-3, "attention.kernel_problems": []}
+    at_bf16 = judged(job, {**now, "attention.kernel_dtype": "bfloat16"}, baseline=base)
+    for key in [("attention.video_self.rel_err", "relative"), ("time.attention.video_self_s", "time"),
+                ("attention.kernel_dtype", "same")]:
+        assert at_bf16[key].status == "changed" and not at_bf16[key].failed, at_bf16[key].message
+    error = at_bf16[("attention.video_self.rel_err", "relative")]
+    assert "with attention.kernel_dtype bfloat16" in error.message
+    at_float32 = judged(job, now, baseline=base)  # the same growth at the baseline's dtype is a regression
+    assert at_float32[("attention.video_self.rel_err", "relative")].status == "regression"
+    assert at_float32[("time.attention.video_self_s", "time")].status == "regression"
+    unknown = judged(job, now, baseline={k: v for k, v in base.items() if k != "attention.kernel_dtype"})
+    assert unknown[("time.attention.video_self_s", "time")].status == "no_baseline"

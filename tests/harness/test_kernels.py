@@ -31,7 +31,8 @@ def sdpa_under(backend: SDPBackend) -> RanOps:
 def test_forced_math_backend_is_classified_math():
     ran = sdpa_under(SDPBackend.MATH)
     assert "aten::scaled_dot_product_attention" in ran.ops and ran.kernels == []
-    assert classify_sdpa(ran) == SdpaKernel("math", "math", "aten::_scaled_dot_product_attention_math")
+    assert classify_sdpa(ran) == SdpaKernel("math", "math", "aten::_scaled_dot_product_attention_math",
+                                            "float32")
 
 
 def test_cpu_flash_backend_is_classified_fused():
@@ -42,7 +43,25 @@ def test_cpu_flash_backend_is_classified_fused():
 def test_hand_written_attention_is_math():
     q = torch.randn(2, 16, 8)
     ran = ran_ops(lambda: torch.softmax(torch.bmm(q, q.transpose(1, 2)), dim=-1).bmm(q))
-    assert classify_sdpa(ran) == SdpaKernel("math", "bmm+softmax", "aten::bmm + aten::softmax")
+    assert classify_sdpa(ran) == SdpaKernel("math", "bmm+softmax", "aten::bmm + aten::softmax", "float32")
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16, torch.float16, torch.float64])
+def test_the_dtype_is_what_the_attention_op_was_handed(dtype: torch.dtype) -> None:
+    q = torch.randn(1, 2, 16, 8)
+    # The cast happens inside the call, as in a kernel that takes float32 and attends in half precision.
+    ran = ran_ops(lambda: torch.nn.functional.scaled_dot_product_attention(q.to(dtype), q.to(dtype),
+                                                                           q.to(dtype)))
+    assert classify_sdpa(ran).dtype == str(dtype).removeprefix("torch.")
+
+
+def test_a_kernel_decided_on_the_device_takes_the_dtype_of_its_host_op() -> None:
+    ran = RanOps(ops=["aten::to", SDPA, "aten::_scaled_dot_product_cudnn_attention"],
+                 kernels=["cudnn_generated_fort_native_sdpa_sm90_knob_7"],
+                 dtypes={"aten::to": "float32", SDPA: "bfloat16",
+                         "aten::_scaled_dot_product_cudnn_attention": "bfloat16"})
+    assert classify_sdpa(ran).dtype == "bfloat16"
+    assert classify_sdpa(RanOps(ops=[SDPA], kernels=["attn_fwd"])).dtype is None  # no dtype recorded
 
 
 SDPA = "aten::scaled_dot_product_attention"
