@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,8 @@ def test_exit_status_from_outcomes() -> None:
                          verdicts)
 
     assert report("ok", "pass").exit_status == 0
-    assert report("ok", "no_baseline").exit_status == 0
+    assert report("ok", "no_baseline").exit_status == 1  # a check with nothing to compare with is no pass
+    assert replace(report("ok", "no_baseline"), allow_missing_baseline=True).exit_status == 0
     assert report("ok", "improved").exit_status == 0
     assert report("ok", "regression").exit_status == 1
     assert report("ok", "error").exit_status == 1
