@@ -87,9 +87,12 @@ def ran_ops(fn: Callable[[], Any], device: str = "cpu") -> RanOps:
         names = ran.kernels if event.device_type != torch.autograd.DeviceType.CPU else ran.ops
         if event.name not in names:
             names.append(event.name)
-            tensors = [d for d in event.input_dtypes or () if d and d != "Scalar"]
-            if names is ran.ops and tensors:
-                ran.dtypes[event.name] = torch_dtype_name(tensors[0])
+    # Input dtypes from the Kineto events: FunctionEvent.input_dtypes is newer than torch 2.11 (seen on the
+    # H200's 2.11), KinetoEvent.dtypes() is in every torch the harness supports.
+    for kineto in sorted(prof.profiler.kineto_results.events(), key=lambda e: e.start_ns()):
+        tensors = [d for d in kineto.dtypes() if d and d != "Scalar"]
+        if kineto.name() in ran.ops and tensors and kineto.name() not in ran.dtypes:
+            ran.dtypes[kineto.name()] = torch_dtype_name(tensors[0])
     return ran
 
 
