@@ -147,6 +147,10 @@ class AttentionKernel:
     first_call_s: float | None = None
     computes_in: str | None = None
 
+    def attends_in(self, given: str) -> str:
+        """The dtype it attends in when handed `given`."""
+        return self.computes_in or given
+
 
 @runtime_checkable
 class Engine(Protocol):

@@ -86,29 +86,30 @@ def kernel_metrics(call: Callable[[], Any] | None, requested: str, device: torch
     attend in `computes_in` (None: the engine offers no attention_kernel, so nothing is proven)."""
     context = device_context(device)
     expected = "fused" if context.gpu and requested not in MATH_BACKENDS else "any"
-    problems, dtype_problems = [], []
+    not_fused = []  # problems only where a fused kernel is expected
     dtype: str | None = None
     if call is None:
         family, kind, evidence = "unknown", "none", "the engine offers no attention_kernel"
-        problems.append(f"{requested} at {shape}: not proven fused ({evidence})")
+        not_fused.append(f"{requested} at {shape}: not proven fused ({evidence})")
     else:
         try:
             kernel = classify_sdpa(ran_ops(call, str(device)))
             family, kind, evidence, dtype = kernel.family, kernel.kind, kernel.evidence, kernel.dtype
         except torch.OutOfMemoryError as exc:
             family, kind, evidence = "unknown", "none", str(exc).splitlines()[0]
-            problems.append(f"{requested} at {shape}: one attention call ran out of memory (a math kernel "
-                            "needs the whole score matrix)")
-        if expected == "fused" and kind == "math":
+            not_fused.append(f"{requested} at {shape}: one attention call ran out of memory (a math kernel "
+                             "needs the whole score matrix)")
+        if kind == "math":
             cause = math_fallback_cause(kernel, hip=context.hip, arch=context.arch)
-            problems.append(f"{requested} at {shape} ran the math kernel ({evidence}) where a fused one was "
-                            "expected" + (f": {cause}" if cause else ""))
-        if dtype is not None and dtype != computes_in:
-            dtype_problems.append(f"{requested} at {shape} attended in {dtype} where it was to attend in "
-                                  f"{computes_in} ({evidence}): a cast the engine does not declare")
+            not_fused.append(f"{requested} at {shape} ran the math kernel ({evidence}) where a fused one was "
+                             "expected" + (f": {cause}" if cause else ""))
+    problems = not_fused if expected == "fused" else []
+    if dtype is not None and dtype != computes_in:
+        problems.append(f"{requested} at {shape} attended in {dtype} where it was to attend in {computes_in} "
+                        f"({evidence}): a cast the engine does not declare")
     return {"attention.kernel": family, "attention.kernel_kind": kind, "attention.kernel_evidence": evidence,
             "attention.kernel_dtype": dtype or "unknown", "attention.kernel_expected": expected,
-            "attention.kernel_problems": (problems if expected == "fused" else []) + dtype_problems}
+            "attention.kernel_problems": problems}
 
 
 def reference_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -160,7 +161,7 @@ def run(ctx: ScenarioContext) -> dict[str, Any]:
         reference_times += beside
         if kind == "video_self":
             metrics.update(kernel_metrics(lambda q=q, k=k, v=v: kernel.fn(q, k, v), requested, device,
-                                          f"video_self {lq}x{lk}", kernel.computes_in or dtype_name))
+                                          f"video_self {lq}x{lk}", kernel.attends_in(dtype_name)))
         tflops = 4 * heads * lq * lk * head_dim / Samples(times).median / 1e12
         metrics.update({
             f"time.attention.{kind}_s": Samples(times),

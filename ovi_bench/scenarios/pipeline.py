@@ -62,7 +62,7 @@ def _kernel_at_video_self(ctx: ScenarioContext, probe: dict[str, int], tokens: i
     q, k, v = (torch.randn(1, tokens, probe["heads"], probe["head_dim"], device=device,
                            dtype=getattr(torch, dtype_name)) for _ in range(3))
     return kernel_metrics(lambda: kernel.fn(q, k, v), config.attention, device, shape,
-                          kernel.computes_in or dtype_name)
+                          kernel.attends_in(dtype_name))
 
 
 def run(ctx: ScenarioContext) -> dict[str, Any]:
