@@ -5,8 +5,8 @@
 # /tmp/fa4parts), the second brings the rest. This joins the parts found in the folders given, installs every
 # wheel there into $FA4_TARGET and prints the PYTHONPATH to use:
 #   eval "$(bash benchmarks/install_fa4.sh /tmp/fa4parts .fa4b)"
-# Wheels (py3.12, x86-64): flash_attn_4 4.0.0b36, nvidia_cutlass_dsl 4.8.1 with its libs_base, libs_core
-# and libs_cu13, apache_tvm_ffi, torch_c_dlpack_ext, quack_kernels.
+# Wheels (py3.12, x86-64): flash_attn_4 4.0.0b40, nvidia_cutlass_dsl 4.8.1 with its libs_base, libs_core
+# and libs_cu13, apache_tvm_ffi 0.1.15.post2, torch_c_dlpack_ext 0.1.5, quack_kernels 0.6.5.
 set -euo pipefail
 target=$(realpath -m "${FA4_TARGET:-/tmp/fa4}")
 wheels=$(mktemp -d)

@@ -294,7 +294,7 @@ def test_probe_times_the_first_call_apart(scratch_registry, monkeypatch):
 def test_fa4_says_how_to_install_it():
     status = available_backends(CPU)["flash_attn_4"]
     assert not status.available and "flash_attn.cute is not installed" in status.reason
-    assert "flash-attn-4==4.0.0b36" in status.reason
+    assert "flash-attn-4==4.0.0b40" in status.reason
 
 
 def test_fa4_reasons_for_device_dtype_and_arch(monkeypatch):
@@ -320,3 +320,62 @@ def test_fa4_reasons_for_device_dtype_and_arch(monkeypatch):
     monkeypatch.setitem(sys.modules, "flash_attn.cute", fake)
     q, k, v = random_qkv(5, 2, 16, 1, 5, 7, dtype=torch.float32)
     torch.testing.assert_close(flash_attn_4.fa4(q, k, v, None), reference_attention(q, k, v, None))
+
+
+def _fake_fa4(monkeypatch) -> list[dict]:
+    """flash_attn.cute as a module pair that computes fp32 attention and records how it was called."""
+    import types
+
+    from ovi_engine.attention.reference import reference_attention
+
+    calls: list[dict] = []
+    cute = types.ModuleType("flash_attn.cute")
+    cute.flash_attn_func = lambda q, k, v: (calls.append({}), (reference_attention(q, k, v, None), None))[1]
+    interface = types.ModuleType("flash_attn.cute.interface")
+
+    def _flash_attn_fwd(q, k, v, **launch):
+        calls.append(launch)
+        return reference_attention(q, k, v, None), None, None, None, None
+
+    interface._flash_attn_fwd = _flash_attn_fwd
+    for name, module in (("flash_attn", types.ModuleType("flash_attn")), ("flash_attn.cute", cute),
+                         ("flash_attn.cute.interface", interface)):
+        monkeypatch.setitem(sys.modules, name, module)
+    return calls
+
+
+def test_fa4_asks_for_the_tuned_tile_of_this_gpu_and_head_dim(monkeypatch, tmp_path):
+    from ovi_engine.attention import flash_attn_4 as fa4
+    from ovi_engine.attention.reference import reference_attention
+
+    tile = fa4.Fa4Tile(128, 176, num_splits=0)
+    table = tmp_path / "fa4_tiles.json"
+    table.write_text(json.dumps({"schema_version": 1, "tiles": [
+        fa4.tile_entry("9.0", 128, tile, device="NVIDIA H200", step_attention_s={"fa4_default": 3.3})]}))
+    monkeypatch.setattr(fa4, "_tiles", lambda: fa4.read_tiles(table))
+    calls = _fake_fa4(monkeypatch)
+    capability = {"value": "9.0"}
+    monkeypatch.setattr(fa4, "capability_of", lambda t: capability["value"])
+    q, k, v = random_qkv(5, 2, 128, 1, 5, 7, dtype=torch.float32)
+    torch.testing.assert_close(fa4.fa4(q, k, v, None), reference_attention(q, k, v, None))
+    assert calls[-1] == {"tile_mn": (128, 176), "mma_pv_is_rs": True, "intra_wg_overlap": True,
+                         "num_splits": 0}
+    # another GPU generation, another head dim, or no GPU: FA4's own choice
+    for cap, head_dim in (("10.0", 128), ("9.0", 64), (None, 128)):
+        capability["value"] = cap
+        q, k, v = random_qkv(6, 2, head_dim, 1, 5, 7, dtype=torch.float32)
+        fa4.fa4(q, k, v, None)
+        assert calls[-1] == {}, (cap, head_dim)
+    assert tile.label() == "128x176 RS overlap auto splits"
+    assert fa4.Fa4Tile(192, 128, intra_wg_overlap=False).label() == "192x128 RS"
+
+
+def test_fa4_tiles_file_shipped_is_readable_and_a_foreign_schema_is_refused(tmp_path):
+    from ovi_engine.attention import flash_attn_4 as fa4
+
+    for (capability, head_dim), tile in fa4.read_tiles().items():  # the committed table
+        assert capability.count(".") == 1 and head_dim % 8 == 0 and tile.tile_m % 64 == 0
+    other = tmp_path / "fa4_tiles.json"
+    other.write_text(json.dumps({"schema_version": 2, "tiles": []}))
+    with pytest.raises(ValueError, match="schema_version 2"):
+        fa4.read_tiles(other)

@@ -264,3 +264,59 @@ def test_passes_sharing_their_start_equal_separate_forwards(tiny, skips) -> None
         torch.testing.assert_close(got[0], want[0], rtol=1e-5, atol=1e-6)
         torch.testing.assert_close(got[1], want[1], rtol=1e-5, atol=1e-6)
     assert not torch.allclose(shared[0][0], shared[1][0])  # the passes did differ
+
+
+def load_benchmark(name: str, monkeypatch: pytest.MonkeyPatch):
+    path = Path(__file__).parents[2] / "benchmarks" / f"{name}.py"
+    monkeypatch.syspath_prepend(str(path.parent))  # as when run as a script: its siblings import
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    monkeypatch.setitem(sys.modules, name, module)  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("skip", [1, 0, None], ids=["slg", "skip_pair0", "no_slg"])
+def test_fa4_tile_sweep_weighs_the_attention_calls_a_step_makes(tiny, monkeypatch, skip) -> None:
+    """fa4_tiles.py ranks tiles by sum(calls per step x time): its call counts must be the ones a step of the
+    model makes, counted here by wrapping the attention the blocks call."""
+    from collections import Counter
+
+    from ovi_engine import dit
+
+    sweep = load_benchmark("fa4_tiles", monkeypatch)
+    seen: Counter[tuple[int, int]] = Counter()
+    attend = dit.attend
+
+    def counting(q, k, v, **kw):
+        seen[q.shape[1], k.shape[1]] += 1
+        return attend(q, k, v, **kw)
+
+    monkeypatch.setattr(dit, "attend", counting)
+    x = inputs()
+    with torch.inference_mode():
+        tiny.forward_passes(x["video"], x["audio"], torch.tensor([600.0]),
+                            [Pass(x["video_context"], x["audio_context"]),
+                             Pass(x["video_context"], x["audio_context"], skip_block=skip)])
+    video, audio, text = 3 * 3 * 4, 12, TINY.video.text_len
+    calls = sweep.step_calls(video, audio, text, TINY.num_layers, skip_block=skip)
+    assert {(c.lq, c.lk): c.per_step for c in calls} == dict(seen)
+
+
+def test_fa4_tile_sweep_ranks_by_step_time_and_writes_the_table(monkeypatch, tmp_path) -> None:
+    sweep = load_benchmark("fa4_tiles", monkeypatch)
+    from ovi_engine.attention.flash_attn_4 import Fa4Tile, read_tiles, tile_entry
+
+    calls = [sweep.Call("video_self", 100, 100, 10), sweep.Call("audio_to_video", 5, 100, 20)]
+    by_call = {"video_self": {"own": {"median_ms": 2.0}, "a": {"median_ms": 1.0}, "b": {"median_ms": 0.5}},
+               "audio_to_video": {"own": {"median_ms": 1.0}, "a": {"median_ms": 1.1},
+                                  "b": {"refused": "no"}}}
+    # b is fastest where it ran but refused a shape the step needs: it is not ranked
+    assert sweep.rank(calls, by_call) == pytest.approx({"a": 0.032, "own": 0.040})
+    table = tmp_path / "fa4_tiles.json"
+    table.write_text(json.dumps({"schema_version": 1, "tiles": [
+        tile_entry("8.0", 128, Fa4Tile(128, 64))]}))
+    sweep.update_table(table, "9.0", tile_entry("9.0", 128, Fa4Tile(128, 176), device="H200"))
+    assert read_tiles(table) == {("8.0", 128): Fa4Tile(128, 64), ("9.0", 128): Fa4Tile(128, 176)}
+    sweep.update_table(table, "9.0", None)  # FA4's own choice won: this GPU's entry goes
+    assert read_tiles(table) == {("8.0", 128): Fa4Tile(128, 64)}
