@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ovi_engine import triton_kernels
 from ovi_engine.attention import attend
 
 if TYPE_CHECKING:
@@ -118,12 +119,42 @@ def compile_helpers() -> None:
     _compiled_norm_with_rope = torch.compile(rms_norm_with_rope)
 
 
+def _hand_fused(x: Tensor) -> bool:
+    """With compiled helpers on an NVIDIA GPU, the q/k norm + RoPE and the gated residuals run the kernels
+    of triton_kernels, faster there than torch.compile's and eager torch's for the same math."""
+    return x.is_cuda and torch.version.hip is None and triton_kernels.AVAILABLE
+
+
 def norm_rope(norm: nn.RMSNorm, x: Tensor, cos: Tensor, sin: Tensor, heads: int) -> Tensor:
     """`rms_norm_rope` fused when compiled; else the eager norm, then `apply_rope` in place."""
     assert norm.eps is not None
     if _compiled_norm_rope is not None:
+        if _hand_fused(x):
+            return triton_kernels.norm_rope(x, norm.weight, norm.eps, cos, sin, heads)[0]
         return _compiled_norm_rope(x, norm.weight, norm.eps, cos, sin, heads)
     return apply_rope(norm(x).unflatten(-1, (heads, -1)), cos, sin)
+
+
+def norm_with_rope(norm: nn.RMSNorm, x: Tensor, cos: Tensor, sin: Tensor,
+                   heads: int) -> tuple[Tensor, Tensor | None]:
+    """The cross-attention query, normed and split into heads, and with RoPE too when that comes from the
+    same read of x (compiled helpers); None leaves the rotation to the caller."""
+    assert norm.eps is not None
+    if _compiled_norm_with_rope is None:
+        return norm(x).unflatten(-1, (heads, -1)), None
+    if _hand_fused(x):
+        roped, plain = triton_kernels.norm_rope(x, norm.weight, norm.eps, cos, sin, heads, with_plain=True)
+        assert plain is not None
+        return plain, roped
+    return _compiled_norm_with_rope(x, norm.weight, norm.eps, cos, sin, heads)
+
+
+def gated_residual_(x: Tensor, y: Tensor, gate: Tensor) -> None:
+    """x += y * gate in place, the gate [B,G,1,C] broadcast over each time group of x [B,G,S,C]."""
+    if _compiled_norm_rope is not None and _hand_fused(x):
+        triton_kernels.gated_residual_(x, y, gate)
+    else:
+        x.addcmul_(y, gate)
 
 
 def linear_gelu(layer: nn.Linear, x: Tensor) -> Tensor:
@@ -255,13 +286,7 @@ class CrossAttention(AttentionProjections):
 
     def forward(self, x: Tensor, own: TowerState, other: TowerState, other_x: Tensor, backend: str) -> Tensor:
         b, h = x.shape[0], self.num_heads
-        q_rope: Tensor | None = None
-        if _compiled_norm_with_rope is not None:
-            assert self.norm_q.eps is not None
-            q, q_rope = _compiled_norm_with_rope(self.q(x), self.norm_q.weight, self.norm_q.eps, own.cos,
-                                                 own.sin, h)
-        else:
-            q = self.norm_q(self.q(x)).unflatten(-1, (h, -1))
+        q, q_rope = norm_with_rope(self.norm_q, self.q(x), own.cos, own.sin, h)
         k = self.norm_k(self.k(own.context)).view(b, -1, h, q.shape[-1])
         v = self.v(own.context).view(b, -1, h, q.shape[-1])
         out = attend(q, k, v, backend=backend)
@@ -308,7 +333,7 @@ class Block(nn.Module):
         shift, scale, gate = mod[:3]
         x = s.grouped()
         y = self.self_attn(_modulate(x, shift, scale, self.eps).flatten(1, 2), s.cos, s.sin, backend, s.shard)
-        x.addcmul_(y.view_as(x), gate)
+        gated_residual_(x, y.view_as(x), gate)
 
     def cross_attention_(self, s: TowerState, other: TowerState, other_x: Tensor, backend: str) -> None:
         """Text + fusion cross-attention; `other_x` is the other tower's hidden state to attend to."""
@@ -323,7 +348,7 @@ class Block(nn.Module):
             part = slice(g, g + groups)
             chunk = x[:, part]
             hidden = linear_gelu(up, _modulate(chunk, shift[:, part], scale[:, part], self.eps))
-            chunk.addcmul_(down(hidden), gate[:, part])
+            gated_residual_(chunk, down(hidden), gate[:, part])
 
 
 class Head(nn.Module):
