@@ -78,6 +78,9 @@ def worker(rank: int, port: int, out_dir: str) -> None:
     results = run_all(model) | run_pipeline(sequence_parallel=True)
     results["head_tokens"] = torch.tensor(head_tokens)
     torch.save(results, Path(out_dir) / f"rank{rank}.pt")
+    # both ranks done before either tears gloo down, as the sequence_parallel scenario does: twice in full
+    # test runs a rank aborted ("terminate called without an active exception") without this barrier
+    torch.distributed.barrier()
     torch.distributed.destroy_process_group()
 
 
