@@ -1,8 +1,8 @@
 """The Triton kernels (q/k RMSNorm + RoPE, gated residual) against fp32 math, and where dit.py uses them.
 
-The kernel runs on a CUDA GPU, or on CPU tensors under Triton's interpreter (TRITON_INTERPRET=1, in a
-subprocess, since the variable must be set before the kernel is defined). Without Triton (CPU-only torch,
-as on CI) the kernel tests skip; the H200 run of benchmarks/results/h200-141gb_2026-12-03b ran them there.
+The kernels run on a CUDA GPU, or on CPU tensors under Triton's interpreter (TRITON_INTERPRET=1, in a
+subprocess, since the variable must be set before the kernels are defined). Without Triton (CPU-only torch,
+as on CI) the kernel tests skip; the H200 run of benchmarks/results/h200-141gb_2026-12-03c ran them there.
 """
 
 from __future__ import annotations
