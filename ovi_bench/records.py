@@ -250,7 +250,7 @@ class Environment:
 
         env = cls(git_commit=_git_commit(), torch=torch.__version__, cuda=torch.version.cuda,
                   hip=getattr(torch.version, "hip", None), host=socket.gethostname(),
-                  cpu=platform.processor() or platform.machine(), python=sys.version.split()[0],
+                  cpu=cpu_model(), python=sys.version.split()[0],
                   platform=platform.platform(),
                   flags={k: v for k, v in sorted(os.environ.items()) if k.startswith(FLAG_PREFIXES)},
                   date=datetime.now(timezone.utc).isoformat(timespec="seconds"))
@@ -273,6 +273,19 @@ class Environment:
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Environment:
         return cls(**data)
+
+
+def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
+    """The processor's model name where Linux gives it ("AMD EPYC 7B13"), else what platform knows
+    ("x86_64"): CPU times are only comparable on the same model (README, What is not done yet)."""
+    try:
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and value.strip():
+                return value.strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def _git_commit() -> str | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import platform
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from ovi_bench.records import (
     SchemaError,
     StageRecord,
     Verdict,
+    cpu_model,
     render_metric,
     write_atomic,
 )
@@ -97,6 +99,16 @@ def test_environment_capture_records_flags(monkeypatch: pytest.MonkeyPatch) -> N
     assert env.flags["PYTORCH_CUDA_ALLOC_CONF"] == "expandable_segments:True"
     assert "UNRELATED_VARIABLE" not in env.flags and env.torch and env.date
     assert Environment.from_dict(env.to_dict()) == env
+
+
+def test_the_cpu_is_named_by_its_model_where_linux_gives_it(tmp_path) -> None:
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nvendor_id\t: AuthenticAMD\nmodel name\t: AMD EPYC 7B13\n\n"
+                    "processor\t: 1\nmodel name\t: AMD EPYC 7B13\n")
+    assert cpu_model(info) == "AMD EPYC 7B13"
+    info.write_text("processor\t: 0\nBogoMIPS\t: 50.00\n")  # e.g. some aarch64 kernels: no model name
+    assert cpu_model(info) == (platform.processor() or platform.machine())
+    assert cpu_model(tmp_path / "absent") == (platform.processor() or platform.machine())
 
 
 def test_units() -> None:
