@@ -22,6 +22,12 @@ Samples are compared through their median. A missing baseline gives `no_baseline
 recorded on another hardware profile or device gives `error`, never a comparison.
 Baselines live in `<dir>/<hardware>/<suite>.json`, keep only the metrics their suite's baseline checks read,
 and change only through `update_baseline`; an older file is brought forward by `upgrade_file`.
+
+CPU times hold on one processor model only: the matmul they are scaled by and the kernels they time do not
+keep one ratio across models (an Intel Xeon ran the tiny attention 1.4x slower than an AMD EPYC and the
+matmul 1.8x faster). So a CPU run's time checks read the baseline of its own model: the suite's file where
+that names this model, else `<dir>/<hardware>/processors/<model>/<suite>.json` (`update_baseline(...,
+this_processor=...)`), else they find no baseline. Files from before models were named are read as before.
 """
 
 from __future__ import annotations
@@ -224,9 +230,45 @@ def baseline_path(directory: Path, hardware: str, suite: str) -> Path:
     return Path(directory) / hardware / f"{suite}.json"
 
 
+def processor_baseline_path(directory: Path, hardware: str, suite: str, processor: str) -> Path:
+    """Where one CPU model's times of a suite live, beside the suite's baseline."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", processor).strip("_.") or "unnamed"
+    return Path(directory) / hardware / "processors" / slug / f"{suite}.json"
+
+
+def processor_metrics(checks: Sequence[Check]) -> list[str]:
+    """What belongs to one processor model: what time checks read (their `like` metrics too) and the
+    machine's speed they are scaled by."""
+    timed = [m for c in checks if c.rule == "time" for m in (c.metric, *c.like)]
+    return sorted(set(timed) | ({MACHINE_SPEED} if timed else set()))
+
+
+def times_baseline(directory: Path, hardware: str, suite: str, main: Baseline | None,
+                   environment: Mapping[str, Any]) -> Baseline | str | None:
+    """The baseline a run's time checks read, or why there is none for this run's processor model. An
+    accelerator is pinned by its device name (hardware.baseline_mismatch): only CPU runs differ here."""
+    processor = environment.get("cpu")
+    if main is None or environment.get("device_name") != "cpu" or not processor:
+        return main
+    recorded = main.provenance.get("processor")
+    if recorded == processor:
+        return main
+    own = load_baseline_file(processor_baseline_path(directory, hardware, suite, processor))
+    if own is not None:
+        return own
+    if recorded is None:  # recorded before processors were named: compared as it always was
+        return main
+    return (f"no baseline times for processor {processor!r} (this baseline's are from {recorded!r}, and CPU "
+            "times compare only on one model): record them here with `ovi-bench baseline update RUN "
+            "--this-processor`")
+
+
 def load_baseline(directory: Path, hardware: str, suite: str) -> Baseline | None:
     """The stored baseline, or None when there is none; an unreadable one raises SchemaError."""
-    path = baseline_path(directory, hardware, suite)
+    return load_baseline_file(baseline_path(directory, hardware, suite))
+
+
+def load_baseline_file(path: Path) -> Baseline | None:
     if not path.exists():
         return None
     return Baseline.from_dict(_read(path), source=str(path))
@@ -307,25 +349,38 @@ class BaselineDiff:
 
 
 def update_baseline(report: RunReport, directory: Path, hardware: str | None = None, *,
-                    write: bool = True) -> BaselineDiff:
+                    write: bool = True,
+                    this_processor: Mapping[str, Sequence[Check]] | None = None) -> BaselineDiff:
     """Store, for every successful case of `report`, the metrics its suite's baseline checks read
     (`report.baseline_metrics`) as the baseline of its suite.
 
+    With `this_processor` (each suite's checks), a CPU run stores only the metrics that belong to its
+    processor model (`processor_metrics`), in that model's file; the suite's own baseline stays as it was.
     Cases that did not end `ok` keep their stored values; cases the report did not run stay as they were.
     Each file is replaced atomically, so a failure leaves the previous baseline intact.
     """
     hardware = hardware or report.hardware
     _refuse_outside(directory, hardware, report.suites)
+    env = report.environment
+    processor = env.cpu if env.device_name == "cpu" else None
+    if this_processor is not None and not processor:
+        raise SchemaError(f"--this-processor stores a CPU's times; run {report.run_id} ran on "
+                          f"{env.device_name or 'an unknown device'}, whose baseline its device name pins")
     provenance = {"run_id": report.run_id, "engine": report.engine, "weights": report.weights,
-                  "git_commit": report.environment.git_commit, "date": report.environment.date,
-                  "environment": report.environment.to_dict()}
+                  "git_commit": env.git_commit, "date": env.date, "environment": env.to_dict(),
+                  **({"processor": processor} if processor else {})}
     diff = BaselineDiff(paths={}, changes=[], unchanged=0, kept=[])
     for suite in report.suites:
         keep = set(report.baseline_metrics.get(suite, ()))
+        path = baseline_path(directory, hardware, suite)
+        if this_processor is not None:
+            assert processor is not None
+            keep &= set(processor_metrics(this_processor.get(suite, ())))
+            path = processor_baseline_path(directory, hardware, suite, processor)
         if not keep:  # no check of this suite reads a baseline: no file to keep
             diff.without_checks.append(suite)
             continue
-        old = load_baseline(directory, hardware, suite)
+        old = load_baseline_file(path)
         cases = dict(old.cases) if old else {}
         for case in report.cases:
             if case.suite != suite or case.status != "ok":
@@ -340,7 +395,6 @@ def update_baseline(report: RunReport, directory: Path, hardware: str | None = N
             cases[case.case_id] = kept
         rerun = {c.case_id for c in report.cases if c.suite == suite and c.status == "ok"}
         diff.kept += sorted(set(old.cases if old else ()) - rerun)
-        path = baseline_path(directory, hardware, suite)
         diff.paths[suite] = path
         if write:
             write_atomic(path, canonical_json(Baseline(suite, hardware, provenance, cases).to_dict()))
@@ -546,16 +600,20 @@ def _reference_of(check: Check) -> Any:
 
 
 def judge(cases: Sequence[CaseResult], checks: Sequence[Check], baseline: Baseline | None, *,
-          profile: Profile | None = None, refused: str | None = None) -> list[Verdict]:
+          profile: Profile | None = None, refused: str | None = None,
+          times: Baseline | str | None = None) -> list[Verdict]:
     """Verdicts for one suite's cases. A case that ended abnormally is judged only by expect_status checks
     (its other metrics are incomplete); a skipped or unsupported case is not judged (it is shown with its
     reason, and a run where nothing ran is not a pass). `refused`: why the baseline must not be compared
-    with (another profile or device); each baseline check is then an `error` saying so."""
+    with (another profile or device); each baseline check is then an `error` saying so. `times`: the
+    baseline time checks read (`times_baseline`; `baseline` when None), or why this processor has none."""
+    times = baseline if times is None else times
     verdicts = []
     for case in cases:
         if case.status in NOT_RUN_STATUSES:
             continue
         stored = baseline.cases.get(case.case_id) if baseline else None
+        stored_times = times.cases.get(case.case_id) if isinstance(times, Baseline) else None
         for check in checks:
             if not check.applies_to(case):
                 continue
@@ -563,7 +621,12 @@ def judge(cases: Sequence[CaseResult], checks: Sequence[Check], baseline: Baseli
                 continue
             if check.implicit and _reference_of(check) not in case.metrics:
                 continue
-            verdicts.append(_judge_one(case, check, stored, profile, refused))
+            if check.rule == "time" and isinstance(times, str) and refused is None:
+                verdicts.append(_verdict(case, check, "no_baseline", case.metrics.get(check.metric), None,
+                                         times))
+                continue
+            verdicts.append(_judge_one(case, check, stored_times if check.rule == "time" else stored,
+                                       profile, refused))
     return verdicts
 
 
@@ -583,8 +646,12 @@ def judge_run(report: RunReport, checks: Mapping[str, Sequence[Check]], baseline
             **{k: baseline.provenance.get(k) for k in ("run_id", "engine", "weights", "git_commit", "date")},
             "path": str(baseline_path(baseline_dir, report.hardware, suite)),
             **({"refused": refused} if refused else {})}
+        times = times_baseline(baseline_dir, report.hardware, suite, baseline, report.environment.to_dict())
+        if isinstance(times, Baseline) and times is not baseline and used[suite] is not None:
+            used[suite]["times"] = str(processor_baseline_path(baseline_dir, report.hardware, suite,
+                                                               times.provenance["processor"]))
         verdicts += judge([c for c in report.cases if c.suite == suite], checks.get(suite, ()), baseline,
-                          profile=profile, refused=refused)
+                          profile=profile, refused=refused, times=times)
     return replace(report, verdicts=verdicts, baselines=used,
                    baseline_metrics={suite: baseline_metrics(checks.get(suite, ()))
                                      for suite in report.suites})

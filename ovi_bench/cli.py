@@ -227,21 +227,24 @@ def _baselines_dir(baselines: Path | None) -> Path:
 @baselines_option
 @command_status
 def baseline_show(hardware: str | None, baselines: Path | None) -> int:
-    from ovi_bench.baselines import load_baseline
+    from ovi_bench.baselines import load_baseline_file
 
     baselines = _baselines_dir(baselines)
     rows = []
-    for path in sorted(baselines.glob(f"{hardware or '*'}/*.json")):
-        stored = load_baseline(baselines, path.parent.name, path.stem)
+    for path in sorted(baselines.glob(f"{hardware or '*'}/*.json")) + sorted(
+            baselines.glob(f"{hardware or '*'}/processors/*/*.json")):
+        stored = load_baseline_file(path)
         assert stored is not None
         prov = stored.provenance
-        rows.append([path.parent.name, stored.suite, len(stored.cases), prov.get("engine"),
-                     prov.get("weights"), (prov.get("git_commit") or "")[:10], prov.get("date")])
+        rows.append([stored.hardware, stored.suite, prov.get("processor") or "-", len(stored.cases),
+                     prov.get("engine"), prov.get("weights"), (prov.get("git_commit") or "")[:10],
+                     prov.get("date")])
     if not rows:
         click.echo(f"no baselines in {baselines}" + (f" for {hardware}" if hardware else ""))
     else:
         click.echo(tabulate(rows,
-                            headers=["hardware", "suite", "cases", "engine", "weights", "commit", "date"]))
+                            headers=["hardware", "suite", "processor", "cases", "engine", "weights", "commit",
+                                     "date"]))
     return EXIT_OK
 
 
@@ -250,23 +253,32 @@ def baseline_show(hardware: str | None, baselines: Path | None) -> int:
 @click.option("--hardware", help="Store under this profile (default: the run's).")
 @baselines_option
 @click.option("--dry-run", is_flag=True, help="Only show what would change.")
+@click.option("--this-processor", is_flag=True,
+              help="Store only this CPU model's times, beside the suite's baseline (processors/<model>/).")
 @command_status
-def baseline_update(result: Path, hardware: str | None, baselines: Path | None, dry_run: bool) -> int:
+def baseline_update(result: Path, hardware: str | None, baselines: Path | None, dry_run: bool,
+                    this_processor: bool) -> int:
     """Store RESULT's successful cases as the baseline, showing every value that changes; the reference
-    outputs of its output_fidelity cases are stored too (references/<suite>.json)."""
+    outputs of its output_fidelity cases are stored too (references/<suite>.json). CPU times compare only
+    on the processor model that recorded them: --this-processor adds another model's times alone."""
     from ovi_bench.baselines import update_baseline
     from ovi_bench.hardware import PROFILES
     from ovi_bench.references import update_references
     from ovi_bench.report import load_report
+    from ovi_bench.suites import find_suite
 
     report = load_report(result)
     if hardware is not None and hardware not in PROFILES and hardware != report.hardware:
         raise _usage(f"--hardware {hardware!r}: not a known profile (known: "
                      f"{', '.join(PROFILES)}; this run's is {report.hardware})")
-    diff = update_baseline(report, _baselines_dir(baselines), hardware, write=not dry_run)
+    checks = {suite: find_suite(suite).checks for suite in report.suites} if this_processor else None
+    diff = update_baseline(report, _baselines_dir(baselines), hardware, write=not dry_run,
+                           this_processor=checks)
     click.echo(diff.render())
     for suite, path in diff.paths.items():
         click.echo(f"{'would write' if dry_run else 'wrote'} {path} ({suite})")
+    if this_processor:
+        return EXIT_OK  # reference outputs are the engine's, not the processor's
     for store, cases in update_references(report, _baselines_dir(baselines), hardware,
                                           write=not dry_run).items():
         click.echo(f"{'would store' if dry_run else 'stored'} {len(cases)} reference output(s) in {store}")
@@ -285,7 +297,7 @@ def baseline_upgrade(baselines: Path | None, dry_run: bool) -> int:
     from ovi_bench.suites import find_suite
 
     directory = _baselines_dir(baselines)
-    paths = sorted(directory.glob("*/*.json"))
+    paths = sorted(directory.glob("*/*.json")) + sorted(directory.glob("*/processors/*/*.json"))
     if not paths:
         raise _usage(f"no baseline files in {directory}")
     for path in paths:

@@ -354,3 +354,75 @@ def test_compare_side_by_side() -> None:
     assert rows[("only-a", "status")].note == "case only in a"
     text = compare(a, b).render()
     assert "fork" in text and "1.500" in text
+
+
+# ---- CPU times belong to one processor model -------------------------------------------------------------
+
+def cpu_report(processor: str, times: list[float], *, speed: float = 1.0, run_id: str = "run") -> RunReport:
+    env = Environment(git_commit="abc123", device_name="cpu", cpu=processor, date="2026-12-03T00:00:00+00:00")
+    cases = [CaseResult("a", "s", {"variant": "960x960_10s"}, "ok",
+                        metrics={"peak.total.alloc_bytes": GiB, "time.denoise.step_s": Samples(times),
+                                 SPEED: speed})]
+    return RunReport(run_id, ["s"], "reference", "synthetic:tiny", "cpu-tiny", env, cases,
+                     baseline_metrics={"s": ["peak.total.alloc_bytes", "time.denoise.step_s", SPEED]})
+
+
+CPU_CHECKS = {"s": [parse_check(TIME), parse_check(RELATIVE | {"metric": "peak.total.alloc_bytes"})]}
+
+
+def statuses(report: RunReport, directory: Path) -> dict[str, str]:
+    return {v.metric: v.status for v in judge_run(report, CPU_CHECKS, directory).verdicts}
+
+
+def test_cpu_times_are_judged_only_against_the_same_processor_model(tmp_path: Path) -> None:
+    """On an Intel Xeon the tiny attention read 2.0-2.6x an AMD EPYC baseline with the engine unmodified:
+    the matmul times are scaled by does not keep one ratio to the kernels across models."""
+    update_baseline(cpu_report("AMD EPYC 7B13", BASE_TIMES), tmp_path)
+    stored = load_baseline(tmp_path, "cpu-tiny", "s")
+    assert stored is not None and stored.provenance["processor"] == "AMD EPYC 7B13"
+    slower = [2 * t for t in BASE_TIMES]
+    assert statuses(cpu_report("AMD EPYC 7B13", slower), tmp_path)["time.denoise.step_s"] == "regression"
+    # another model: its times have no baseline (never a pass), the memory check still reads the suite's
+    xeon = judge_run(cpu_report("Intel Xeon", BASE_TIMES), CPU_CHECKS, tmp_path)
+    by_metric = {v.metric: v for v in xeon.verdicts}
+    assert by_metric["peak.total.alloc_bytes"].status == "pass"
+    assert by_metric["time.denoise.step_s"].status == "no_baseline" and xeon.exit_status == 1
+    assert "'Intel Xeon'" in by_metric["time.denoise.step_s"].message
+    assert "--this-processor" in by_metric["time.denoise.step_s"].message
+
+    diff = update_baseline(cpu_report("Intel Xeon", [3 * t for t in BASE_TIMES], speed=2.0, run_id="xeon"),
+                           tmp_path, this_processor=CPU_CHECKS)
+    own = tmp_path / "cpu-tiny" / "processors" / "Intel_Xeon" / "s.json"
+    assert diff.paths == {"s": own}
+    stored_own = load_baseline(tmp_path, "cpu-tiny", "s")
+    assert stored_own is not None and stored_own.provenance["run_id"] == "run"  # the suite's file untouched
+    xeon_times = json.loads(own.read_text())["cases"]["a"]
+    assert set(xeon_times) == {"time.denoise.step_s", SPEED}  # only what belongs to the processor
+    judged = judge_run(cpu_report("Intel Xeon", [3 * t for t in BASE_TIMES], speed=2.0), CPU_CHECKS, tmp_path)
+    assert {v.metric: v.status for v in judged.verdicts} == {"time.denoise.step_s": "pass",
+                                                             "peak.total.alloc_bytes": "pass"}
+    assert judged.baselines["s"]["times"] == str(own) and judged.exit_status == 0
+    assert statuses(cpu_report("Intel Xeon", [6 * t for t in BASE_TIMES], speed=2.0),
+                    tmp_path)["time.denoise.step_s"] == "regression"
+    # the suite's own model still reads the suite's file
+    assert statuses(cpu_report("AMD EPYC 7B13", BASE_TIMES), tmp_path)["time.denoise.step_s"] == "pass"
+
+
+def test_a_baseline_from_before_processors_were_named_is_read_as_before(tmp_path: Path) -> None:
+    update_baseline(cpu_report("AMD EPYC 7B13", BASE_TIMES), tmp_path)
+    path = baseline_path(tmp_path, "cpu-tiny", "s")
+    data = json.loads(path.read_text())
+    del data["provenance"]["processor"]
+    path.write_text(json.dumps(data))
+    assert statuses(cpu_report("Intel Xeon", BASE_TIMES), tmp_path)["time.denoise.step_s"] == "pass"
+    slow_model = [3 * t for t in BASE_TIMES]
+    update_baseline(cpu_report("Intel Xeon", slow_model), tmp_path, this_processor=CPU_CHECKS)
+    assert statuses(cpu_report("Intel Xeon", slow_model), tmp_path)["time.denoise.step_s"] == "pass"
+    assert statuses(cpu_report("Intel Xeon", BASE_TIMES), tmp_path)["time.denoise.step_s"] == "improved"
+
+
+def test_an_accelerator_baseline_is_not_split_by_processor(tmp_path: Path) -> None:
+    update_baseline(run_report({"a": GiB}), tmp_path)  # device_name unset: not a CPU run
+    assert "processor" not in json.loads(baseline_path(tmp_path, "h100-80gb", "s").read_text())["provenance"]
+    with pytest.raises(SchemaError, match="--this-processor stores a CPU's times"):
+        update_baseline(run_report({"a": GiB}), tmp_path, this_processor=CPU_CHECKS)
