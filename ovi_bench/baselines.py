@@ -236,6 +236,14 @@ def processor_baseline_path(directory: Path, hardware: str, suite: str, processo
     return Path(directory) / hardware / "processors" / slug / f"{suite}.json"
 
 
+def baseline_files(directory: Path, hardware: str = "*") -> list[Path]:
+    """Every baseline file under `directory` (a hardware profile's, or every profile's): the suites' own,
+    then the processor models' times."""
+    directory = Path(directory)
+    return (sorted(directory.glob(f"{hardware}/*.json"))
+            + sorted(directory.glob(f"{hardware}/processors/*/*.json")))
+
+
 def processor_metrics(checks: Sequence[Check]) -> list[str]:
     """What belongs to one processor model: what time checks read (their `like` metrics too) and the
     machine's speed they are scaled by."""
@@ -254,7 +262,7 @@ def times_baseline(directory: Path, hardware: str, suite: str, main: Baseline | 
     if recorded == processor:
         return main
     own = load_baseline_file(processor_baseline_path(directory, hardware, suite, processor))
-    if own is not None:
+    if own is not None and own.provenance.get("processor") == processor:  # not another model of one slug
         return own
     if recorded is None:  # recorded before processors were named: compared as it always was
         return main
@@ -649,7 +657,7 @@ def judge_run(report: RunReport, checks: Mapping[str, Sequence[Check]], baseline
         times = times_baseline(baseline_dir, report.hardware, suite, baseline, report.environment.to_dict())
         if isinstance(times, Baseline) and times is not baseline and used[suite] is not None:
             used[suite]["times"] = str(processor_baseline_path(baseline_dir, report.hardware, suite,
-                                                               times.provenance["processor"]))
+                                                               report.environment.cpu or ""))
         verdicts += judge([c for c in report.cases if c.suite == suite], checks.get(suite, ()), baseline,
                           profile=profile, refused=refused, times=times)
     return replace(report, verdicts=verdicts, baselines=used,

@@ -227,12 +227,11 @@ def _baselines_dir(baselines: Path | None) -> Path:
 @baselines_option
 @command_status
 def baseline_show(hardware: str | None, baselines: Path | None) -> int:
-    from ovi_bench.baselines import load_baseline_file
+    from ovi_bench.baselines import baseline_files, load_baseline_file
 
     baselines = _baselines_dir(baselines)
     rows = []
-    for path in sorted(baselines.glob(f"{hardware or '*'}/*.json")) + sorted(
-            baselines.glob(f"{hardware or '*'}/processors/*/*.json")):
+    for path in baseline_files(baselines, hardware or "*"):
         stored = load_baseline_file(path)
         assert stored is not None
         prov = stored.provenance
@@ -292,12 +291,12 @@ def baseline_update(result: Path, hardware: str | None, baselines: Path | None, 
 def baseline_upgrade(baselines: Path | None, dry_run: bool) -> int:
     """Rewrite baseline files of older schema versions in this ovi-bench's format (each suite's checks say
     which metrics a baseline keeps)."""
-    from ovi_bench.baselines import upgrade_file
+    from ovi_bench.baselines import baseline_files, upgrade_file
     from ovi_bench.schema import BASELINE
     from ovi_bench.suites import find_suite
 
     directory = _baselines_dir(baselines)
-    paths = sorted(directory.glob("*/*.json")) + sorted(directory.glob("*/processors/*/*.json"))
+    paths = baseline_files(directory)
     if not paths:
         raise _usage(f"no baseline files in {directory}")
     for path in paths:

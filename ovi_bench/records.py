@@ -277,7 +277,7 @@ class Environment:
 
 def cpu_model(cpuinfo: Path = Path("/proc/cpuinfo")) -> str:
     """The processor's model name where Linux gives it ("AMD EPYC 7B13"), else what platform knows
-    ("x86_64"): CPU times are only comparable on the same model (README, What is not done yet)."""
+    ("x86_64"): CPU times compare only on the same model (baselines.times_baseline)."""
     try:
         for line in cpuinfo.read_text(errors="replace").splitlines():
             key, _, value = line.partition(":")

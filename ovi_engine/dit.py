@@ -151,7 +151,7 @@ def norm_with_rope(norm: nn.RMSNorm, x: Tensor, cos: Tensor, sin: Tensor,
 
 def gated_residual_(x: Tensor, y: Tensor, gate: Tensor) -> None:
     """x += y * gate in place, the gate [B,G,1,C] broadcast over each time group of x [B,G,S,C]."""
-    if _compiled_norm_rope is not None and _hand_fused(x):
+    if _compiled_norm_rope is not None and _hand_fused(x):  # compiled helpers on, on an NVIDIA GPU
         triton_kernels.gated_residual_(x, y, gate)
     else:
         x.addcmul_(y, gate)

@@ -426,3 +426,11 @@ def test_an_accelerator_baseline_is_not_split_by_processor(tmp_path: Path) -> No
     assert "processor" not in json.loads(baseline_path(tmp_path, "h100-80gb", "s").read_text())["provenance"]
     with pytest.raises(SchemaError, match="--this-processor stores a CPU's times"):
         update_baseline(run_report({"a": GiB}), tmp_path, this_processor=CPU_CHECKS)
+
+
+def test_another_model_of_the_same_file_name_is_not_read_as_this_ones(tmp_path: Path) -> None:
+    update_baseline(cpu_report("AMD EPYC 7B13", BASE_TIMES), tmp_path)
+    update_baseline(cpu_report("Intel(R) Xeon", BASE_TIMES), tmp_path, this_processor=CPU_CHECKS)
+    # "Intel R Xeon" shares the file name Intel_R_Xeon but is another model: it has no times of its own
+    assert statuses(cpu_report("Intel R Xeon", BASE_TIMES), tmp_path)["time.denoise.step_s"] == "no_baseline"
+    assert statuses(cpu_report("Intel(R) Xeon", BASE_TIMES), tmp_path)["time.denoise.step_s"] == "pass"
