@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The device calls that produced this folder, as run (one H200, warm between calls): bash calls.sh N
+# Carried, never committed: .fa4a and .fa4b (FlashAttention-4's wheels, the 92 MB libs_cu13 one split in two;
+# benchmarks/install_fa4.sh), .fa3 (FlashAttention-3 built as in docs/flash_attention_3.md) and .upstream
+# (upstream Ovi 1.1's ovi/ with the stand-ins of shared/tools/README.md). Call 1 carries .fa4a, call 2 .fa4b,
+# call 3 .fa3 and .upstream; each copies what it carried to /tmp, so later calls need not carry it again.
+set -uo pipefail
+cd "$(dirname "$0")/../../.."
+n=$1 O=$OUT/r
+mkdir -p "$O/results"
+export HARDWARE=h200-141gb OVI_UPSTREAM_DIR=/tmp/upstream PYTHONUNBUFFERED=1
+py() { PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} python3 "$@"; }
+gpu() { nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,temperature.gpu,power.draw,power.limit --format=csv
+        date -u; }
+both() { export PYTHONPATH=/tmp/fa3:/tmp/fa4:/tmp/fa4/nvidia_cutlass_dsl/dsl_packages; }
+gpu > "$O/gpu_call$n.txt"
+python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" >> "$O/gpu_call$n.txt"
+case $n in
+  1) mkdir -p /tmp/fa4parts && cp .fa4a/* /tmp/fa4parts/ ;;
+  2) eval "$(bash benchmarks/install_fa4.sh /tmp/fa4parts .fa4b)" && python3 -c "import flash_attn.cute" \
+       > "$O/log2.txt" 2>&1 ;;
+  3) rm -rf /tmp/fa3 /tmp/upstream && cp -r .fa3 /tmp/fa3 && cp -r .upstream /tmp/upstream
+     both
+     # which backends this device has, and what auto picks among them (timed, probe-checked)
+     py -m ovi_bench list backends --device cuda > "$O/log3_backends.txt" 2>&1
+     py benchmarks/bench_attention.py --quick --backends sdpa_cudnn,flash_attn_3,flash_attn_4 \
+       --out "$O/results/attention.json" > "$O/log3_attention.txt" 2>&1
+     # the best kernel (FA3) and upstream 1.1's DiT (SDPA), every variant
+     OUT=$O PARTS="fusion upstream" FUSION_ATTENTION=flash_attn_3 bash benchmarks/gpu_benchmarks.sh \
+       > "$O/log3_bench.txt" 2>&1 ;;
+  4) both
+     # the pip-installable kernel (FA4) in the same job, then where FA3's 10 s step goes
+     OUT=$O PARTS=fusion FUSION_ATTENTION=flash_attn_4 bash benchmarks/gpu_benchmarks.sh > "$O/log4_bench.txt" 2>&1
+     py benchmarks/profile_fusion.py --variant 960x960_10s --attention flash_attn_3 --compile \
+       --out "$O/results/profile_960x960_10s_fa3.json" >> "$O/log4_bench.txt" 2>&1 ;;
+  5) # cpu_offload at the final commit: the load bench and the 10 s OOM case
+     OUT=$O PARTS=offload OFFLOAD_VARIANTS=720x720_5s bash benchmarks/gpu_benchmarks.sh > "$O/log5_bench.txt" 2>&1
+     OUT=$O/suites PARTS=oom OOM_VARIANTS=960x960_10s OOM_POLICY=cpu_offload bash benchmarks/gpu_suites.sh \
+       > "$O/log5_suites.txt" 2>&1 ;;
+esac
+gpu >> "$O/gpu_call$n.txt"
+tar czf "$OUT/call$n.tgz" -C "$O" .
