@@ -1,9 +1,10 @@
 """ovi_engine/triton_kernels.py at a variant's video tokens against the torch paths they replace.
 
 The q/k RMSNorm + RoPE: eager, torch.compile and the Triton kernel; the gated residual: eager addcmul_ and
-the kernel. Each path's median time, its bandwidth (the bytes it must read and write: the [tokens, 3072]
-projection in and out, a second write for the cross-attention query's un-rotated copy; x and y in, x out
-for the residual) and its largest error against fp32 math.
+the kernel; the modulated LayerNorm (eager, torch.compile, kernel) and the affine one (eager, kernel). Each
+path's median time, its bandwidth (the bytes it must read and write: the [tokens, 3072] projection in and
+out, a second write for the cross-attention query's un-rotated copy; x and y in, x out for the residual;
+x in, the norm out for the LayerNorms) and its largest error against fp32 math.
 
     python benchmarks/bench_triton_kernels.py --variant 960x960_10s --out reports/triton_kernels.json
 """
@@ -17,6 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
+import torch.nn.functional as F
 from bench_attention import VARIANT_TOKENS
 from bench_common import write_report
 
@@ -70,10 +72,30 @@ def main() -> int:
     residuals = {"gated_residual_eager": lambda out: out.addcmul_(y, gate),
                  "gated_residual_triton": lambda out: triton_kernels.gated_residual_(out, y, gate)}
     scratch = hidden.clone()
+    # the LayerNorms, modulated by per-frame rows of the modulation table or by a LayerNorm's weight and bias
+    shift, scale = torch.randn(1, hidden.shape[1], 2, WIDTH, generator=gen, device=device).to(
+        torch.bfloat16).split(1, dim=2)
+    bias = torch.randn(WIDTH, generator=gen, device=device).to(torch.bfloat16)
+    compiled_modulate = torch.compile(dit.modulate)
+    norms = {
+        "modulate_eager": lambda: dit.modulate(hidden, shift, scale, 1e-6),
+        "modulate_torch_compile": lambda: compiled_modulate(hidden, shift, scale, 1e-6),
+        "modulate_triton": lambda: triton_kernels.layer_norm(hidden, 1 + scale, shift, 1e-6,
+                                                             round_normed=True),
+        "layer_norm_eager": lambda: F.layer_norm(x, (WIDTH,), weight, bias, 1e-6),
+        "layer_norm_triton": lambda: triton_kernels.layer_norm(hidden, weight, bias, 1e-6,
+                                                               round_normed=False),
+    }
+    norm_want = {"modulate": dit.modulate(hidden.float(), shift.float(), scale.float(), 1e-6),
+                 "layer_norm": F.layer_norm(hidden.float(), (WIDTH,), weight.float(), bias.float(), 1e-6)}
     rows = {}
     for name, fn in paths.items():
         rows[name] = measure(fn, (fn().float() - want).abs().max().item(), x, 3 if "plain" in name else 2,
                              device, args.reps)
+    for name, fn in norms.items():
+        reference = norm_want["modulate" if name.startswith("modulate") else "layer_norm"]
+        error = (fn().float().view_as(hidden) - reference).abs().max().item()
+        rows[name] = measure(fn, error, x, 2, device, args.reps)
     for name, step in residuals.items():
         fresh = hidden.clone()
         step(fresh)

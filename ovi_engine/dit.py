@@ -120,9 +120,32 @@ def compile_helpers() -> None:
 
 
 def _hand_fused(x: Tensor) -> bool:
-    """With compiled helpers on an NVIDIA GPU, the q/k norm + RoPE and the gated residuals run the kernels
-    of triton_kernels, faster there than torch.compile's and eager torch's for the same math."""
+    """With compiled helpers on an NVIDIA GPU, the q/k norm + RoPE, the LayerNorms (modulated or affine) and
+    the gated residuals run the kernels of triton_kernels, faster there than torch.compile's and eager
+    torch's for the same math."""
     return x.is_cuda and torch.version.hip is None and triton_kernels.AVAILABLE
+
+
+def _kernels_for(x: Tensor) -> bool:
+    return _compiled_norm_rope is not None and _hand_fused(x)  # compiled helpers on, on an NVIDIA GPU
+
+
+def modulated(x: Tensor, shift: Tensor, scale: Tensor, eps: float) -> Tensor:
+    """`modulate` (x [B,G,S,C]; shift, scale [B,G,1,C]): the kernel, or the compiled or eager helper."""
+    if _kernels_for(x):
+        return triton_kernels.layer_norm(x, 1 + scale, shift, eps, round_normed=True)
+    return _modulate(x, shift, scale, eps)
+
+
+def layer_norm(norm: nn.LayerNorm, x: Tensor) -> Tensor:
+    """norm(x) for x [B, L, C], through the kernel when the other helpers use theirs."""
+    if not _kernels_for(x):
+        return norm(x)
+    assert norm.weight is not None and norm.bias is not None
+    b, tokens, width = x.shape
+    out = triton_kernels.layer_norm(x.unsqueeze(1), norm.weight, norm.bias, norm.eps,
+                                    round_normed=False)
+    return out.view(b, tokens, width)
 
 
 def norm_rope(norm: nn.RMSNorm, x: Tensor, cos: Tensor, sin: Tensor, heads: int) -> Tensor:
@@ -151,7 +174,7 @@ def norm_with_rope(norm: nn.RMSNorm, x: Tensor, cos: Tensor, sin: Tensor,
 
 def gated_residual_(x: Tensor, y: Tensor, gate: Tensor) -> None:
     """x += y * gate in place, the gate [B,G,1,C] broadcast over each time group of x [B,G,S,C]."""
-    if _compiled_norm_rope is not None and _hand_fused(x):  # compiled helpers on, on an NVIDIA GPU
+    if _kernels_for(x):
         triton_kernels.gated_residual_(x, y, gate)
     else:
         x.addcmul_(y, gate)
@@ -291,7 +314,7 @@ class CrossAttention(AttentionProjections):
         v = self.v(own.context).view(b, -1, h, q.shape[-1])
         out = attend(q, k, v, backend=backend)
 
-        target = self.pre_attn_norm_fusion(other_x)
+        target = layer_norm(self.pre_attn_norm_fusion, other_x)
         k = norm_rope(self.norm_k_fusion, self.k_fusion(target), other.cos, other.sin, h)
         v = self.v_fusion(target).view(b, -1, h, q.shape[-1])
         del target
@@ -332,12 +355,12 @@ class Block(nn.Module):
     def self_attention_(self, s: TowerState, mod: tuple[Tensor, ...], backend: str) -> None:
         shift, scale, gate = mod[:3]
         x = s.grouped()
-        y = self.self_attn(_modulate(x, shift, scale, self.eps).flatten(1, 2), s.cos, s.sin, backend, s.shard)
+        y = self.self_attn(modulated(x, shift, scale, self.eps).flatten(1, 2), s.cos, s.sin, backend, s.shard)
         gated_residual_(x, y.view_as(x), gate)
 
     def cross_attention_(self, s: TowerState, other: TowerState, other_x: Tensor, backend: str) -> None:
         """Text + fusion cross-attention; `other_x` is the other tower's hidden state to attend to."""
-        s.x += self.cross_attn(self.norm3(s.x), s, other, other_x, backend)
+        s.x += self.cross_attn(layer_norm(self.norm3, s.x), s, other, other_x, backend)
 
     def ffn_(self, s: TowerState, mod: tuple[Tensor, ...]) -> None:
         shift, scale, gate = mod[3:]
@@ -347,7 +370,7 @@ class Block(nn.Module):
         for g in range(0, x.shape[1], groups):
             part = slice(g, g + groups)
             chunk = x[:, part]
-            hidden = linear_gelu(up, _modulate(chunk, shift[:, part], scale[:, part], self.eps))
+            hidden = linear_gelu(up, modulated(chunk, shift[:, part], scale[:, part], self.eps))
             gated_residual_(chunk, down(hidden), gate[:, part])
 
 
@@ -361,7 +384,7 @@ class Head(nn.Module):
     def forward(self, x: Tensor, e: Tensor) -> Tensor:
         """x [B,G,S,C], e [B,G,C] -> [B,G,S,out]."""
         shift, scale = (self.modulation + e[:, :, None]).split(1, dim=2)
-        return self.head(_modulate(x, shift, scale, self.eps))
+        return self.head(modulated(x, shift, scale, self.eps))
 
 
 class DiTTower(nn.Module):

@@ -12,6 +12,13 @@ gated_residual_: x += y * gate with the gate broadcast over each time group's to
 a broadcast operand takes torch's unvectorized elementwise path: 81.7 ms of the same step for about 40 ms
 of traffic at the card's copy speed.
 
+layer_norm: LayerNorm, then a multiply-add by rows broadcast over each time group: Wan's modulation
+(1 + scale, shift) or a LayerNorm's own weight and bias. With FA3 on the H200 at 960x960_10s,
+torch.compile's modulate took 79.2 ms of a 5.06 s step, about 1.0 TB/s over the 79.5 GB it reads and
+writes, and eager F.layer_norm with weight and bias about 2 TB/s
+(benchmarks/results/h200-141gb_2026-12-04/results/profile_960x960_10s_fa3.json). One program holds one
+token's full width in registers, so x is read once.
+
 CUDA only (dit.py falls back elsewhere). `TRITON_INTERPRET=1` runs them on CPU tensors, which is how the
 tests check them without a GPU when Triton is installed.
 """
@@ -65,6 +72,24 @@ if AVAILABLE:
         gate = tl.load(gate_ptr + batch * gb + group * gg + channel, mask=mask).to(tl.float32)
         tl.store(x_at, (x + y * gate).to(x_ptr.dtype.element_ty), mask=mask)
 
+    @triton.jit
+    def _layer_norm_kernel(x_ptr, mul_ptr, add_ptr, out_ptr, group_tokens, eps, xb, xg, xs, mb, mg, ab, ag,
+                           WIDTH: tl.constexpr, BLOCK: tl.constexpr, ROUND_NORMED: tl.constexpr):
+        token, batch = tl.program_id(0), tl.program_id(1)
+        group, inside = token // group_tokens, token % group_tokens
+        channel = tl.arange(0, BLOCK)
+        mask = channel < WIDTH
+        x = tl.load(x_ptr + batch * xb + group * xg + inside * xs + channel, mask=mask, other=0.0)
+        x = x.to(tl.float32)
+        centred = tl.where(mask, x - tl.sum(x, axis=0) / WIDTH, 0.0)
+        normed = centred * tl.rsqrt(tl.sum(centred * centred, axis=0) / WIDTH + eps)
+        if ROUND_NORMED:  # eager modulate multiplies F.layer_norm's output, already in x's dtype
+            normed = normed.to(x_ptr.dtype.element_ty).to(tl.float32)
+        mul = tl.load(mul_ptr + batch * mb + group * mg + channel, mask=mask).to(tl.float32)
+        add = tl.load(add_ptr + batch * ab + group * ag + channel, mask=mask).to(tl.float32)
+        out_at = out_ptr + (batch * tl.num_programs(0) + token) * WIDTH + channel
+        tl.store(out_at, (normed * mul + add).to(out_ptr.dtype.element_ty), mask=mask)
+
 
 def norm_rope(x: Tensor, weight: Tensor, eps: float, cos: Tensor, sin: Tensor, heads: int,
               with_plain: bool = False) -> tuple[Tensor, Tensor | None]:
@@ -93,3 +118,23 @@ def gated_residual_(x: Tensor, y: Tensor, gate: Tensor) -> None:
         x, y, gate, tokens, *x.stride()[:3], *y.stride()[:3], *gate.stride()[:2],
         WIDTH=width, BLOCK=triton.next_power_of_2(width), num_warps=4,
     )
+
+
+def layer_norm(x: Tensor, mul: Tensor, add: Tensor, eps: float, round_normed: bool) -> Tensor:
+    """LayerNorm(x) * mul + add, new and contiguous. x: [B, G, S, C], any strides but a unit channel stride
+    (the FFN's chunks are slices of groups); mul, add: [B, G, 1, C] or broadcastable to it (a LayerNorm's
+    [C] weight). round_normed rounds the norm to x's dtype before the multiply-add, as eager modulate
+    (F.layer_norm, then addcmul) does; otherwise one rounding at the end, as F.layer_norm's affine does.
+    The output has the dtype eager torch would give (the promotion of x, mul and add)."""
+    b, groups, tokens, width = x.shape
+    assert x.stride(3) == 1
+    mul, add = (t.expand(b, groups, 1, width) for t in (mul, add))
+    assert mul.stride(3) == add.stride(3) == 1
+    dtype = torch.promote_types(torch.promote_types(x.dtype, mul.dtype), add.dtype)
+    out = torch.empty(x.shape, dtype=dtype, device=x.device)
+    _layer_norm_kernel[(groups * tokens, b)](
+        x, mul, add, out, tokens, eps, *x.stride()[:3], *mul.stride()[:2], *add.stride()[:2],
+        WIDTH=width, BLOCK=triton.next_power_of_2(width), ROUND_NORMED=round_normed,
+        num_warps=8 if width >= 2048 else 4,
+    )
+    return out

@@ -1,4 +1,5 @@
-"""The Triton kernels (q/k RMSNorm + RoPE, gated residual) against fp32 math, and where dit.py uses them.
+"""The Triton kernels (q/k RMSNorm + RoPE, gated residual, LayerNorm with a multiply-add) against fp32
+math, and where dit.py uses them.
 
 The kernels run on a CUDA GPU, or on CPU tensors under Triton's interpreter (TRITON_INTERPRET=1, in a
 subprocess, since the variable must be set before the kernels are defined). Without Triton (CPU-only torch,
@@ -19,7 +20,7 @@ from ovi_engine import dit, triton_kernels
 
 # (batch, tokens, width, heads): Ovi's 24 x 128 heads, a width that is not a power of two, a tiny layout
 SHAPES = [(1, 5, 3072, 24), (2, 7, 96, 3), (1, 3, 64, 2)]
-# (batch, time groups, tokens per group, width) of gated residuals on a slice of groups
+# (batch, time groups, tokens per group, width) of gated residuals and LayerNorms on a slice of groups
 RESIDUAL_SHAPES = [(1, 3, 4, 3072), (2, 2, 5, 96)]
 
 CHECK = textwrap.dedent("""
@@ -60,6 +61,34 @@ CHECK = textwrap.dedent("""
             tol = 1e-6 if dtype == torch.float32 else 1e-2
             torch.testing.assert_close(x.float().cpu(), want.to(dtype).float(), rtol=tol, atol=tol)
             assert torch.equal(x[:, 0].cpu(), hidden[:, 0].to(dtype))  # outside the slice: untouched
+        # LayerNorm on a slice of groups: fp64 statistics by hand, then a row per group (modulation) or a
+        # [C] weight and bias broadcast everywhere (nn.LayerNorm); bf16 also against eager torch's path
+        part = hidden[:, 1:groups + 1].double()
+        centred = part - part.mean(-1, keepdim=True)
+        normed = centred / (centred.pow(2).mean(-1, keepdim=True) + 1e-6).sqrt()
+        shift, scale = (t[:, 1:groups + 1] for t in table.double().split(1, dim=2)[:2])
+        weight, bias = table[0, 0, 3].double(), table[0, 0, 4].double()
+        for dtype in (torch.float32, torch.bfloat16):
+            x = hidden.to(device, dtype)[:, 1:groups + 1]
+            row_shift, row_scale = shift.to(dtype), scale.to(dtype)
+            mod = triton_kernels.layer_norm(x, 1 + row_scale.to(device), row_shift.to(device), 1e-6,
+                                            round_normed=True)
+            aff = triton_kernels.layer_norm(x, weight.to(device, dtype), bias.to(device, dtype), 1e-6,
+                                            round_normed=False)
+            assert mod.dtype == aff.dtype == dtype and mod.shape == aff.shape == x.shape
+            assert mod.is_contiguous() and aff.is_contiguous()
+            tol = 1e-5 if dtype == torch.float32 else 5e-2
+            want_mod = normed * (1 + row_scale.double()) + row_shift.double()
+            torch.testing.assert_close(mod.double().cpu(), want_mod, rtol=tol, atol=tol)
+            torch.testing.assert_close(aff.double().cpu(), normed * weight + bias, rtol=tol, atol=tol)
+            if dtype == torch.bfloat16:  # eager rounds where the kernel does: equal but for a last bit
+                eager_mod = dit.modulate(x.cpu(), row_shift, row_scale, 1e-6)
+                eager_aff = torch.nn.functional.layer_norm(x.cpu(), (width,), weight.to(dtype),
+                                                           bias.to(dtype), 1e-6)
+                # the interpreter truncates when it casts to bf16 (a GPU rounds to nearest, as torch does)
+                bits = 8e-3 if device == "cuda" else 4e-2
+                for got, want in ((mod, eager_mod), (aff, eager_aff)):
+                    torch.testing.assert_close(got.cpu(), want, rtol=bits, atol=bits)
     print("ok")
 """)
 
@@ -136,3 +165,32 @@ def test_gated_residual_goes_to_the_kernel_only_with_compiled_helpers_on_the_gpu
     monkeypatch.setattr(dit, "_compiled_norm_rope", dit.rms_norm_rope)
     dit.gated_residual_(x, y, gate)
     assert len(calls) == 1 and calls[0][0] is x
+
+
+def test_layer_norms_go_to_the_kernel_only_with_compiled_helpers_on_the_gpu(monkeypatch) -> None:
+    """dit.modulated and dit.layer_norm: eager (or compiled) torch until the kernels are on; then the kernel,
+    with modulate's 1 + scale and rounding, or the LayerNorm's own weight, bias and eps."""
+    torch.manual_seed(0)
+    x, shift, scale = torch.randn(2, 3, 4, 8), torch.randn(2, 3, 1, 8), torch.randn(2, 3, 1, 8)
+    norm = torch.nn.LayerNorm(8, eps=1e-5)
+    torch.nn.init.normal_(norm.weight)
+    torch.nn.init.normal_(norm.bias)
+    tokens = x.flatten(1, 2)
+    torch.testing.assert_close(dit.modulated(x, shift, scale, 1e-6), dit.modulate(x, shift, scale, 1e-6))
+    torch.testing.assert_close(dit.layer_norm(norm, tokens), norm(tokens))
+    calls = []
+
+    def kernel(x, mul, add, eps, round_normed):
+        calls.append((x.shape, eps, round_normed))
+        normed = torch.nn.functional.layer_norm(x, x.shape[-1:], eps=eps)
+        return normed * mul + add
+
+    monkeypatch.setattr(triton_kernels, "layer_norm", kernel)
+    monkeypatch.setattr(dit, "_hand_fused", lambda t: True)
+    dit.modulated(x, shift, scale, 1e-6)
+    dit.layer_norm(norm, tokens)
+    assert calls == []  # eager helpers still: the kernels are part of the compiled set
+    monkeypatch.setattr(dit, "_compiled_norm_rope", dit.rms_norm_rope)
+    torch.testing.assert_close(dit.modulated(x, shift, scale, 1e-6), dit.modulate(x, shift, scale, 1e-6))
+    torch.testing.assert_close(dit.layer_norm(norm, tokens), norm(tokens))
+    assert calls == [(x.shape, 1e-6, True), ((2, 1, 12, 8), 1e-5, False)]
