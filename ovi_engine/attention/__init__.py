@@ -4,13 +4,14 @@
 is probed once per (device, dtype) with a tiny call checked against fp32 math; a backend that fails the
 probe is unavailable with a reason, and asking for it raises AttentionUnavailable — never a silent
 fallback. `auto` resolves, on a GPU, to the fastest backend of the device's candidate list that passed the
-probe, timed once per (device, dtype) at a representative shape; on the CPU to sdpa.
+probe, timed once per (device, dtype) at representative shapes; on the CPU to sdpa.
 Adding a backend: one file defining a `Backend`, plus `register(...)` below (or from a plugin).
 """
 
 from __future__ import annotations
 
 import functools
+import statistics
 import time
 import warnings
 from dataclasses import dataclass
@@ -44,8 +45,12 @@ __all__ = [
 BACKENDS: dict[str, Backend] = {}
 
 PROBE_TOLERANCE = 0.05  # relative L2 vs fp32; bf16 kernels reach ~3e-3, int8-QK sage ~1.5e-2
-# `auto` times its candidates at Ovi's heads and head dim on a sequence long enough to be compute bound.
-AUTO_SHAPE = (1, 8192, 24, 128)  # B, L, H, D
+# `auto` times its candidates at Ovi's heads and head dim: a self-attention long enough to be compute
+# bound, and a cross-attention to the 512 text tokens, where kernels differ more. On an H200, FA4 led FA3 at
+# 8192² alone while FA3 was 1.3% faster over a 960x960_10s step (benchmarks/results/h200-141gb_2026-12-04).
+AUTO_SHAPES = ((8192, 8192), (8192, 512))  # (Lq, Lk) at batch 1
+AUTO_HEADS, AUTO_HEAD_DIM = 24, 128
+AUTO_REPS = 3  # timed calls per shape (the median counts), after one untimed warm-up that may compile
 AUTO_TIMED_DEVICES = {"cuda"}  # elsewhere auto takes the first available candidate (the CPU has one)
 
 
@@ -144,12 +149,17 @@ def _probe(name: str, device: torch.device, dtype: torch.dtype) -> _Probe:
 
 
 def _measure_ms(backend: Backend, device: torch.device, dtype: torch.dtype) -> float:
-    """One timed call at AUTO_SHAPE after one untimed warm-up (which may compile)."""
+    """The sum over AUTO_SHAPES of the median call's milliseconds."""
     from .bench import time_ms
 
     gen = torch.Generator(device).manual_seed(0)
-    q, k, v = (torch.randn(AUTO_SHAPE, generator=gen, device=device, dtype=dtype) for _ in range(3))
-    return time_ms(lambda: backend.fn(q, k, v, None), device, reps=1, warmup=1)[0]
+    total = 0.0
+    for lq, lk in AUTO_SHAPES:
+        q, k, v = (torch.randn(1, n, AUTO_HEADS, AUTO_HEAD_DIM, generator=gen, device=device, dtype=dtype)
+                   for n in (lq, lk, lk))
+        call = functools.partial(backend.fn, q, k, v, None)
+        total += statistics.median(time_ms(call, device, reps=AUTO_REPS, warmup=1))
+    return total
 
 
 @dataclass(frozen=True)
@@ -175,13 +185,17 @@ def _auto(device: torch.device, dtype: torch.dtype) -> _AutoChoice:
             failed.append(f"{name} failed ({type(error).__name__})")
     if not times:
         raise AttentionUnavailable(f"every attention backend of {candidates} failed at "
-                                   f"{AUTO_SHAPE} on {device}")
+                                   f"Lq x Lk {_auto_shapes()} on {device}")
     ranked = sorted(times, key=times.__getitem__)
     best = ranked[0]
     others = [f"{n} {times[n]:.3g} ms, {times[n] / times[best]:.2f}x slower" for n in ranked[1:]]
-    shape = "x".join(map(str, AUTO_SHAPE))
-    why = f"{best}: fastest at B,L,H,D {shape} ({times[best]:.3g} ms; " + "; ".join([*others, *failed]) + ")"
+    why = (f"{best}: fastest over Lq x Lk {_auto_shapes()} at {AUTO_HEADS} x {AUTO_HEAD_DIM} heads "
+           f"({times[best]:.3g} ms; " + "; ".join([*others, *failed]) + ")")
     return _AutoChoice(best, why)
+
+
+def _auto_shapes() -> str:
+    return " + ".join(f"{lq}x{lk}" for lq, lk in AUTO_SHAPES)
 
 
 def available_backends(

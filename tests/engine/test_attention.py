@@ -379,3 +379,25 @@ def test_fa4_tiles_file_shipped_is_readable_and_a_foreign_schema_is_refused(tmp_
     other.write_text(json.dumps({"schema_version": 2, "tiles": []}))
     with pytest.raises(ValueError, match="schema_version 2"):
         fa4.read_tiles(other)
+
+
+def test_auto_times_each_shape_and_adds_the_medians(monkeypatch):
+    """_measure_ms: every (Lq, Lk) of AUTO_SHAPES at AUTO_HEADS x AUTO_HEAD_DIM, the median of its reps."""
+    import ovi_engine.attention.bench as attention_bench
+
+    shapes: list[tuple[int, ...]] = []
+    backend = Backend(name="test_shapes", kernel="fake",
+                      fn=lambda q, k, v, k_lens: shapes.append((*q.shape, k.shape[1], v.shape[1])))
+    times = iter([[4.0, 1.0, 2.0], [0.5, 9.0, 0.25]])  # medians 2.0 and 0.5
+
+    def fake_time_ms(fn, device, reps, warmup):
+        assert reps == ovi_engine.attention.AUTO_REPS and warmup == 1
+        fn()
+        return next(times)
+
+    monkeypatch.setattr(ovi_engine.attention, "AUTO_SHAPES", ((6, 6), (6, 3)))
+    monkeypatch.setattr(ovi_engine.attention, "AUTO_HEADS", 2)
+    monkeypatch.setattr(ovi_engine.attention, "AUTO_HEAD_DIM", 16)
+    monkeypatch.setattr(attention_bench, "time_ms", fake_time_ms)
+    assert ovi_engine.attention._measure_ms(backend, CPU, torch.float32) == 2.0 + 0.5
+    assert shapes == [(1, 6, 2, 16, 6, 6), (1, 6, 2, 16, 3, 3)]
