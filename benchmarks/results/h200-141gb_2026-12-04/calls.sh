@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The device calls that produced this folder, as run (one H200, warm between calls): bash calls.sh N
+# The device calls that produced this folder, as run (one H200, warm between the calls of a job):
+#   bash calls.sh N
+# Two jobs on two machines. Calls 1-4 (tree 29895d1, files in first/) measured FlashAttention-3 against FA4
+# and upstream; calls 5-9 (the final tree, files in final/) measured the final commit.
 # Carried, never committed: .fa4a and .fa4b (FlashAttention-4's wheels, the 92 MB libs_cu13 one split in two;
 # benchmarks/install_fa4.sh), .fa3 (FlashAttention-3 built as in docs/flash_attention_3.md) and .upstream
-# (upstream Ovi 1.1's ovi/ with the stand-ins of shared/tools/README.md). Call 1 carries .fa4a, call 2 .fa4b,
-# call 3 .fa3 and .upstream; each copies what it carried to /tmp, so later calls need not carry it again.
+# (upstream Ovi 1.1's ovi/ with the stand-ins of shared/tools/README.md). The first call of a job carries
+# .fa4a, the second .fa4b, the third .fa3 and .upstream; each copies what it carried to /tmp.
 set -uo pipefail
 cd "$(dirname "$0")/../../.."
 n=$1 O=$OUT/r
@@ -16,9 +19,9 @@ both() { export PYTHONPATH=/tmp/fa3:/tmp/fa4:/tmp/fa4/nvidia_cutlass_dsl/dsl_pac
 gpu > "$O/gpu_call$n.txt"
 python3 -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)" >> "$O/gpu_call$n.txt"
 case $n in
-  1) mkdir -p /tmp/fa4parts && cp .fa4a/* /tmp/fa4parts/ ;;
-  2) eval "$(bash benchmarks/install_fa4.sh /tmp/fa4parts .fa4b)" && python3 -c "import flash_attn.cute" \
-       > "$O/log2.txt" 2>&1 ;;
+  1|5) mkdir -p /tmp/fa4parts && cp .fa4a/* /tmp/fa4parts/ ;;
+  2|6) eval "$(bash benchmarks/install_fa4.sh /tmp/fa4parts .fa4b)" && python3 -c "import flash_attn.cute" \
+         > "$O/log$n.txt" 2>&1 ;;
   3) rm -rf /tmp/fa3 /tmp/upstream && cp -r .fa3 /tmp/fa3 && cp -r .upstream /tmp/upstream
      both
      # which backends this device has, and what auto picks among them (timed, probe-checked)
@@ -28,15 +31,31 @@ case $n in
      # the best kernel (FA3) and upstream 1.1's DiT (SDPA), every variant
      OUT=$O PARTS="fusion upstream" FUSION_ATTENTION=flash_attn_3 bash benchmarks/gpu_benchmarks.sh \
        > "$O/log3_bench.txt" 2>&1 ;;
-  4) both
-     # the pip-installable kernel (FA4) in the same job, then where FA3's 10 s step goes
-     OUT=$O PARTS=fusion FUSION_ATTENTION=flash_attn_4 bash benchmarks/gpu_benchmarks.sh > "$O/log4_bench.txt" 2>&1
+  4) both  # where FA3's 10 s step goes
      py benchmarks/profile_fusion.py --variant 960x960_10s --attention flash_attn_3 --compile \
-       --out "$O/results/profile_960x960_10s_fa3.json" >> "$O/log4_bench.txt" 2>&1 ;;
-  5) # cpu_offload at the final commit: the load bench and the 10 s OOM case
-     OUT=$O PARTS=offload OFFLOAD_VARIANTS=720x720_5s bash benchmarks/gpu_benchmarks.sh > "$O/log5_bench.txt" 2>&1
+       --out "$O/results/profile_960x960_10s_fa3.json" > "$O/log4_profile.txt" 2>&1 ;;
+  7) rm -rf /tmp/fa3 /tmp/upstream && cp -r .fa3 /tmp/fa3 && cp -r .upstream /tmp/upstream
+     both
+     # the Triton kernels on the GPU (their tests, then their speed against the torch paths they replace)
+     PYTHONPATH=$PWD timeout 240 python3 -m pytest -q -p no:randomly tests/engine/test_triton_kernels.py \
+       > "$O/log7_kernels.txt" 2>&1
+     py benchmarks/bench_triton_kernels.py --variant 960x960_10s --out "$O/results/triton_kernels.json" \
+       >> "$O/log7_kernels.txt" 2>&1
+     # the best kernel (FA3) and upstream 1.1's DiT (SDPA), every variant
+     OUT=$O PARTS="fusion upstream" FUSION_ATTENTION=flash_attn_3 bash benchmarks/gpu_benchmarks.sh \
+       > "$O/log7_bench.txt" 2>&1 ;;
+  8) both
+     py -m ovi_bench list backends --device cuda > "$O/log8_backends.txt" 2>&1
+     py benchmarks/bench_attention.py --quick --backends sdpa_cudnn,flash_attn_3,flash_attn_4 \
+       --out "$O/results/attention.json" > "$O/log8_attention.txt" 2>&1
+     # the pip-installable kernel (FA4) in the same job, then where FA3's 10 s step goes
+     OUT=$O PARTS=fusion FUSION_ATTENTION=flash_attn_4 bash benchmarks/gpu_benchmarks.sh > "$O/log8_bench.txt" 2>&1
+     py benchmarks/profile_fusion.py --variant 960x960_10s --attention flash_attn_3 --compile \
+       --out "$O/results/profile_960x960_10s_fa3.json" >> "$O/log8_bench.txt" 2>&1 ;;
+  9) # cpu_offload at the final commit: the load bench and the 10 s OOM case
+     OUT=$O PARTS=offload OFFLOAD_VARIANTS=720x720_5s bash benchmarks/gpu_benchmarks.sh > "$O/log9_bench.txt" 2>&1
      OUT=$O/suites PARTS=oom OOM_VARIANTS=960x960_10s OOM_POLICY=cpu_offload bash benchmarks/gpu_suites.sh \
-       > "$O/log5_suites.txt" 2>&1 ;;
+       > "$O/log9_suites.txt" 2>&1 ;;
 esac
 gpu >> "$O/gpu_call$n.txt"
 tar czf "$OUT/call$n.tgz" -C "$O" .
