@@ -1,5 +1,6 @@
 """cpu_offload's load stage: wall time and host peak RSS against the bytes of the modules it builds, and the
-time of each encode_text (the text encoder's one-copy trip from its pinned arena to the device and back).
+time of each encode_text (the text encoder's one-copy trip from its pinned arena to the device and back),
+split into the trip there, the forward and the trip back.
 
 Synthetic weights (same sizes and dtypes as the real ones), drawn on the device and written straight into
 each module's host arena. Host peak RSS is the process's high-water mark (getrusage), read after the load.
@@ -48,6 +49,23 @@ def time_arenas() -> list[float]:
     return spent
 
 
+def time_stage_moves(pipe: OviPipeline, device: torch.device) -> dict[str, list[float]]:
+    """Seconds of each placement.enter (the arenas' copies to the device) and placement.leave (the copies
+    back, freeing and emptying the device cache) of the stages that follow, synchronized."""
+    spent: dict[str, list[float]] = {"enter": [], "leave": []}
+    for name, times in spent.items():
+        move = getattr(pipe.placement, name)
+
+        def timed(stage: str, move=move, times=times) -> None:
+            start = time.perf_counter()
+            move(stage)
+            synchronize(device)
+            times.append(time.perf_counter() - start)
+
+        setattr(pipe.placement, name, timed)
+    return spent
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--variant", default="960x960_10s")
@@ -72,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     arenas = [*(a for s in slots.values() for a in s.arenas),
               *(a for streamer in pipe.placement.streamers.values() for a in streamer.arenas)]
 
+    moves = time_stage_moves(pipe, device)
     encode_s, encode_peak = [], []
     for i in range(args.prompts):
         if device.type == "cuda":
@@ -102,12 +121,19 @@ def main(argv: list[str] | None = None) -> int:
         # what the load added to the high-water mark, per byte of module it built (1.0 = no overhead)
         "host_rss_peak_over_module_bytes": (peak_after_load - rss_before) / total if total else None,
         "encode_text_s": encode_s,
+        # each call's text encoder trip to the device, its trip back (and cache emptying), and the rest:
+        # tokenizing and the forward
+        "encode_text_to_device_s": moves["enter"],
+        "encode_text_to_host_s": moves["leave"],
+        "encode_text_forward_s": [t - a - b for t, a, b in zip(encode_s, moves["enter"], moves["leave"])],
         "encode_text_peak_allocated_gib": encode_peak,
     }
     write_report(result, args.out)
     print(f"load {load_s:.2f} s, modules {total / GIB:.2f} GiB, host peak RSS "
           f"{peak_after_load / GIB:.2f} GiB (x{result['host_rss_peak_over_module_bytes']:.2f} of the modules "
-          f"over the start); encode_text {', '.join(f'{s:.2f}' for s in encode_s)} s -> {args.out}")
+          f"over the start); encode_text {', '.join(f'{s:.2f}' for s in encode_s)} s (to the device "
+          f"{', '.join(f'{s:.2f}' for s in moves['enter'])}; forward "
+          f"{', '.join(f'{s:.2f}' for s in result['encode_text_forward_s'])}) -> {args.out}")
     return 0
 
 
