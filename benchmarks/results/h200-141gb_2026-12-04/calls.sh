@@ -51,11 +51,34 @@ case $n in
      # the pip-installable kernel (FA4) in the same job, then where FA3's 10 s step goes
      OUT=$O PARTS=fusion FUSION_ATTENTION=flash_attn_4 bash benchmarks/gpu_benchmarks.sh > "$O/log8_bench.txt" 2>&1
      py benchmarks/profile_fusion.py --variant 960x960_10s --attention flash_attn_3 --compile \
-       --out "$O/results/profile_960x960_10s_fa3.json" >> "$O/log8_bench.txt" 2>&1 ;;
+       --out "$O/results/profile_960x960_10s_fa3.json" >> "$O/log8_bench.txt" 2>&1
+     # the engine of the first job (this tree less engine_since_29895d1.patch), FA3, 10 s, in this job
+     rm -rf /tmp/before && mkdir /tmp/before && cp -r ovi_engine ovi_bench benchmarks /tmp/before/
+     (cd /tmp/before && patch -R -p1 -s < "$OLDPWD/benchmarks/results/h200-141gb_2026-12-04/engine_since_29895d1.patch")
+     (cd /tmp/before && OVI_BENCH_COMMIT=29895d1 PYTHONPATH=/tmp/before:$PYTHONPATH timeout 150 python3 benchmarks/bench_fusion.py --compile \
+        --attention flash_attn_3 --variants 960x960_10s --out "$O/results/fusion_flash_attn_3_29895d1.json") \
+       >> "$O/log8_bench.txt" 2>&1 ;;
   9) # cpu_offload at the final commit: the load bench and the 10 s OOM case
      OUT=$O PARTS=offload OFFLOAD_VARIANTS=720x720_5s bash benchmarks/gpu_benchmarks.sh > "$O/log9_bench.txt" 2>&1
      OUT=$O/suites PARTS=oom OOM_VARIANTS=960x960_10s OOM_POLICY=cpu_offload bash benchmarks/gpu_suites.sh \
        > "$O/log9_suites.txt" 2>&1 ;;
+  10) # where the first cpu_offload encode_text's extra second goes: the bench as is; after running the text
+      # encoder's GEMM and attention shapes once on the device; with CUDA's eager module loading
+      py benchmarks/bench_offload.py --variant 720x720_5s --out "$O/results/offload_plain.json" > "$O/log10.txt" 2>&1
+      py -c "
+import runpy, sys, torch
+F = torch.nn.functional
+bf = dict(device='cuda', dtype=torch.bfloat16)
+x, h, w = torch.randn(1024, 4096, **bf), torch.randn(1024, 10240, **bf), torch.randn(10240, 4096, **bf)
+F.linear(x, w[:4096]); F.linear(x, w); F.linear(h, w.t()[:4096])
+q = torch.randn(2, 64, 512, 64, **bf)
+F.scaled_dot_product_attention(q, q, q, attn_mask=torch.randn(2, 64, 512, 512, **bf), scale=1.0)
+torch.cuda.synchronize()
+sys.argv = ['bench_offload.py', '--variant', '720x720_5s', '--out', '$O/results/offload_warmed.json']
+sys.path.insert(0, 'benchmarks')
+runpy.run_path('benchmarks/bench_offload.py', run_name='__main__')" >> "$O/log10.txt" 2>&1
+      CUDA_MODULE_LOADING=EAGER py benchmarks/bench_offload.py --variant 720x720_5s \
+        --out "$O/results/offload_eager_loading.json" >> "$O/log10.txt" 2>&1 ;;
 esac
 gpu >> "$O/gpu_call$n.txt"
 tar czf "$OUT/call$n.tgz" -C "$O" .
