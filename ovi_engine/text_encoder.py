@@ -171,6 +171,25 @@ def _synthetic_rules(c: TextEncoderConfig) -> tuple[Rule, ...]:
     )  # k, v, gate, fc1, fc2: the default normal(0, 1/sqrt(fan_in)); norms: 1
 
 
+def warm_up_kernels(config: TextEncoderConfig, device: torch.device, dtype: torch.dtype,
+                    batch: int = 2) -> None:
+    """Run the encoder's matmul and attention shapes once on scratch tensors (batch 2: a prompt and its
+    negative), so that the libraries' one-time setup lands here and not in the first encode. On an H200 that
+    setup was 1.3 s of the first cpu_offload encode_text's forward; later forwards take 0.03 s
+    (benchmarks/results/h200-141gb_2026-12-04, call 10). Needs ~105 MB at full size, freed on return."""
+    tokens = batch * config.text_len
+    like = {"device": device, "dtype": dtype}
+    projections = ((config.dim, config.dim_attn), (config.dim_attn, config.dim),  # q, k, v; o
+                   (config.dim, config.dim_ffn), (config.dim_ffn, config.dim))  # gate, fc1; fc2
+    for in_dim, out_dim in projections:
+        F.linear(torch.zeros(tokens, in_dim, **like), torch.zeros(out_dim, in_dim, **like))
+    q = torch.zeros(batch, config.num_heads, config.text_len, config.head_dim, **like)
+    bias = torch.zeros(batch, config.num_heads, config.text_len, config.text_len, **like)
+    F.scaled_dot_product_attention(q, q, q, attn_mask=bias, scale=1.0)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def build_text_encoder(
     preset: str | TextEncoderConfig = "full",
     *,

@@ -21,6 +21,7 @@ from ovi_engine.text_encoder import (
     load_text_encoder,
     load_tokenizer,
     relative_position_bucket,
+    warm_up_kernels,
 )
 from ovi_engine.weights import CheckpointError, load_into, read_state
 
@@ -247,3 +248,34 @@ def test_load_tokenizer_pads_and_truncates_like_wan(tmp_path):
     ids, mask = tokenizer.tokenize(["a b", "c c c c c c"], 5)
     assert ids.tolist() == [[3, 4, 1, 0, 0], [5, 5, 5, 5, 1]]  # right padding; truncation keeps the EOS
     assert mask.tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+
+
+def _shapes_called(monkeypatch, run) -> set[tuple]:
+    """The (M, K, N) of every matmul and the q, mask shapes of every attention that run() makes."""
+    functional = torch.nn.functional
+    linear, attention, seen = functional.linear, functional.scaled_dot_product_attention, set()
+
+    def recorded_linear(x, weight, bias=None):
+        seen.add(("linear", x.numel() // x.shape[-1], *weight.shape[::-1]))
+        return linear(x, weight, bias)
+
+    def recorded_attention(q, k, v, attn_mask=None, **kwargs):
+        seen.add(("attention", tuple(q.shape), tuple(attn_mask.shape), q.dtype))
+        return attention(q, k, v, attn_mask=attn_mask, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(functional, "linear", recorded_linear)
+        patch.setattr(functional, "scaled_dot_product_attention", recorded_attention)
+        run()
+    return seen
+
+
+def test_warm_up_runs_the_shapes_of_a_prompt_and_its_negative(monkeypatch):
+    """warm_up_kernels makes the same matmul and attention calls as encoding two prompts, and no other; an
+    attention width unlike the model's keeps the q/k/v and o projections apart."""
+    config = replace(TINY, dim_attn=48, num_heads=3)
+    model = build_text_encoder(config, device="cpu", dtype=torch.float32, seed=0)
+    encoder = TextEncoder(model, ByteTokenizer(config.vocab_size), text_len=config.text_len)
+    encoding = _shapes_called(monkeypatch, lambda: encoder.encode(["a prompt", "its negative"]))
+    warm = _shapes_called(monkeypatch, lambda: warm_up_kernels(config, torch.device("cpu"), torch.float32))
+    assert warm == encoding and len(warm) == 5  # q/k/v, o, gate/fc1, fc2, the attention
