@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # The device calls that produced this folder, as run (one H200, warm between the calls of a job):
 #   bash calls.sh N
-# Two jobs on two machines. Calls 1-4 (tree 29895d1, files in first/) measured FlashAttention-3 against FA4
-# and upstream; calls 5-9 (the final tree, files in final/) measured the final commit.
+# Calls 1-4 (tree 29895d1, files in first/) measured FlashAttention-3 against FA4 and upstream; calls 5-9
+# (tree 5a51ab1, files in final/) the fusion step of the final engine, ours and upstream, and cpu_offload;
+# call 10 (tree e23e730, offload_probe/) the first encode_text; call 11 (the final tree, final/) cpu_offload
+# again with the warm-up that call 10 led to. Four machines: calls 1-4, 5-9, 10 and 11.
 # Carried, never committed: .fa4a and .fa4b (FlashAttention-4's wheels, the 92 MB libs_cu13 one split in two;
 # benchmarks/install_fa4.sh), .fa3 (FlashAttention-3 built as in docs/flash_attention_3.md) and .upstream
 # (upstream Ovi 1.1's ovi/ with the stand-ins of shared/tools/README.md). The first call of a job carries
@@ -79,6 +81,16 @@ sys.path.insert(0, 'benchmarks')
 runpy.run_path('benchmarks/bench_offload.py', run_name='__main__')" >> "$O/log10.txt" 2>&1
       CUDA_MODULE_LOADING=EAGER py benchmarks/bench_offload.py --variant 720x720_5s \
         --out "$O/results/offload_eager_loading.json" >> "$O/log10.txt" 2>&1 ;;
+  11) # the final tree: cpu_offload's load and encode_text with the warm-up, then without it (this tree less
+      # engine_warm_up.patch), then the 10 s OOM case
+      py benchmarks/bench_offload.py --variant 720x720_5s --out "$O/results/offload_720x720_5s.json" \
+        > "$O/log11.txt" 2>&1
+      rm -rf /tmp/before && mkdir /tmp/before && cp -r ovi_engine ovi_bench benchmarks /tmp/before/
+      (cd /tmp/before && patch -R -p1 -s < "$OLDPWD/benchmarks/results/h200-141gb_2026-12-04/engine_warm_up.patch" \
+        && PYTHONPATH=/tmp/before python3 benchmarks/bench_offload.py --variant 720x720_5s \
+          --out "$O/results/offload_720x720_5s_no_warm_up.json") >> "$O/log11.txt" 2>&1
+      OUT=$O/suites PARTS=oom OOM_VARIANTS=960x960_10s OOM_POLICY=cpu_offload bash benchmarks/gpu_suites.sh \
+        > "$O/log11_suites.txt" 2>&1 ;;
 esac
 gpu >> "$O/gpu_call$n.txt"
 tar czf "$OUT/call$n.tgz" -C "$O" .
