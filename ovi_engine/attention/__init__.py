@@ -46,8 +46,9 @@ BACKENDS: dict[str, Backend] = {}
 
 PROBE_TOLERANCE = 0.05  # relative L2 vs fp32; bf16 kernels reach ~3e-3, int8-QK sage ~1.5e-2
 # `auto` times its candidates at Ovi's heads and head dim: a self-attention long enough to be compute
-# bound, and a cross-attention to the 512 text tokens, where kernels differ more. On an H200, FA4 led FA3 at
-# 8192² alone while FA3 was 1.3% faster over a 960x960_10s step (benchmarks/results/h200-141gb_2026-12-04).
+# bound, and a cross-attention to the 512 text tokens, where kernels differ more. On an H200, FA3 and FA4
+# were within 1% of each other at 54,900² but FA3 was 1.1-1.5x faster at the cross shapes
+# (benchmarks/results/h200-141gb_2026-12-04, attention.json); one call at one shape could not see that.
 AUTO_SHAPES = ((8192, 8192), (8192, 512))  # (Lq, Lk) at batch 1
 AUTO_HEADS, AUTO_HEAD_DIM = 24, 128
 AUTO_REPS = 3  # timed calls per shape (the median counts), after one untimed warm-up that may compile
