@@ -3,7 +3,7 @@
 #   bash calls.sh N
 # Calls 1-4 (tree 29895d1, files in first/) measured FlashAttention-3 against FA4 and upstream; calls 5-9
 # (tree 5a51ab1, files in final/) the fusion step of the final engine, ours and upstream, and cpu_offload;
-# call 10 (tree e23e730, offload_probe/) the first encode_text; call 11 (the final tree, final/) cpu_offload
+# call 10 (tree e23e730, offload_probe/) the first encode_text; call 11 (tree 523d3f2, offload/) cpu_offload
 # again with the warm-up that call 10 led to. Four machines: calls 1-4, 5-9, 10 and 11.
 # Carried, never committed: .fa4a and .fa4b (FlashAttention-4's wheels, the 92 MB libs_cu13 one split in two;
 # benchmarks/install_fa4.sh), .fa3 (FlashAttention-3 built as in docs/flash_attention_3.md) and .upstream
