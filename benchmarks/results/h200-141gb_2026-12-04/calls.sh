@@ -4,7 +4,8 @@
 # Calls 1-4 (tree 29895d1, files in first/) measured FlashAttention-3 against FA4 and upstream; calls 5-9
 # (tree 5a51ab1, files in final/) the fusion step of the final engine, ours and upstream, and cpu_offload;
 # call 10 (tree e23e730, offload_probe/) the first encode_text; call 11 (tree 523d3f2, offload/) cpu_offload
-# again with the warm-up that call 10 led to. Four machines: calls 1-4, 5-9, 10 and 11.
+# again with the warm-up that call 10 led to; call 12 (tree of the commit that added it, estimate/) the
+# 720x720_5s_fp8 cpu_offload OOM case for the memory model. Five machines: calls 1-4, 5-9, 10, 11 and 12.
 # Carried, never committed: .fa4a and .fa4b (FlashAttention-4's wheels, the 92 MB libs_cu13 one split in two;
 # benchmarks/install_fa4.sh), .fa3 (FlashAttention-3 built as in docs/flash_attention_3.md) and .upstream
 # (upstream Ovi 1.1's ovi/ with the stand-ins of shared/tools/README.md). The first call of a job carries
@@ -91,6 +92,9 @@ runpy.run_path('benchmarks/bench_offload.py', run_name='__main__')" >> "$O/log10
           --out "$O/results/offload_720x720_5s_no_warm_up.json") >> "$O/log11.txt" 2>&1
       OUT=$O/suites PARTS=oom OOM_VARIANTS=960x960_10s OOM_POLICY=cpu_offload bash benchmarks/gpu_suites.sh \
         > "$O/log11_suites.txt" 2>&1 ;;
+  12) # the memory model's one peak outside 5% (2026-12-02d): 720x720_5s_fp8's cpu_offload load, again
+      OUT=$O/suites PARTS=oom OOM_VARIANTS=720x720_5s_fp8 OOM_POLICY=cpu_offload bash benchmarks/gpu_suites.sh \
+        > "$O/log12_suites.txt" 2>&1 ;;
 esac
 gpu >> "$O/gpu_call$n.txt"
 tar czf "$OUT/call$n.tgz" -C "$O" .
