@@ -144,7 +144,7 @@ def layer_norm(norm: nn.LayerNorm, x: Tensor) -> Tensor:
     assert norm.weight is not None and norm.bias is not None
     b, tokens, width = x.shape
     out = triton_kernels.layer_norm(x.unsqueeze(1), norm.weight, norm.bias, norm.eps,
-                                    round_normed=False)
+                                    round_normed=False, out_dtype=x.dtype)
     return out.view(b, tokens, width)
 
 

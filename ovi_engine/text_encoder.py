@@ -176,7 +176,8 @@ def warm_up_kernels(config: TextEncoderConfig, device: torch.device, dtype: torc
     """Run the encoder's matmul and attention shapes once on scratch tensors (batch 2: a prompt and its
     negative), so that the libraries' one-time setup lands here and not in the first encode. On an H200 that
     setup was 1.3 s of the first cpu_offload encode_text's forward; later forwards take 0.03 s
-    (benchmarks/results/h200-141gb_2026-12-04, call 10). Needs ~105 MB at full size, freed on return."""
+    (benchmarks/results/h200-141gb_2026-12-04, call 10). Needs ~105 MB at full size, back to the
+    allocator's cache on return."""
     tokens = batch * config.text_len
     like = {"device": device, "dtype": dtype}
     projections = ((config.dim, config.dim_attn), (config.dim_attn, config.dim),  # q, k, v; o

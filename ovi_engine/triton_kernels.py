@@ -120,17 +120,19 @@ def gated_residual_(x: Tensor, y: Tensor, gate: Tensor) -> None:
     )
 
 
-def layer_norm(x: Tensor, mul: Tensor, add: Tensor, eps: float, round_normed: bool) -> Tensor:
+def layer_norm(x: Tensor, mul: Tensor, add: Tensor, eps: float, round_normed: bool,
+               out_dtype: torch.dtype | None = None) -> Tensor:
     """LayerNorm(x) * mul + add, new and contiguous. x: [B, G, S, C], any strides but a unit channel stride
     (the FFN's chunks are slices of groups); mul, add: [B, G, 1, C] or broadcastable to it (a LayerNorm's
     [C] weight). round_normed rounds the norm to x's dtype before the multiply-add, as eager modulate
     (F.layer_norm, then addcmul) does; otherwise one rounding at the end, as F.layer_norm's affine does.
-    The output has the dtype eager torch would give (the promotion of x, mul and add)."""
+    out_dtype: by default the promotion of x, mul and add, as modulate's addcmul gives; F.layer_norm keeps
+    x's dtype whatever its weight's."""
     b, groups, tokens, width = x.shape
     assert x.stride(3) == 1
     mul, add = (t.expand(b, groups, 1, width) for t in (mul, add))
     assert mul.stride(3) == add.stride(3) == 1
-    dtype = torch.promote_types(torch.promote_types(x.dtype, mul.dtype), add.dtype)
+    dtype = out_dtype or torch.promote_types(torch.promote_types(x.dtype, mul.dtype), add.dtype)
     out = torch.empty(x.shape, dtype=dtype, device=x.device)
     _layer_norm_kernel[(groups * tokens, b)](
         x, mul, add, out, tokens, eps, *x.stride()[:3], *mul.stride()[:2], *add.stride()[:2],

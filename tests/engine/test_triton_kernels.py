@@ -76,12 +76,32 @@ CHECK = textwrap.dedent("""
             aff = triton_kernels.layer_norm(x, weight.to(device, dtype), bias.to(device, dtype), 1e-6,
                                             round_normed=False)
             assert mod.dtype == aff.dtype == dtype and mod.shape == aff.shape == x.shape
+            params32 = weight.float().to(device), bias.float().to(device)  # as F.layer_norm allows
+            kept = triton_kernels.layer_norm(x, *params32, 1e-6, round_normed=False, out_dtype=dtype)
+            assert kept.dtype == dtype
             assert mod.is_contiguous() and aff.is_contiguous()
             tol = 1e-5 if dtype == torch.float32 else 5e-2
             want_mod = normed * (1 + row_scale.double()) + row_shift.double()
             torch.testing.assert_close(mod.double().cpu(), want_mod, rtol=tol, atol=tol)
             torch.testing.assert_close(aff.double().cpu(), normed * weight + bias, rtol=tol, atol=tol)
-            if dtype == torch.bfloat16:  # eager rounds where the kernel does: equal but for a last bit
+            if dtype == torch.bfloat16:
+                # modulate rounds the norm before its multiply-add: emulate both orders in fp32, with the
+                # kernel's own cast (the interpreter truncates to bf16; a GPU rounds to nearest, as torch)
+                def to_bf16(t):
+                    if device == "cuda":
+                        return t.to(dtype).float()
+                    return (t.contiguous().view(torch.int32) & -65536).view(torch.float32)
+
+                x32 = x.float().cpu()
+                centred32 = x32 - x32.mean(-1, keepdim=True)
+                normed32 = centred32 * torch.rsqrt(centred32.pow(2).mean(-1, keepdim=True) + 1e-6)
+                mul32, add32 = (1 + row_scale).float(), row_shift.float()
+                rounded = to_bf16(to_bf16(normed32) * mul32 + add32)
+                unrounded = to_bf16(normed32 * mul32 + add32)
+                got = mod.float().cpu()
+                assert (got == rounded).float().mean() >= 0.99, (got - rounded).abs().max()
+                assert (got == unrounded).float().mean() <= 0.95  # the two orders are told apart
+                # eager rounds where the kernel does: equal but for a last bit
                 eager_mod = dit.modulate(x.cpu(), row_shift, row_scale, 1e-6)
                 eager_aff = torch.nn.functional.layer_norm(x.cpu(), (width,), weight.to(dtype),
                                                            bias.to(dtype), 1e-6)
@@ -180,8 +200,8 @@ def test_layer_norms_go_to_the_kernel_only_with_compiled_helpers_on_the_gpu(monk
     torch.testing.assert_close(dit.layer_norm(norm, tokens), norm(tokens))
     calls = []
 
-    def kernel(x, mul, add, eps, round_normed):
-        calls.append((x.shape, eps, round_normed))
+    def kernel(x, mul, add, eps, round_normed, out_dtype=None):
+        calls.append((x.shape, eps, round_normed, out_dtype))
         normed = torch.nn.functional.layer_norm(x, x.shape[-1:], eps=eps)
         return normed * mul + add
 
@@ -193,4 +213,4 @@ def test_layer_norms_go_to_the_kernel_only_with_compiled_helpers_on_the_gpu(monk
     monkeypatch.setattr(dit, "_compiled_norm_rope", dit.rms_norm_rope)
     torch.testing.assert_close(dit.modulated(x, shift, scale, 1e-6), dit.modulate(x, shift, scale, 1e-6))
     torch.testing.assert_close(dit.layer_norm(norm, tokens), norm(tokens))
-    assert calls == [(x.shape, 1e-6, True), ((2, 1, 12, 8), 1e-5, False)]
+    assert calls == [(x.shape, 1e-6, True, None), ((2, 1, 12, 8), 1e-5, False, torch.float32)]
