@@ -22,8 +22,6 @@ from ovi_bench.variant_facts import variant_facts
 from tests.harness import planted_engines
 from tests.harness.in_process import run_in_process
 
-OWN = "t2v 704x1280 at the engine's own area"
-
 
 def tiny_job(variant: str = "720x720_5s") -> Job:
     (job,) = load_suite("variant_latents").expand(RunOptions(preset="tiny", variants=[variant]))
@@ -58,18 +56,23 @@ def test_the_reference_engine_chooses_the_variants_own_size() -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("factory", "video", "tokens"), [
-    (planted_engines.own_area_ignored, [48, 31, 44, 80], 27280),  # 704x1280 as requested
-    (planted_engines.own_area_snap_64, [48, 31, 32, 60], 14880),  # 512x960
+@pytest.mark.parametrize(("factory", "size", "video", "tokens"), [
+    # a request of the same aspect at half the sides: the variant's area gives 544x960 all the same, while
+    # the engine that ignores it runs 352x640 as requested (a quarter of 704x1280's tokens, a fifth the time)
+    (planted_engines.own_area_ignored, [352, 640], [48, 31, 22, 40], 6820),
+    (planted_engines.own_area_snap_64, [704, 1280], [48, 31, 32, 60], 14880),  # 512x960
 ])
-def test_wrong_own_area_snapping_fails_the_suite(factory: Any, video: list[int], tokens: int) -> None:
+def test_wrong_own_area_snapping_fails_the_suite(factory: Any, size: list[int], video: list[int],
+                                                  tokens: int) -> None:
     job = tiny_job()
+    job = replace(job, params={**job.params, "own_area_size": size})
     metrics, _ = run_spec(job, factory)
+    own = f"t2v {size[0]}x{size[1]} at the engine's own area"
     assert metrics["latents.mismatches"] == [
-        f"{OWN} video: engine {video}, derived [48, 31, 34, 60]",
-        f"{OWN} tokens: engine {tokens}, derived 15810",
+        f"{own} video: engine {video}, derived [48, 31, 34, 60]",
+        f"{own} tokens: engine {tokens}, derived 15810",
     ]
     case = CaseResult(job.case_id, job.suite, job.case_params, "ok", metrics=metrics)
     (verdict,) = [v for v in judge([case], load_suite(job.suite).checks_at("tiny"), None)
                   if v.metric == "latents.mismatches"]
-    assert verdict.status == "fail" and OWN in verdict.message
+    assert verdict.status == "fail" and own in verdict.message
