@@ -77,23 +77,22 @@ def main() -> int:
         torch.bfloat16).split(1, dim=2)
     bias = torch.randn(WIDTH, generator=gen, device=device).to(torch.bfloat16)
     compiled_modulate = torch.compile(dit.modulate)
-    norms = {
-        "modulate_eager": lambda: dit.modulate(hidden, shift, scale, 1e-6),
-        "modulate_torch_compile": lambda: compiled_modulate(hidden, shift, scale, 1e-6),
-        "modulate_triton": lambda: triton_kernels.layer_norm(hidden, 1 + scale, shift, 1e-6,
-                                                             round_normed=True),
-        "layer_norm_eager": lambda: F.layer_norm(x, (WIDTH,), weight, bias, 1e-6),
-        "layer_norm_triton": lambda: triton_kernels.layer_norm(hidden, weight, bias, 1e-6,
-                                                               round_normed=False),
+    modulate_want = dit.modulate(hidden.float(), shift.float(), scale.float(), 1e-6)
+    layer_norm_want = F.layer_norm(hidden.float(), (WIDTH,), weight.float(), bias.float(), 1e-6)
+    norms = {  # name: (path, its fp32 reference)
+        "modulate_eager": (lambda: dit.modulate(hidden, shift, scale, 1e-6), modulate_want),
+        "modulate_torch_compile": (lambda: compiled_modulate(hidden, shift, scale, 1e-6), modulate_want),
+        "modulate_triton": (lambda: triton_kernels.layer_norm(hidden, 1 + scale, shift, 1e-6,
+                                                              round_normed=True), modulate_want),
+        "layer_norm_eager": (lambda: F.layer_norm(x, (WIDTH,), weight, bias, 1e-6), layer_norm_want),
+        "layer_norm_triton": (lambda: triton_kernels.layer_norm(hidden, weight, bias, 1e-6,
+                                                                round_normed=False), layer_norm_want),
     }
-    norm_want = {"modulate": dit.modulate(hidden.float(), shift.float(), scale.float(), 1e-6),
-                 "layer_norm": F.layer_norm(hidden.float(), (WIDTH,), weight.float(), bias.float(), 1e-6)}
     rows = {}
     for name, fn in paths.items():
         rows[name] = measure(fn, (fn().float() - want).abs().max().item(), x, 3 if "plain" in name else 2,
                              device, args.reps)
-    for name, fn in norms.items():
-        reference = norm_want["modulate" if name.startswith("modulate") else "layer_norm"]
+    for name, (fn, reference) in norms.items():
         error = (fn().float().view_as(hidden) - reference).abs().max().item()
         rows[name] = measure(fn, error, x, 2, device, args.reps)
     for name, step in residuals.items():

@@ -16,7 +16,7 @@ layer_norm: LayerNorm, then a multiply-add by rows broadcast over each time grou
 (1 + scale, shift) or a LayerNorm's own weight and bias. With FA3 on the H200 at 960x960_10s,
 torch.compile's modulate took 79.2 ms of a 5.06 s step, about 1.0 TB/s over the 79.5 GB it reads and
 writes, and eager F.layer_norm with weight and bias about 2 TB/s
-(benchmarks/results/h200-141gb_2026-12-04/results/profile_960x960_10s_fa3.json). One program holds one
+(benchmarks/results/h200-141gb_2026-12-04/first/results/profile_960x960_10s_fa3.json). One program holds one
 token's full width in registers, so x is read once.
 
 CUDA only (dit.py falls back elsewhere). `TRITON_INTERPRET=1` runs them on CPU tensors, which is how the
